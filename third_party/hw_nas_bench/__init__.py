@@ -1,0 +1,1 @@
+"""Reader for the official HW-NAS-Bench pickle (restricted unpickler + safe .npz cache)."""
