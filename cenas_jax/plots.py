@@ -1,0 +1,202 @@
+"""The standard figures, written as PNG files.
+
+Figures are drawn on the Agg canvas directly (``matplotlib.figure.Figure`` +
+``matplotlib.backends.backend_agg.FigureCanvasAgg``), so no global matplotlib backend is chosen or
+changed, pyplot is never imported, and no display is needed. matplotlib is imported only inside the
+functions. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cenas_jax.fileio import atomic_write_bytes
+
+_DPI = 120
+
+
+def _figure(figsize: tuple[float, float] = (6.4, 4.2)):
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
+  FigureCanvasAgg(fig)
+  return fig
+
+
+def _save(fig, path: str | os.PathLike[str]) -> Path:
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  return atomic_write_bytes(path, buf.getvalue())
+
+
+def _vec(name: str, x: Any, n: int | None = None) -> np.ndarray:
+  arr = np.asarray(x, dtype=np.float64)
+  if arr.ndim != 1:
+    raise ValueError(f"{name} must be 1-D, got shape {arr.shape}.")
+  if n is not None and arr.shape[0] != n:
+    raise ValueError(f"{name} has {arr.shape[0]} values, expected {n} (same as the x axis).")
+  return arr
+
+
+def plot_hv_curves(path: str | os.PathLike[str],
+                   curves: Mapping[str, tuple[Any, Any, Any, Any]], xlabel: str, ylabel: str, *,
+                   logy: bool = True, title: str | None = None) -> Path:
+  """Mean curves with shaded bands, one per method (e.g. hypervolume regret vs hours or carbon).
+
+  Args:
+    path: PNG file to write.
+    curves: ``{name: (x, y_mean, y_lo, y_hi)}``, four 1-D arrays of equal length each.
+    xlabel: x-axis label with unit (e.g. ``"search time (h)"``, ``"carbon (g CO2eq)"``).
+    ylabel: y-axis label.
+    logy: log-scale y axis (every plotted value must then be > 0).
+    title: optional title.
+
+  Returns:
+    The path written.
+
+  Raises:
+    ValueError: no curves, ragged arrays, or non-positive values with ``logy``.
+  """
+  if not curves:
+    raise ValueError("plot_hv_curves: curves is empty.")
+  fig = _figure()
+  ax = fig.add_subplot()
+  for name, data in curves.items():
+    if len(data) != 4:
+      raise ValueError(f"plot_hv_curves: curve {name!r} must be (x, y_mean, y_lo, y_hi).")
+    x = _vec(f"{name}.x", data[0])
+    y, lo, hi = (_vec(f"{name}.{k}", v, x.shape[0]) for k, v in zip(("y_mean", "y_lo", "y_hi"), data[1:]))
+    if logy and (np.nanmin(np.concatenate([y, lo, hi]), initial=np.inf) <= 0):
+      raise ValueError(f"plot_hv_curves: curve {name!r} has values <= 0; pass logy=False.")
+    (line,) = ax.plot(x, y, label=name, linewidth=1.6)
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+  if logy:
+    ax.set_yscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="best", fontsize="small")
+  return _save(fig, path)
+
+
+def plot_allocation_vs_ci(path: str | os.PathLike[str], hours: Any, n_sampling: Any,
+                          n_training: Any, ci_g_per_kwh: Any, *, title: str | None = None) -> Path:
+  """GPUs given to sampling and to training each hour (stacked steps), with the carbon intensity.
+
+  Args:
+    path: PNG file to write.
+    hours: start of each hour (h since the search started), 1-D.
+    n_sampling: GPUs sampling in each hour.
+    n_training: GPUs training in each hour.
+    ci_g_per_kwh: carbon intensity in each hour (gCO2eq/kWh), on a second y axis.
+    title: optional title.
+
+  Returns:
+    The path written.
+  """
+  h = _vec("hours", hours)
+  s = _vec("n_sampling", n_sampling, h.shape[0])
+  t = _vec("n_training", n_training, h.shape[0])
+  ci = _vec("ci_g_per_kwh", ci_g_per_kwh, h.shape[0])
+  fig = _figure((7.2, 4.2))
+  ax = fig.add_subplot()
+  ax.stackplot(h, t, s, labels=("training GPUs", "sampling GPUs"), step="post",
+               colors=("tab:red", "tab:blue"), alpha=0.6)
+  ax.set_xlabel("time (h)")
+  ax.set_ylabel("GPUs")
+  ax.set_ylim(0, max(1.0, float(np.max(s + t, initial=0.0))) * 1.05)
+  ax2 = ax.twinx()
+  ax2.step(h, ci, where="post", color="black", linewidth=1.2, label="carbon intensity")
+  ax2.set_ylabel("carbon intensity (gCO2eq/kWh)")
+  handles = ax.get_legend_handles_labels()
+  handles2 = ax2.get_legend_handles_labels()
+  ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="upper right", fontsize="small")
+  if title:
+    ax.set_title(title)
+  return _save(fig, path)
+
+
+def plot_pareto(path: str | os.PathLike[str], points: Any, front_mask: Any,
+                labels: Sequence[str], *, title: str | None = None) -> Path:
+  """Scatter of all points with the Pareto front highlighted and joined.
+
+  Args:
+    path: PNG file to write.
+    points: ``(n, 2)`` objective values (x, y).
+    front_mask: ``(n,)`` bool, ``True`` for points on the front (e.g. from ``results.pareto_mask``).
+    labels: ``(xlabel, ylabel)`` axis labels with units.
+    title: optional title.
+
+  Returns:
+    The path written.
+  """
+  pts = np.asarray(points, dtype=np.float64)
+  if pts.ndim != 2 or pts.shape[1] != 2:
+    raise ValueError(f"plot_pareto: points must have shape (n, 2), got {pts.shape}.")
+  mask = np.asarray(front_mask, dtype=bool)
+  if mask.shape != (pts.shape[0],):
+    raise ValueError(f"plot_pareto: front_mask has shape {mask.shape}, expected ({pts.shape[0]},).")
+  if len(labels) != 2:
+    raise ValueError("plot_pareto: labels must be (xlabel, ylabel).")
+  fig = _figure()
+  ax = fig.add_subplot()
+  ax.scatter(pts[~mask, 0], pts[~mask, 1], s=8, color="0.6", alpha=0.6, label="evaluated")
+  front = pts[mask]
+  front = front[np.argsort(front[:, 0], kind="stable")]
+  ax.plot(front[:, 0], front[:, 1], "o-", color="tab:red", markersize=4, linewidth=1.2,
+          label="Pareto front")
+  ax.set_xlabel(labels[0])
+  ax.set_ylabel(labels[1])
+  if title:
+    ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="best", fontsize="small")
+  return _save(fig, path)
+
+
+def plot_forecast(path: str | os.PathLike[str], t: Any, actual: Any, p10: Any, p50: Any, p90: Any,
+                  *, xlabel: str = "time (h)", ylabel: str = "carbon intensity (gCO2eq/kWh)",
+                  title: str | None = None) -> Path:
+  """A forecast's median and 10-90% band against the actual series.
+
+  Args:
+    path: PNG file to write.
+    t: time axis, 1-D (numbers or datetimes).
+    actual: observed values.
+    p10: 10% quantile forecast.
+    p50: median forecast.
+    p90: 90% quantile forecast.
+    xlabel: x-axis label.
+    ylabel: y-axis label.
+    title: optional title.
+
+  Returns:
+    The path written.
+  """
+  tt = np.asarray(t)
+  if tt.ndim != 1:
+    raise ValueError(f"plot_forecast: t must be 1-D, got shape {tt.shape}.")
+  n = tt.shape[0]
+  a, lo, mid, hi = (_vec(k, v, n) for k, v in
+                    (("actual", actual), ("p10", p10), ("p50", p50), ("p90", p90)))
+  fig = _figure((7.2, 4.0))
+  ax = fig.add_subplot()
+  ax.fill_between(tt, lo, hi, color="tab:blue", alpha=0.25, linewidth=0, label="p10-p90")
+  ax.plot(tt, mid, color="tab:blue", linewidth=1.4, label="p50 forecast")
+  ax.plot(tt, a, color="black", linewidth=1.2, label="actual")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="best", fontsize="small")
+  return _save(fig, path)
