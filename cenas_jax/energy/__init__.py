@@ -1,1 +1,44 @@
+"""Energy: HLO kernels -> features -> per-kernel energy model; device specs.
 
+Importing this package does not import JAX (``hlo`` imports it only when lowering a function).
+
+Typical use::
+
+  from cenas_jax import energy
+  kernels = energy.extract_kernels(apply_fn, params, x, mode="gpu")
+  model = energy.prior_model("jetson-tx2")
+  energy_j = energy.predict_energy_j(model, kernels, batch_size=x.shape[0])
+"""
+
+from cenas_jax.energy.hlo import (
+    KERNEL_CLASSES,
+    GpuFusionConfig,
+    Kernel,
+    KernelGraph,
+    clear_cache,
+    extract_kernel_graph,
+    extract_kernels,
+    kernel_graph_from_hlo,
+)
+from cenas_jax.energy.model import (
+    FEATURE_NAMES,
+    ClassParams,
+    EnergyModel,
+    fit_energy_model,
+    kernel_features,
+    load_energy_model,
+    predict_energy_j,
+    predict_kernel_energy_j,
+    predict_time_s,
+    prior_model,
+    save_energy_model,
+)
+from cenas_jax.energy.specs import DEVICE_SPECS, DeviceSpec, get_spec
+
+__all__ = [
+    "KERNEL_CLASSES", "GpuFusionConfig", "Kernel", "KernelGraph", "clear_cache",
+    "extract_kernel_graph", "extract_kernels", "kernel_graph_from_hlo", "FEATURE_NAMES",
+    "ClassParams", "EnergyModel", "fit_energy_model", "kernel_features", "load_energy_model",
+    "predict_energy_j", "predict_kernel_energy_j", "predict_time_s", "prior_model",
+    "save_energy_model", "DEVICE_SPECS", "DeviceSpec", "get_spec",
+]
