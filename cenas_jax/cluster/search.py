@@ -1,0 +1,333 @@
+"""One CE-NAS search episode on the simulated GPU pool: init, hour steps, and the final record.
+
+The episode is a loop of pure-ish steps over an explicit ``EpisodeState`` (JSON-serializable apart
+from the strategy's pytree), so a runner can checkpoint after every simulated hour and resume:
+
+    state = init_episode(problem, config, seed)
+    for _ in range(config.hours):
+      state = step_episode(state, problem, ci, strategy, optimizer, config)
+    record = episode_record(state, problem, config)
+
+Randomness is derived from ``(seed, hour)`` (numpy ``SeedSequence`` and ``jax.random.fold_in``), never
+carried as mutable state, so a resumed run draws exactly what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from cenas_jax.cluster import pool as pool_lib
+from cenas_jax.cluster.problem import SearchProblem
+from cenas_jax.cluster.strategies import Observation, Outcome, Strategy
+from cenas_jax.moo.hypervolume import hypervolume_2d
+from cenas_jax.moo import lamoo as lamoo_lib
+from cenas_jax.moo.pareto import non_dominated_mask, non_dominated_sort
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Parameters of one episode.
+
+  Attributes:
+    hours: simulated hours.
+    n_init: random architectures evaluated before the search starts (not charged, as the official
+      code).
+    pool: the GPU pool.
+    history_hours: trailing hours of intensity a strategy may see.
+    oneshot_per_gpu_hour: proposals a sampling GPU scores per hour when nothing trains (one-shot NAS).
+    reward_accounting: accounting ("paper" or "full") whose carbon enters learning strategies' reward.
+  """
+
+  hours: int = 80
+  n_init: int = 10
+  pool: pool_lib.PoolConfig = pool_lib.PoolConfig()
+  history_hours: int = 168
+  oneshot_per_gpu_hour: int = 5
+  reward_accounting: str = "paper"
+
+
+class Optimizer(Protocol):
+  """Orders fresh candidates for proposal (best region first)."""
+
+  name: str
+
+  def order(self, problem: SearchProblem, sample_pos: np.ndarray, sample_y: np.ndarray,
+            exclude: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomOptimizer:
+  """Uniform random proposals among fresh candidates (a baseline and a test double)."""
+
+  name: str = "random"
+
+  def order(self, problem, sample_pos, sample_y, exclude, k, rng):
+    del problem, sample_pos, sample_y
+    free = np.flatnonzero(~exclude)
+    return rng.choice(free, size=min(k, len(free)), replace=False) if len(free) else free
+
+
+@dataclasses.dataclass(frozen=True)
+class LaMOOOptimizer:
+  """LaMOO proposals (``cenas_jax.moo.lamoo``): tree rebuilt every hour, region chosen by UCB.
+
+  Attributes:
+    config: tree settings (``LaMOOConfig.cenas()`` by default).
+    cp: UCB exploration constant (CE-NAS default 30).
+    mode: "leaf" or "path" selection.
+    method: "rejection" (uniform in the region) or "ehvi" (GP expected HV improvement in the region).
+    max_tree_samples: when more samples are known (one-shot search scores thousands), the tree is
+      built on this many of the best by non-dominated rank (0 = no limit).
+  """
+
+  config: lamoo_lib.LaMOOConfig = dataclasses.field(default_factory=lamoo_lib.LaMOOConfig.cenas)
+  cp: float = 30.0
+  mode: str = "leaf"
+  method: str = "rejection"
+  max_tree_samples: int = 400
+  name: str = "lamoo"
+
+  def order(self, problem, sample_pos, sample_y, exclude, k, rng):
+    if k <= 0:
+      return np.zeros(0, dtype=np.int64)
+    if self.max_tree_samples and len(sample_pos) > self.max_tree_samples:
+      ranks = non_dominated_sort(sample_y)
+      keep = np.lexsort((rng.random(len(ranks)), ranks))[: self.max_tree_samples]
+      sample_pos, sample_y = sample_pos[keep], sample_y[keep]
+    state = lamoo_lib.LaMOOState(sample_idx=np.asarray(sample_pos, dtype=np.int64),
+                                 y=np.asarray(sample_y, dtype=np.float64))
+    return lamoo_lib.lamoo_step(state, problem.features, problem.ref_point, self.config, k, rng,
+                                cp=self.cp, mode=self.mode, method=self.method,
+                                extra_exclude=exclude)
+
+
+@dataclasses.dataclass
+class EpisodeState:
+  """Everything needed to continue an episode.
+
+  Attributes:
+    seed: the episode's seed.
+    hour: hours simulated so far.
+    evaluated: candidate positions whose true objectives are known, in order (first ``n_init`` are
+      the initial random ones).
+    scored: positions scored by the supernet (one-shot strategies use them as samples).
+    pool: queues and GPU roles.
+    history: per-hour lists (``hv``, ``n_train``, ``n_sample``, ``ci_g_per_kwh``, ``n_finished``,
+      ``carbon_g_<kind>``, ``energy_j_<kind>``, ``gpu_s_<kind>``).
+    strategy_state: the strategy's pytree (agent parameters and optimizer state, or {}).
+  """
+
+  seed: int
+  hour: int
+  evaluated: list[int]
+  scored: list[int]
+  pool: pool_lib.PoolState
+  history: dict[str, list[float]]
+  strategy_state: Any
+
+  def to_dict(self) -> dict:
+    """JSON-safe part of the state (the strategy state is saved separately)."""
+    return {"seed": self.seed, "hour": self.hour, "evaluated": list(map(int, self.evaluated)),
+            "scored": list(map(int, self.scored)), "pool": self.pool.to_dict(),
+            "history": {k: [float(x) for x in v] for k, v in self.history.items()}}
+
+  @classmethod
+  def from_dict(cls, d: dict, strategy_state: Any) -> "EpisodeState":
+    return cls(seed=int(d["seed"]), hour=int(d["hour"]), evaluated=list(d["evaluated"]),
+               scored=list(d["scored"]), pool=pool_lib.PoolState.from_dict(d["pool"]),
+               history={k: list(v) for k, v in d["history"].items()}, strategy_state=strategy_state)
+
+
+def _rng(seed: int, hour: int, stream: int) -> np.random.Generator:
+  return np.random.default_rng(np.random.SeedSequence([seed, hour, stream]))
+
+
+def _jax_key(seed: int, hour: int):
+  import jax
+
+  return jax.random.fold_in(jax.random.key(seed), hour)
+
+
+def current_hv(state: EpisodeState, problem: SearchProblem, trains: bool) -> float:
+  """HV of what the strategy would report: its trained architectures, or (for one-shot search) the
+  true objectives of the architectures its supernet estimates put on the front."""
+  if trains:
+    return problem.hv(state.evaluated)
+  return problem.hv(oneshot_selection(state, problem))
+
+
+def oneshot_selection(state: EpisodeState, problem: SearchProblem) -> np.ndarray:
+  """The architectures a one-shot search reports: the non-dominated set of its estimates (the
+  initial random architectures count with their true values)."""
+  init = np.asarray(state.evaluated, dtype=np.int64)
+  scored = np.asarray(state.scored, dtype=np.int64)
+  pos = np.concatenate([init, scored])
+  y = np.concatenate([problem.y_true[init], problem.y_pred[scored]])
+  return pos[non_dominated_mask(y)]
+
+
+def init_episode(problem: SearchProblem, config: SearchConfig, seed: int,
+                 strategy: Strategy) -> EpisodeState:
+  """Evaluates ``n_init`` random architectures (uncharged) and initializes the strategy."""
+  rng = _rng(seed, 0, 0)  # stream 0: initial samples; stream 1: hourly proposals
+  init = rng.choice(problem.n, size=config.n_init, replace=False)
+  state = EpisodeState(seed=seed, hour=0, evaluated=[int(i) for i in init], scored=[],
+                       pool=pool_lib.PoolState(), history={}, strategy_state=None)
+  state.strategy_state = strategy.init(_jax_key(seed, 2**30))
+  state.history["hv"] = [current_hv(state, problem, True)]
+  return state
+
+
+def observe(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.ndarray, hour0: int,
+            config: SearchConfig, trains: bool,
+            forecast_fn: Callable[[int], np.ndarray | None] | None = None,
+            ci_ref: tuple[float, float] | None = None) -> Observation:
+  """The observation at the start of ``state.hour``.
+
+  Args:
+    ci_g_per_kwh: the hourly trace, indexed so that ``ci_g_per_kwh[hour0 + h]`` is search hour h; at
+      least ``config.history_hours`` hours before ``hour0`` when available.
+    hour0: index of search hour 0 in the trace.
+    forecast_fn: absolute trace index -> forecast of the following hours, or None.
+    ci_ref: reference (min, max) for normalization; default the trailing history's.
+  """
+  t = hour0 + state.hour
+  hist = ci_g_per_kwh[max(0, t - config.history_hours + 1): t + 1]
+  lo, hi = ci_ref if ci_ref is not None else (float(hist.min()), float(hist.max()))
+  hv = state.history["hv"][-1]
+  hv_prev = state.history["hv"][-2] if len(state.history["hv"]) > 1 else hv
+  return Observation(
+      hour=state.hour, hours_total=config.hours, n_gpus=config.pool.n_gpus,
+      ci_g_per_kwh=float(ci_g_per_kwh[t]), ci_history=hist,
+      ci_forecast=forecast_fn(t) if forecast_fn is not None else None,
+      ci_ref_min=lo, ci_ref_max=hi, hv=hv, hv_prev=hv_prev, max_hv=problem.max_hv,
+      n_evaluated=len(state.evaluated),
+      n_queued=len(state.pool.queue) + len(state.pool.halfwork))
+
+
+def step_episode(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.ndarray, hour0: int,
+                 strategy: Strategy, optimizer: Optimizer, config: SearchConfig,
+                 forecast_fn=None, ci_ref=None) -> tuple[EpisodeState, dict]:
+  """Simulates one hour: the strategy allocates, the pool works, the strategy learns.
+
+  Returns the new state (the input is not modified) and the hour's info dict.
+  """
+  trains = strategy.trains
+  obs = observe(state, problem, ci_g_per_kwh, hour0, config, trains, forecast_fn, ci_ref)
+  sstate, alloc, info = strategy.act(state.strategy_state, obs, _jax_key(state.seed, state.hour))
+  pcfg = config.pool
+
+  # What LaMOO learns from: true objectives of trained archs, or supernet estimates (one-shot).
+  evaluated = np.asarray(state.evaluated, dtype=np.int64)
+  scored = np.asarray(state.scored, dtype=np.int64)
+  if trains:
+    sample_pos, sample_y = evaluated, problem.y_true[evaluated]
+  else:
+    sample_pos = np.concatenate([evaluated, scored])
+    sample_y = np.concatenate([problem.y_true[evaluated], problem.y_pred[scored]])
+  exclude = np.zeros(problem.n, dtype=bool)
+  exclude[evaluated] = True
+  exclude[scored] = True
+  exclude[np.asarray(pool_lib.queued_candidates(state.pool), dtype=np.int64)] = True
+
+  if trains:
+    k_max = pcfg.queue_capacity + 1 + 3 * pcfg.n_gpus + pcfg.screen_per_gpu_hour * alloc.n_sample
+  else:
+    k_max = config.oneshot_per_gpu_hour * alloc.n_sample
+  order = optimizer.order(problem, sample_pos, sample_y, exclude, k_max,
+                          _rng(state.seed, state.hour, 1))
+  cursor = [0]
+
+  def propose(k: int) -> np.ndarray:
+    out = order[cursor[0]: cursor[0] + k]
+    cursor[0] += len(out)
+    return out
+
+  ci = float(ci_g_per_kwh[hour0 + state.hour])
+  if trains:
+    new_pool, report = pool_lib.run_step(
+        state.pool, n_train=alloc.n_train, n_sample=alloc.n_sample, ci_g_per_kwh=ci,
+        propose=propose, predict=lambda idx: problem.y_pred[idx],
+        train_time_s=problem.train_time_s, config=pcfg, n_obj=problem.y_true.shape[1])
+  else:
+    # One-shot search: the sampling GPUs score a batch; nothing is queued for training.
+    oneshot_cfg = dataclasses.replace(pcfg, screen_per_gpu_hour=config.oneshot_per_gpu_hour)
+    _, report = pool_lib.run_step(
+        pool_lib.PoolState(roles=state.pool.roles), n_train=0, n_sample=alloc.n_sample,
+        ci_g_per_kwh=ci, propose=propose, predict=lambda idx: problem.y_pred[idx],
+        train_time_s=problem.train_time_s, config=oneshot_cfg)
+    new_pool = pool_lib.PoolState(roles=[pool_lib.SAMPLE] * alloc.n_sample
+                                  + ["released"] * (pcfg.n_gpus - alloc.n_sample))
+
+  new = EpisodeState(seed=state.seed, hour=state.hour + 1,
+                     evaluated=state.evaluated + list(report.finished),
+                     scored=state.scored + ([] if trains else list(report.scored)),
+                     pool=new_pool, history={k: list(v) for k, v in state.history.items()},
+                     strategy_state=sstate)
+  hv = current_hv(new, problem, trains)
+  h = new.history
+  h["hv"].append(hv)
+  for key, val in (("n_train", alloc.n_train), ("n_sample", alloc.n_sample), ("ci_g_per_kwh", ci),
+                   ("n_finished", len(report.finished)), ("n_scored", report.n_scored)):
+    h.setdefault(key, []).append(float(val))
+  for kind in pool_lib.KINDS:
+    h.setdefault(f"carbon_g_{kind}", []).append(report.carbon_g[kind])
+    h.setdefault(f"energy_j_{kind}", []).append(report.energy_j[kind])
+    h.setdefault(f"gpu_s_{kind}", []).append(report.gpu_seconds[kind])
+  for key, val in info.items():
+    if np.ndim(val) == 0:
+      h.setdefault(f"info_{key}", []).append(float(val))
+
+  outcome = Outcome(hv_gain=hv - h["hv"][-2],
+                    carbon_g=report.carbon_under(config.reward_accounting),
+                    n_finished=len(report.finished))
+  next_obs = observe(new, problem, ci_g_per_kwh, hour0, config, trains, forecast_fn, ci_ref) \
+      if new.hour < config.hours and hour0 + new.hour < len(ci_g_per_kwh) else obs
+  new.strategy_state = strategy.learn(sstate, obs, info, outcome, next_obs)
+  return new, {"alloc": alloc, "report": report, "hv": hv}
+
+
+def carbon_curve(history: dict[str, list[float]], accounting: str) -> np.ndarray:
+  """Cumulative carbon (g) after each hour under ``accounting`` ("paper" or "full")."""
+  kinds = pool_lib.ACCOUNTING[accounting]
+  n = len(history.get("n_train", []))
+  per_hour = np.zeros(n)
+  for k in kinds:
+    per_hour += np.asarray(history.get(f"carbon_g_{k}", np.zeros(n)), dtype=np.float64)
+  return np.cumsum(per_hour)
+
+
+def carbon_to_target(history: dict[str, list[float]], accounting: str, target_hv: float
+                     ) -> float | None:
+  """Carbon (g) spent when the HV first reaches ``target_hv`` (None if it never does)."""
+  hv = np.asarray(history["hv"][1:], dtype=np.float64)  # hv after each hour
+  if history["hv"][0] >= target_hv:
+    return 0.0
+  hit = np.flatnonzero(hv >= target_hv)
+  if len(hit) == 0:
+    return None
+  return float(carbon_curve(history, accounting)[hit[0]])
+
+
+def episode_record(state: EpisodeState, problem: SearchProblem, hv_targets=(0.95, 0.97, 0.98, 0.99)
+                   ) -> dict:
+  """The per-episode summary that ``summary.json`` aggregates."""
+  h = state.history
+  rec = {
+      "seed": state.seed,
+      "hours": state.hour,
+      "final_hv": h["hv"][-1],
+      "n_trained": len(state.evaluated),
+      "n_scored": len(state.scored),
+      "carbon_g": {acc: float(carbon_curve(h, acc)[-1]) if state.hour else 0.0
+                   for acc in pool_lib.ACCOUNTING},
+      "carbon_to_target_g": {
+          acc: {f"{t:.2f}": carbon_to_target(h, acc, t * problem.max_hv) for t in hv_targets}
+          for acc in pool_lib.ACCOUNTING},
+      "gpu_hours": {k: float(np.sum(h.get(f"gpu_s_{k}", [0.0])) / 3600.0) for k in pool_lib.KINDS},
+      "energy_kwh": {k: float(np.sum(h.get(f"energy_j_{k}", [0.0])) / 3.6e6) for k in pool_lib.KINDS},
+  }
+  return rec

@@ -1,0 +1,230 @@
+"""The CE-NAS GPU-allocation agent: an advantage actor-critic over hourly allocations.
+
+Two modes (``AgentConfig.mode``):
+
+- ``faithful`` reproduces the official code (``cake-lab/CE-NAS`` ``A3C.py``/``RLnet.py``, see
+  ``reference/cenas_lamoo.md`` section 2.4), quirks included: a 4-d state
+  ``[T_rem / 40, ci_norm - 0.5, HV_0 / HV_max, N_evaluated]`` whose HV entry is frozen at its initial
+  value and whose count is not normalized, while the loop runs 80 h; 10 actions ``a -> n_train =
+  max(floor(8 a / 10), 1)``; sigmoid MLPs 100-150-200-100 without biases; RMSprop (actor lr 1e-4,
+  critic lr 1e-1, alpha 0.9, eps 1e-10 outside the square root); entropy weight 0.5; one update per
+  hour with a one-step return ``R = r``.
+- ``fixed`` keeps the architecture but repairs the state (live HV, normalized counts, the last hour's
+  HV gain) and adds forecast features (the next 24 h median relative to now, and the rank of the
+  current intensity within the next 24 h), uses a TD(0) critic target ``r + gamma V(s')``, Adam with
+  a sane critic learning rate, and an action space that may release GPUs (``release=True``:
+  ``n_train`` in 0..8, one GPU keeps sampling while anything is released).
+
+The reward is the official one in both modes:
+``r = alpha dHV/HV_max (0.8 + 0.8 t / T) - beta C_t + gamma_s n_t`` with ``beta = beta_scale / CI_max``,
+``C_t`` the hour's carbon per GPU in the official unit (GPU-hours x gCO2/kWh, i.e. grams at 1 kW per
+GPU) and ``n_t`` the architectures finished in the hour.
+
+Everything is a pure function of explicit pytrees; ``update`` is jitted once per config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cenas_jax.cluster.strategies import Allocation, Observation, Outcome
+
+FAITHFUL, FIXED = "faithful", "fixed"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+  """Hyper-parameters of the allocation agent (defaults: the official code's)."""
+
+  mode: str = FAITHFUL
+  n_gpus: int = 8
+  hidden: tuple[int, ...] = (100, 150, 200, 100)
+  actor_lr: float = 1e-4
+  critic_lr: float = 1e-1
+  rms_decay: float = 0.9
+  rms_eps: float = 1e-10
+  gamma: float = 0.99
+  entropy_weight: float = 0.5
+  # Reward (official constants).
+  alpha: float = 20.0
+  beta_scale: float = 2.0
+  gamma_s: float = 0.05
+  reward_gpu_power_kw: float = 1.0  # grams -> official "GPU-hours x gCO2/kWh" unit
+  # Faithful quirks.
+  state_budget_hours: float = 40.0
+  # Fixed mode.
+  release: bool = True
+  use_forecast: bool = True
+  frozen: bool = False  # deploy a trained agent without further updates
+
+  def __post_init__(self):
+    if self.mode not in (FAITHFUL, FIXED):
+      raise ValueError(f"AgentConfig.mode must be {FAITHFUL!r} or {FIXED!r}, got {self.mode!r}")
+
+  @property
+  def n_actions(self) -> int:
+    return self.n_gpus + 1 if (self.mode == FIXED and self.release) else 10
+
+  @property
+  def obs_dim(self) -> int:
+    return 4 if self.mode == FAITHFUL else (6 + (3 if self.use_forecast else 0))
+
+
+def action_to_allocation(config: AgentConfig, action: int) -> Allocation:
+  """Maps a discrete action to GPUs per role."""
+  n = config.n_gpus
+  if config.mode == FAITHFUL or not config.release:
+    n_train = max(int(n * min(int(action), 9) / 10), 1)
+    return Allocation(n_train, n - n_train)
+  n_train = int(action)
+  return Allocation(n_train, 0 if n_train == n else 1)
+
+
+def features(config: AgentConfig, obs: Observation, hv0: float) -> np.ndarray:
+  """The agent's state vector for ``obs`` (``hv0``: the HV after initialization, for faithful)."""
+  span = max(obs.ci_ref_max - obs.ci_ref_min, 1e-9)
+  ci_c = (obs.ci_g_per_kwh - obs.ci_ref_min) / span - 0.5
+  if config.mode == FAITHFUL:
+    t_rem = obs.hours_total - obs.hour
+    return np.array([t_rem / config.state_budget_hours, ci_c, hv0 / obs.max_hv, obs.n_evaluated],
+                    dtype=np.float32)
+  f = [1.0 - obs.hour / obs.hours_total, ci_c, obs.hv / obs.max_hv,
+       obs.n_evaluated / 100.0, 10.0 * (obs.hv - obs.hv_prev) / obs.max_hv, obs.n_queued / 10.0]
+  if config.use_forecast:
+    fc = obs.ci_forecast
+    if fc is None or len(fc) == 0:
+      raise ValueError("AgentConfig.use_forecast=True but the observation carries no forecast")
+    fc = np.asarray(fc[:24], dtype=np.float64)
+    f += [(np.median(fc) - obs.ci_g_per_kwh) / span,
+          float(np.mean(fc < obs.ci_g_per_kwh)),
+          (np.min(fc) - obs.ci_g_per_kwh) / span]
+  return np.asarray(f, dtype=np.float32)
+
+
+def reward(config: AgentConfig, obs: Observation, outcome: Outcome) -> float:
+  """The official reward for one hour (see module docstring)."""
+  t_frac = (obs.hour + 1) / (config.state_budget_hours if config.mode == FAITHFUL
+                              else obs.hours_total)
+  beta = config.beta_scale / max(obs.ci_ref_max, 1e-9)
+  c_t = outcome.carbon_g / config.reward_gpu_power_kw / config.n_gpus
+  return float(config.alpha * outcome.hv_gain / obs.max_hv * (0.8 * t_frac + 0.8)
+               - beta * c_t + config.gamma_s * outcome.n_finished)
+
+
+class _Trunk(nn.Module):
+  """The official MLP: bias-free sigmoid layers, Xavier-uniform init, then a linear head."""
+
+  hidden: tuple[int, ...]
+  out: int
+
+  @nn.compact
+  def __call__(self, x):
+    for h in self.hidden:
+      x = nn.sigmoid(nn.Dense(h, use_bias=False, kernel_init=nn.initializers.xavier_uniform())(x))
+    return nn.Dense(self.out, kernel_init=nn.initializers.variance_scaling(
+        1.0 / 3.0, "fan_in", "uniform"))(x)  # PyTorch's default Linear init
+
+
+def _optimizers(config: AgentConfig):
+  if config.mode == FAITHFUL:
+    mk = lambda lr: optax.rmsprop(lr, decay=config.rms_decay, eps=config.rms_eps,
+                                  eps_in_sqrt=False)
+    return mk(config.actor_lr), mk(config.critic_lr)
+  return optax.adam(config.actor_lr * 3), optax.adam(1e-3)
+
+
+def init_agent(config: AgentConfig, key) -> dict[str, Any]:
+  """Parameters and optimizer states of the actor and the critic."""
+  ka, kc = jax.random.split(key)
+  x = jnp.zeros((1, config.obs_dim), jnp.float32)
+  actor = _Trunk(config.hidden, config.n_actions).init(ka, x)
+  critic = _Trunk(config.hidden, 1).init(kc, x)
+  opt_a, opt_c = _optimizers(config)
+  return {"actor": actor, "critic": critic, "opt_actor": opt_a.init(actor),
+          "opt_critic": opt_c.init(critic)}
+
+
+def policy_logits(config: AgentConfig, params, feats):
+  return _Trunk(config.hidden, config.n_actions).apply(params, feats)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def act(config: AgentConfig, agent: dict, feats, key):
+  """Samples an action; returns ``(action, log_prob, probs)``."""
+  logits = policy_logits(config, agent["actor"], feats[None])[0]
+  a = jax.random.categorical(key, logits)
+  logp = jax.nn.log_softmax(logits)
+  return a, logp[a], jnp.exp(logp)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done):
+  """One actor-critic update on a single transition; returns ``(agent, metrics)``."""
+  critic_apply = lambda p, x: _Trunk(config.hidden, 1).apply(p, x[None])[0, 0]
+  if config.mode == FAITHFUL:
+    ret = r  # batch of one: the discounted return is the reward itself
+  else:
+    ret = r + config.gamma * (1.0 - done) * jax.lax.stop_gradient(
+        critic_apply(agent["critic"], next_feats))
+  adv = jax.lax.stop_gradient(ret - critic_apply(agent["critic"], feats))
+
+  def actor_loss(p):
+    logp = jax.nn.log_softmax(policy_logits(config, p, feats[None])[0])
+    entropy = -jnp.sum(jnp.exp(logp) * logp)
+    return -logp[action] * adv - config.entropy_weight * entropy, entropy
+
+  def critic_loss(p):
+    return jnp.square(ret - critic_apply(p, feats))
+
+  (la, ent), ga = jax.value_and_grad(actor_loss, has_aux=True)(agent["actor"])
+  lc, gc = jax.value_and_grad(critic_loss)(agent["critic"])
+  opt_a, opt_c = _optimizers(config)
+  ua, sa = opt_a.update(ga, agent["opt_actor"], agent["actor"])
+  uc, sc = opt_c.update(gc, agent["opt_critic"], agent["critic"])
+  new = {"actor": optax.apply_updates(agent["actor"], ua), "opt_actor": sa,
+         "critic": optax.apply_updates(agent["critic"], uc), "opt_critic": sc}
+  return new, {"actor_loss": la, "critic_loss": lc, "entropy": ent, "advantage": adv}
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentStrategy:
+  """The ``cenas`` strategy: the agent decides, and (unless frozen) learns online every hour.
+
+  State pytree: ``{"agent": ..., "hv0": float}``; ``init_params`` deploys pre-trained parameters.
+  """
+
+  config: AgentConfig = AgentConfig()
+  init_params: Any = None
+  name: str = "cenas"
+  trains: bool = True
+
+  def init(self, key):
+    agent = self.init_params if self.init_params is not None else init_agent(self.config, key)
+    return {"agent": agent, "hv0": jnp.float32(-1.0)}
+
+  def act(self, state, obs: Observation, key):
+    hv0 = float(state["hv0"]) if float(state["hv0"]) >= 0 else obs.hv
+    feats = features(self.config, obs, hv0)
+    a, logp, _ = act(self.config, state["agent"], jnp.asarray(feats), key)
+    alloc = action_to_allocation(self.config, int(a))
+    return ({"agent": state["agent"], "hv0": jnp.float32(hv0)}, alloc,
+            {"action": int(a), "logp": float(logp)})
+
+  def learn(self, state, obs, info, outcome, next_obs):
+    if self.config.frozen:
+      return state
+    hv0 = float(state["hv0"])
+    r = reward(self.config, obs, outcome)
+    done = float(next_obs is obs)
+    agent, _ = update(self.config, state["agent"], jnp.asarray(features(self.config, obs, hv0)),
+                      jnp.int32(info["action"]), jnp.float32(r),
+                      jnp.asarray(features(self.config, next_obs, hv0)), jnp.float32(done))
+    return {"agent": agent, "hv0": state["hv0"]}
