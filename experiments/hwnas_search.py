@@ -59,6 +59,8 @@ flags.DEFINE_list("pretrain_regions", list(_D.pretrain_regions), "Regions for pr
 flags.DEFINE_string("pretrain_end", _D.pretrain_end, "Pre-training windows end before this UTC time.")
 flags.DEFINE_list("oracle_quantiles", [str(q) for q in _D.oracle_quantiles],
                   "Intensity quantiles of the oracle's threshold schedules.")
+flags.DEFINE_list("oracle_splits", list(_D.oracle_splits),
+                  "Oracle schedules' n_train in clean:dirty hours (one GPU samples, the rest released).")
 flags.DEFINE_enum("oracle_accounting", _D.oracle_accounting, ["paper", "full"], "What the oracle minimizes.")
 flags.DEFINE_list("hv_targets", [str(t) for t in _D.hv_targets], "HV fractions for carbon-to-target.")
 flags.DEFINE_integer("workers", _D.workers, "Episodes run in parallel processes.")
@@ -71,6 +73,7 @@ def config_from_flags() -> experiment.ExperimentConfig:
   kw.update(seeds=seeds, strategies=tuple(FLAGS.strategies),
             pretrain_regions=tuple(FLAGS.pretrain_regions),
             oracle_quantiles=tuple(float(q) for q in FLAGS.oracle_quantiles),
+            oracle_splits=tuple(FLAGS.oracle_splits),
             hv_targets=tuple(float(t) for t in FLAGS.hv_targets))
   return experiment.ExperimentConfig(**kw)
 

@@ -67,7 +67,8 @@ class ExperimentConfig:
   pretrain_episodes: int = 0
   pretrain_regions: tuple[str, ...] = ("US-CAL-CISO", "DE", "US-MIDA-PJM")
   pretrain_end: str = "2021-06-25T00:00:00+00:00"
-  oracle_quantiles: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+  oracle_quantiles: tuple[float, ...] = (0.35, 0.7)
+  oracle_splits: tuple[str, ...] = ("1:0", "2:0", "2:1", "8:1")  # n_train in clean:dirty hours
   oracle_accounting: str = "full"
   hv_targets: tuple[float, ...] = (0.95, 0.97, 0.98, 0.99)
   carbon_budgets_g: tuple[float, ...] = (5000.0, 10000.0, 30000.0, 50000.0)
@@ -82,6 +83,10 @@ class ExperimentConfig:
     if self.agent_ci_input == "forecast":
       raise ValueError("--agent_ci_input=forecast needs a trained forecaster, which this binary does "
                        "not load yet; use 'actual' or 'perfect'")
+    for split in self.oracle_splits:
+      parts = split.split(":")
+      if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"--oracle_splits: {split!r} is not 'N_CLEAN:N_DIRTY' (e.g. 2:0)")
     if self.hours < 1 or not self.seeds:
       raise ValueError("--hours must be >= 1 and --seeds non-empty")
 
@@ -173,7 +178,11 @@ def _agent_config(config: ExperimentConfig, faithful: bool, frozen: bool = False
 
 
 def make_strategy(name: str, config: ExperimentConfig, inputs: Inputs, pretrained=None):
-  """Builds a strategy by name (``oracle_q0.30`` is the threshold schedule at that quantile)."""
+  """Builds a strategy by name.
+
+  ``oracle_q0.35_2:0`` is the threshold schedule that trains on 2 GPUs in hours at or below the
+  window's 0.35 intensity quantile and on 0 otherwise (one GPU keeps sampling, the rest is released).
+  """
   if name == "vanilla":
     return strat_lib.Vanilla()
   if name == "oneshot":
@@ -184,8 +193,9 @@ def make_strategy(name: str, config: ExperimentConfig, inputs: Inputs, pretraine
     return strat_lib.Fixed(1, config.n_gpus - 1)
   if name.startswith("oracle_q"):
     window = inputs.ci_g_per_kwh[inputs.hour0: inputs.hour0 + config.hours]
-    q = float(name[len("oracle_q"):])
-    return strat_lib.Threshold(float(np.quantile(window, q)), n_hi=config.n_gpus, n_lo=1,
+    q, split = name[len("oracle_q"):].split("_")
+    n_hi, n_lo = (min(int(x), config.n_gpus) for x in split.split(":"))
+    return strat_lib.Threshold(float(np.quantile(window, float(q))), n_hi=n_hi, n_lo=n_lo,
                                name=name)
   from cenas_jax.controller.allocation_agent import AgentStrategy
 
@@ -216,6 +226,8 @@ def episode_name(strategy: str, seed: int) -> str:
 def run_episode(name: str, seed: int, config: ExperimentConfig, inputs: Inputs, workdir: Path,
                 pretrained=None, progress: bool = True) -> dict:
   """Runs (or resumes, or loads) one episode; returns its record with the hourly history."""
+  from jax.flatten_util import ravel_pytree
+
   from cenas_jax.training.checkpoint import Checkpointer
 
   ep = episode_name(name, seed)
@@ -231,14 +243,20 @@ def run_episode(name: str, seed: int, config: ExperimentConfig, inputs: Inputs, 
   t0 = time.time()
   with Checkpointer(ckpt_dir, max_to_keep=2) as ckpt:
     state = search.init_episode(inputs.problem, scfg, seed, strategy)
+    # Only a strategy that learns has a state worth saving every hour; it is saved as one flat
+    # vector (one array is far cheaper for orbax than a few dozen small leaves).
+    learns = bool(getattr(strategy, "learns", False))
+    flat0, unravel = ravel_pytree(state.strategy_state) if learns else (None, None)
     if ckpt.latest_step() is not None:
-      restored = ckpt.restore(target=state.strategy_state)
-      state = search.EpisodeState.from_dict(restored.side_state["episode"], restored.state)
-      logging.info("%s: resumed at hour %d", ep, state.hour)
+      restored = ckpt.restore(target={"flat": flat0} if learns else {})
+      sstate = unravel(restored.state["flat"]) if learns else state.strategy_state
+      state = search.EpisodeState.from_dict(restored.side_state["episode"], sstate)
+      print(f"  {ep}: resumed at hour {state.hour} from {ckpt_dir}", flush=True)
     while state.hour < scfg.hours:
       state, _ = search.step_episode(state, inputs.problem, inputs.ci_g_per_kwh, inputs.hour0,
                                      strategy, optimizer, scfg, forecast_fn=fc, ci_ref=ci_ref)
-      ckpt.save(state.hour, state.strategy_state, {"episode": state.to_dict()}, force=True)
+      saved = {"flat": ravel_pytree(state.strategy_state)[0]} if learns else {}
+      ckpt.save(state.hour, saved, {"episode": state.to_dict()}, force=True)
       if progress and (state.hour % 10 == 0 or state.hour == scfg.hours):
         el = time.time() - t0
         print(f"  {ep}: hour {state.hour}/{scfg.hours}  HV {state.history['hv'][-1]:.1f} "
@@ -325,10 +343,16 @@ def _oracle_pick(candidates: list[dict], accounting: str) -> dict:
   return best
 
 
+def oracle_names(config: ExperimentConfig) -> list[str]:
+  """The threshold schedules the oracle chooses from (with the whole trace known)."""
+  return [f"oracle_q{q:.2f}_{split}" for split in config.oracle_splits
+          for q in config.oracle_quantiles]
+
+
 def _episode_jobs(config: ExperimentConfig) -> list[tuple[str, int]]:
   jobs = []
   for name in config.strategies:
-    names = [f"oracle_q{q:.2f}" for q in config.oracle_quantiles] if name == "oracle" else [name]
+    names = oracle_names(config) if name == "oracle" else [name]
     jobs += [(n, s) for s in config.seeds for n in names]
   return jobs
 
@@ -392,7 +416,7 @@ def run_experiment(config: ExperimentConfig, workdir: str | os.PathLike[str]) ->
   records: dict[str, list[dict]] = {}
   for name in config.strategies:
     if name == "oracle":
-      records[name] = [_oracle_pick([by_job[(f"oracle_q{q:.2f}", s)] for q in config.oracle_quantiles],
+      records[name] = [_oracle_pick([by_job[(n, s)] for n in oracle_names(config)],
                                     config.oracle_accounting) for s in config.seeds]
     else:
       records[name] = [by_job[(name, s)] for s in config.seeds]
@@ -444,8 +468,8 @@ def _write_results_and_plots(records, config, inputs, workdir: Path) -> None:
       r = records[name][0]
       h = r["history"]
       plots.plot_allocation_vs_ci(workdir / f"allocation_{name}.png",
-                                  np.arange(len(h["n_train"])), h["n_train"], h["n_sample"],
-                                  h["ci_g_per_kwh"])
+                                  np.arange(len(h["n_train"])), n_sampling=h["n_sample"],
+                                  n_training=h["n_train"], ci_g_per_kwh=h["ci_g_per_kwh"])
   # Pareto front of what the first cenas (else first) run trained.
   name = "cenas" if "cenas" in records else next(iter(records))
   r = records[name][0]
@@ -501,7 +525,7 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
     while state.hour < scfg.hours:
       state, _ = search.step_episode(state, inputs.problem, ci, hour0, strat, optimizer, scfg,
                                      forecast_fn=fc)
-    agent = state.strategy_state["agent"]
+    agent = state.strategy_state
     if (ep + 1) % 5 == 0 or ep + 1 == config.pretrain_episodes:
       h = state.history
       print(f"  pretrain episode {ep + 1}/{config.pretrain_episodes} ({region}): mean n_train "

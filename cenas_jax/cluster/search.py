@@ -203,7 +203,8 @@ def observe(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.ndarra
       hour=state.hour, hours_total=config.hours, n_gpus=config.pool.n_gpus,
       ci_g_per_kwh=float(ci_g_per_kwh[t]), ci_history=hist,
       ci_forecast=forecast_fn(t) if forecast_fn is not None else None,
-      ci_ref_min=lo, ci_ref_max=hi, hv=hv, hv_prev=hv_prev, max_hv=problem.max_hv,
+      ci_ref_min=lo, ci_ref_max=hi, hv=hv, hv_prev=hv_prev, hv_init=state.history["hv"][0],
+      max_hv=problem.max_hv,
       n_evaluated=len(state.evaluated),
       n_queued=len(state.pool.queue) + len(state.pool.halfwork))
 

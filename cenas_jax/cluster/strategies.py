@@ -40,7 +40,8 @@ class Observation:
     ci_forecast: the next hours' intensity (P50) as forecast, starting at the coming hour, or None.
     ci_ref_min: reference minimum intensity used to normalize (gCO2eq/kWh).
     ci_ref_max: reference maximum intensity used to normalize (gCO2eq/kWh).
-    hv: hypervolume reached so far; hv_prev: the hour before; max_hv: of the whole space.
+    hv: hypervolume reached so far; hv_prev: the hour before; hv_init: after the initial random
+      evaluations; max_hv: of the whole space.
     n_evaluated: architectures trained so far (including the initial ones).
     n_queued: jobs waiting (fresh + carried over).
   """
@@ -55,6 +56,7 @@ class Observation:
   ci_ref_max: float
   hv: float
   hv_prev: float
+  hv_init: float
   max_hv: float
   n_evaluated: int
   n_queued: int

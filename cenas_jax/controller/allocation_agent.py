@@ -88,13 +88,15 @@ def action_to_allocation(config: AgentConfig, action: int) -> Allocation:
   return Allocation(n_train, 0 if n_train == n else 1)
 
 
-def features(config: AgentConfig, obs: Observation, hv0: float) -> np.ndarray:
-  """The agent's state vector for ``obs`` (``hv0``: the HV after initialization, for faithful)."""
+def features(config: AgentConfig, obs: Observation) -> np.ndarray:
+  """The agent's state vector for ``obs``."""
   span = max(obs.ci_ref_max - obs.ci_ref_min, 1e-9)
   ci_c = (obs.ci_g_per_kwh - obs.ci_ref_min) / span - 0.5
   if config.mode == FAITHFUL:
     t_rem = obs.hours_total - obs.hour
-    return np.array([t_rem / config.state_budget_hours, ci_c, hv0 / obs.max_hv, obs.n_evaluated],
+    # Official quirk: the HV entry stays at its value after initialization.
+    return np.array([t_rem / config.state_budget_hours, ci_c, obs.hv_init / obs.max_hv,
+                     obs.n_evaluated],
                     dtype=np.float32)
   f = [1.0 - obs.hour / obs.hours_total, ci_c, obs.hv / obs.max_hv,
        obs.n_evaluated / 100.0, 10.0 * (obs.hv - obs.hv_prev) / obs.max_hv, obs.n_queued / 10.0]
@@ -198,7 +200,7 @@ def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done)
 class AgentStrategy:
   """The ``cenas`` strategy: the agent decides, and (unless frozen) learns online every hour.
 
-  State pytree: ``{"agent": ..., "hv0": float}``; ``init_params`` deploys pre-trained parameters.
+  State pytree: the agent (``init_agent``); ``init_params`` deploys pre-trained parameters.
   """
 
   config: AgentConfig = AgentConfig()
@@ -206,25 +208,24 @@ class AgentStrategy:
   name: str = "cenas"
   trains: bool = True
 
+  @property
+  def learns(self) -> bool:
+    """Whether the state changes during an episode (a frozen, deployed agent's does not)."""
+    return not self.config.frozen
+
   def init(self, key):
-    agent = self.init_params if self.init_params is not None else init_agent(self.config, key)
-    return {"agent": agent, "hv0": jnp.float32(-1.0)}
+    return self.init_params if self.init_params is not None else init_agent(self.config, key)
 
   def act(self, state, obs: Observation, key):
-    hv0 = float(state["hv0"]) if float(state["hv0"]) >= 0 else obs.hv
-    feats = features(self.config, obs, hv0)
-    a, logp, _ = act(self.config, state["agent"], jnp.asarray(feats), key)
-    alloc = action_to_allocation(self.config, int(a))
-    return ({"agent": state["agent"], "hv0": jnp.float32(hv0)}, alloc,
-            {"action": int(a), "logp": float(logp)})
+    a, logp, _ = act(self.config, state, jnp.asarray(features(self.config, obs)), key)
+    return state, action_to_allocation(self.config, int(a)), {"action": int(a), "logp": float(logp)}
 
   def learn(self, state, obs, info, outcome, next_obs):
     if self.config.frozen:
       return state
-    hv0 = float(state["hv0"])
     r = reward(self.config, obs, outcome)
     done = float(next_obs is obs)
-    agent, _ = update(self.config, state["agent"], jnp.asarray(features(self.config, obs, hv0)),
+    agent, _ = update(self.config, state, jnp.asarray(features(self.config, obs)),
                       jnp.int32(info["action"]), jnp.float32(r),
-                      jnp.asarray(features(self.config, next_obs, hv0)), jnp.float32(done))
-    return {"agent": agent, "hv0": state["hv0"]}
+                      jnp.asarray(features(self.config, next_obs)), jnp.float32(done))
+    return agent
