@@ -1,0 +1,179 @@
+"""End-to-end tests of the HW-NAS-Bench experiment runner: outputs, kill -9 resume, config guard."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cenas_jax.cluster import experiment
+from cenas_jax.errors import CenasError
+
+_REPO = Path(__file__).resolve().parents[2]
+# Provenance that describes the moment and the command line of a run, not its results.
+_VOLATILE_PROVENANCE = ("time_utc", "argv", "git_dirty")
+
+TINY = experiment.ExperimentConfig(strategies=("vanilla", "heuristic", "cenas_faithful", "oracle"),
+                                   seeds=(0, 1), hours=6, oracle_quantiles=(0.3, 0.7),
+                                   oracle_splits=("8:1",))
+# The kill -9 run: a finished episode to reload, and an agent episode to resume mid-way.
+KILL = experiment.ExperimentConfig(strategies=("heuristic", "cenas_faithful"), seeds=(0,), hours=8)
+KILL_FLAGS = ["--strategies=heuristic,cenas_faithful", "--seeds=0", "--hours=8"]
+
+
+def _stable(summary: dict) -> dict:
+  out = dict(summary)
+  out["provenance"] = {k: v for k, v in summary["provenance"].items()
+                       if k not in _VOLATILE_PROVENANCE}
+  return out
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+  return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shared_data):
+  del shared_data  # the runner reads the real table and trace from it
+  workdir = tmp_path_factory.mktemp("tiny")
+  summary = experiment.run_experiment(TINY, workdir)
+  return workdir, summary
+
+
+def test_run_experiment_writes_the_outputs(tiny_run):
+  workdir, summary = tiny_run
+  on_disk = json.loads((workdir / "summary.json").read_text())
+  assert on_disk["max_hv"] == pytest.approx(4152.71, abs=0.1)
+  assert on_disk["seeds"] == [0, 1]
+  assert on_disk["hv_targets"] == [0.95, 0.97, 0.98, 0.99]
+  assert set(on_disk["strategies"]) == {"vanilla", "heuristic", "cenas_faithful", "oracle"}
+  for name, entry in on_disk["strategies"].items():
+    assert len(entry["final_hv"]) == 2 and len(entry["n_trained"]) == 2, name
+    assert all(0 < hv <= on_disk["max_hv"] for hv in entry["final_hv"])
+    assert all(n >= 10 for n in entry["n_trained"])  # the 10 initial architectures at least
+    for acc in ("paper", "full"):
+      assert len(entry["carbon_g"][acc]) == 2
+      assert set(entry["carbon_to_target_g"][acc]) == {"0.95", "0.97", "0.98", "0.99"}
+    assert all(f >= p for p, f in zip(entry["carbon_g"]["paper"], entry["carbon_g"]["full"]))
+  schedules = experiment.oracle_names(TINY)
+  assert len(schedules) == 2
+  assert set(on_disk["strategies"]["oracle"]["chosen_schedule"]) <= set(schedules)
+  assert set(on_disk["ratios_vs_vanilla"]) == set(on_disk["strategies"])
+  for name, ratios in on_disk["ratios_vs_vanilla"].items():
+    assert set(ratios) >= {"total", "to_target"}
+    assert set(ratios["total"]) == {"paper", "full"}
+    assert set(ratios["to_target"]["paper"]) == {"0.95", "0.97", "0.98", "0.99"}
+  assert on_disk["ratios_vs_vanilla"]["vanilla"]["total"] == {"paper": 1.0, "full": 1.0}
+  # Vanilla trains on all 8 GPUs and so spends the most training carbon.
+  van = on_disk["strategies"]["vanilla"]["carbon_g"]["paper"]
+  heu = on_disk["strategies"]["heuristic"]["carbon_g"]["paper"]
+  assert all(v > h for v, h in zip(van, heu))
+  for key in ("seed", "energy_source", "ci_source", "data_hashes"):
+    assert key in on_disk["provenance"]
+  assert summary["max_hv"] == on_disk["max_hv"]
+
+  rows = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
+  assert len(rows) == 4 * 2 * 6  # strategies x seeds x hours
+  assert {r["strategy"] for r in rows} == set(on_disk["strategies"])
+  for r in rows:
+    assert r["n_train"] + r["n_sample"] <= 8
+    if r["strategy"] == "vanilla":
+      assert (r["n_train"], r["n_sample"]) == (8, 0)
+    if r["strategy"] == "cenas_faithful":
+      assert 1 <= r["n_train"] <= 7 and r["n_train"] + r["n_sample"] == 8
+  last = [r for r in rows if r["strategy"] == "vanilla" and r["seed"] == 0][-1]
+  assert last["hour"] == 6
+  assert last["carbon_g_paper_cum"] == pytest.approx(van[0])
+  assert last["hv"] == pytest.approx(on_disk["strategies"]["vanilla"]["final_hv"][0])
+
+  with open(workdir / "pareto.csv", newline="") as f:
+    pareto = list(csv.DictReader(f))
+  assert pareto and {"arch_index", "arch_str", "cifar10_test_acc_pct", "edgegpu_energy_mj",
+                     "is_pareto"} <= set(pareto[0])
+  assert any(p["is_pareto"] in ("True", "true", "1") for p in pareto)
+
+  for png in ("hv_vs_hours.png", "hv_vs_carbon.png", "allocation_heuristic.png",
+              "allocation_oracle.png"):
+    data = (workdir / png).read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 1000, png
+  # Finished episodes are stored and their hourly checkpoints removed.
+  names = {p.stem for p in (workdir / "episodes").glob("*.json")}
+  assert names == {f"{s}__seed{i}" for s in ("vanilla", "heuristic", "cenas_faithful", *schedules)
+                   for i in (0, 1)}
+  assert not any((workdir / "checkpoints").glob("*/*"))
+
+
+def test_rerun_is_a_no_op_and_other_settings_are_refused(tiny_run):
+  workdir, summary = tiny_run
+  before = _snapshot(workdir)
+  other = dataclasses.replace(TINY, hours=7, seeds=(0, 1, 2))
+  with pytest.raises(CenasError) as err:
+    experiment.run_experiment(other, workdir)
+  msg = str(err.value)
+  assert "--hours" in msg and "--seeds" in msg and str(workdir) in msg
+  assert "--strategies" not in msg
+  assert _snapshot(workdir) == before  # nothing touched
+  # The same settings again: every episode is loaded, the summary is the same.
+  again = experiment.run_experiment(TINY, workdir)
+  assert again == summary
+
+
+def _binary(workdir: Path, extra=()) -> list[str]:
+  return [sys.executable, "-m", "experiments.hwnas_search", f"--workdir={workdir}", *KILL_FLAGS,
+          *extra]
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_summary(tmp_path, shared_data):
+  # The second process reuses the first one's compiled executables (JAX's persistent compilation
+  # cache); this only saves compile time.
+  env = dict(os.environ, CENAS_SHARED_DATA=str(shared_data), PYTHONUNBUFFERED="1",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  killed = tmp_path / "killed"
+  agent_ckpts = killed / "checkpoints" / "cenas_faithful__seed0"
+  log = tmp_path / "killed.log"
+  with open(log, "wb") as out:
+    proc = subprocess.Popen(_binary(killed), cwd=_REPO, env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
+    try:
+      deadline = time.monotonic() + 300.0
+      # Kill once the heuristic episode is finished and the agent's has an hourly checkpoint.
+      while not ((killed / "episodes" / "heuristic__seed0.json").exists()
+                 and agent_ckpts.is_dir() and any(p.name.isdigit() for p in agent_ckpts.iterdir())):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared in time"
+        time.sleep(0.02)
+      proc.send_signal(signal.SIGKILL)
+      proc.wait(timeout=30)
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+  assert not (killed / "episodes" / "cenas_faithful__seed0.json").exists()
+
+  resumed = subprocess.run(_binary(killed), cwd=_REPO, env=env, capture_output=True, text=True,
+                           timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "cenas_faithful__seed0: resumed at hour" in resumed.stdout + resumed.stderr
+
+  reference = tmp_path / "reference"
+  experiment.run_experiment(KILL, reference)
+  got = json.loads((killed / "summary.json").read_text())
+  want = json.loads((reference / "summary.json").read_text())
+  assert len(got["strategies"]["cenas_faithful"]["final_hv"]) == 1  # a real result
+  assert _stable(got) == _stable(want)
+  assert (killed / "results.jsonl").read_text() == (reference / "results.jsonl").read_text()
+  assert (killed / "pareto.csv").read_text() == (reference / "pareto.csv").read_text()

@@ -1,0 +1,151 @@
+"""Tests of the CE-NAS GPU-allocation agent (faithful and fixed modes)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cenas_jax.cluster.strategies import Allocation, Observation, Outcome
+from cenas_jax.controller import allocation_agent as aa
+from cenas_jax.controller.allocation_agent import AgentConfig, AgentStrategy
+
+
+def _obs(**kw) -> Observation:
+  base = dict(hour=0, hours_total=80, n_gpus=8, ci_g_per_kwh=200.0,
+              ci_history=np.array([150.0, 200.0]), ci_forecast=None, ci_ref_min=100.0,
+              ci_ref_max=500.0, hv=3000.0, hv_prev=2900.0, hv_init=2821.26, max_hv=4152.71, n_evaluated=15,
+              n_queued=4)
+  base.update(kw)
+  return Observation(**base)
+
+
+@pytest.mark.parametrize("action, n_train", [
+    (0, 1), (1, 1), (2, 1), (3, 2), (4, 3), (5, 4), (6, 4), (7, 5), (8, 6), (9, 7)])
+def test_faithful_action_mapping(action, n_train):
+  config = AgentConfig(mode="faithful")
+  assert config.n_actions == 10
+  assert aa.action_to_allocation(config, action) == Allocation(n_train, 8 - n_train)
+
+
+def test_fixed_action_mapping_may_release_gpus():
+  config = AgentConfig(mode="fixed")
+  assert config.n_actions == 9
+  assert aa.action_to_allocation(config, 0) == Allocation(0, 1)
+  assert aa.action_to_allocation(config, 5) == Allocation(5, 1)
+  assert aa.action_to_allocation(config, 8) == Allocation(8, 0)
+  # Without release, fixed mode uses the official mapping.
+  assert aa.action_to_allocation(AgentConfig(mode="fixed", release=False), 9) == Allocation(7, 1)
+
+
+def test_faithful_features_reproduce_the_official_quirks():
+  config = AgentConfig(mode="faithful")
+  hv0 = 2821.26
+  f = aa.features(config, _obs(hour=0, hv_init=hv0))
+  # T_rem / 40 (not / 80): 2.0 at the start; ci scaled by the reference range, centred; the HV
+  # after initialization (obs.hv = 3000 is ignored); the raw count of evaluated architectures.
+  np.testing.assert_allclose(f, [2.0, (200.0 - 100.0) / 400.0 - 0.5, hv0 / 4152.71, 15.0],
+                             rtol=1e-6)
+  f = aa.features(config, _obs(hour=10, ci_g_per_kwh=500.0, hv=3900.0, hv_init=hv0,
+                               n_evaluated=120))
+  np.testing.assert_allclose(f, [70.0 / 40.0, 0.5, hv0 / 4152.71, 120.0], rtol=1e-6)
+  assert f.dtype == np.float32 and f.shape == (config.obs_dim,)
+
+
+def test_faithful_strategy_acts_within_the_official_range():
+  config = AgentConfig(mode="faithful", hidden=(8,))
+  strategy = AgentStrategy(config=config)
+  state = strategy.init(jax.random.key(0))
+  seen = set()
+  for hour in range(12):
+    state2, alloc, info = strategy.act(state, _obs(hour=hour), jax.random.key(hour))
+    assert state2 is state  # acting does not change the agent
+    assert 1 <= alloc.n_train <= 7 and alloc.n_train + alloc.n_sample == 8
+    assert alloc == aa.action_to_allocation(config, info["action"])
+    assert info["logp"] < 0.0
+    seen.add(info["action"])
+  assert len(seen) > 1  # a fresh policy is stochastic
+
+
+def test_fixed_features_are_live_and_normalized():
+  config = AgentConfig(mode="fixed", use_forecast=True)
+  fc = np.array([300.0, 100.0, 200.0, 400.0])
+  f = aa.features(config, _obs(hour=20, hv=3000.0, hv_prev=2900.0, ci_forecast=fc))
+  expect = [1.0 - 20 / 80, -0.25, 3000.0 / 4152.71, 0.15, 10.0 * 100.0 / 4152.71, 0.4,
+            (250.0 - 200.0) / 400.0, 0.25, (100.0 - 200.0) / 400.0]
+  np.testing.assert_allclose(f, expect, rtol=1e-6)
+  with pytest.raises(ValueError, match="forecast"):
+    aa.features(config, _obs(ci_forecast=None))
+
+
+def test_reward_on_hand_numbers():
+  obs = _obs(hour=3, max_hv=4150.0, ci_ref_max=500.0)
+  outcome = Outcome(hv_gain=41.5, carbon_g=2400.0, n_finished=3)
+  # Faithful: t = 4 of a 40 h budget -> 20 x 0.01 x (0.8 x 0.1 + 0.8) = 0.176; carbon per GPU
+  # 2400 / 8 = 300 at beta = 2 / 500 -> 1.2; 0.05 x 3 finished = 0.15.
+  assert aa.reward(AgentConfig(mode="faithful"), obs, outcome) == pytest.approx(0.176 - 1.2 + 0.15)
+  # Fixed mode scales time by the real horizon (80 h): 20 x 0.01 x (0.8 x 0.05 + 0.8) = 0.168.
+  assert aa.reward(AgentConfig(mode="fixed"), obs, outcome) == pytest.approx(0.168 - 1.2 + 0.15)
+  # Carbon is converted to the official unit (GPU-hours x gCO2/kWh) by the GPU power in kW.
+  c300 = AgentConfig(mode="faithful", reward_gpu_power_kw=0.3)
+  assert aa.reward(c300, obs, outcome) == pytest.approx(0.176 - 1.2 / 0.3 + 0.15)
+
+
+# One small fixed-mode configuration shared by the tests that compile ``act`` / ``update`` (each
+# distinct configuration is a static argument and compiles once).
+SMALL = AgentConfig(mode="fixed", n_gpus=4, hidden=(32, 32), use_forecast=False)
+
+
+def test_update_is_compiled_once_across_calls():
+  strategy = AgentStrategy(config=SMALL)
+  state = strategy.init(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  sizes = []
+  for hour in range(5):
+    obs = _obs(hour=hour, n_gpus=4, ci_g_per_kwh=float(rng.uniform(100, 500)),
+               hv=3000.0 + 10 * hour, n_evaluated=15 + hour)
+    nxt = _obs(hour=hour + 1, n_gpus=4, hv=3010.0 + 10 * hour, n_evaluated=16 + hour)
+    state, alloc, info = strategy.act(state, obs, jax.random.key(hour))
+    assert alloc.n_train + alloc.n_sample <= 4
+    state = strategy.learn(state, obs, info, Outcome(hv_gain=10.0 * hour, carbon_g=500.0 * hour,
+                                                     n_finished=hour), nxt)
+    sizes.append((aa.act._cache_size(), aa.update._cache_size()))
+  # Different observations, rewards and actions (Python floats and ints on the way in) reuse the
+  # executables compiled in the first hour.
+  assert sizes[0][0] >= 1 and sizes[0][1] >= 1
+  assert all(s == sizes[0] for s in sizes), sizes
+
+
+def test_frozen_agent_does_not_learn():
+  agent = aa.init_agent(SMALL, jax.random.key(0))
+  strategy = AgentStrategy(config=dataclasses.replace(SMALL, frozen=True), init_params=agent)
+  state = strategy.init(jax.random.key(1))
+  assert state is agent  # deploys the given parameters
+  after = strategy.learn(state, _obs(n_gpus=4), {"action": 2}, Outcome(1.0, 1.0, 1),
+                         _obs(hour=1, n_gpus=4))
+  assert after is state
+
+
+def test_fixed_agent_learns_a_two_armed_bandit():
+  agent = aa.init_agent(SMALL, jax.random.key(0))
+  feats = jnp.asarray(np.array([1.0, 0.1, 0.7, 0.2, 0.0, 0.3], np.float32))
+
+  def probs(agent):
+    return np.asarray(aa.act(SMALL, agent, feats, jax.random.key(0))[2])
+
+  good, bad = 3, 1
+  p0 = probs(agent)
+  for _ in range(40):  # the same state; the good arm pays 1, the bad arm 0 (terminal transitions)
+    agent, metrics = aa.update(SMALL, agent, feats, jnp.int32(good), jnp.float32(1.0), feats,
+                               jnp.float32(1.0))
+    agent, metrics = aa.update(SMALL, agent, feats, jnp.int32(bad), jnp.float32(0.0), feats,
+                               jnp.float32(1.0))
+  p1 = probs(agent)
+  assert p1.sum() == pytest.approx(1.0, abs=1e-5)
+  assert p1[good] > p0[good] + 0.05
+  assert p1[bad] < p0[bad] - 0.03
+  # The critic has learnt the mean payoff: the bad arm's advantage is negative.
+  assert float(metrics["advantage"]) < -0.2
