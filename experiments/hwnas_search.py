@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from cenas_jax.cluster import experiment
 
@@ -80,6 +80,8 @@ def config_from_flags() -> experiment.ExperimentConfig:
 
 def main(argv):
   del argv
+  # The binary prints its own progress; orbax logs several INFO lines per hourly checkpoint.
+  logging.set_verbosity(logging.WARNING)
   summary = experiment.run_experiment(config_from_flags(), FLAGS.workdir)
   print("\nratios vs vanilla (median over seeds of vanilla carbon / strategy carbon):")
   for name, r in summary["ratios_vs_vanilla"].items():

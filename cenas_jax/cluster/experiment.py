@@ -168,8 +168,8 @@ def _agent_config(config: ExperimentConfig, faithful: bool, frozen: bool = False
   from cenas_jax.controller.allocation_agent import AgentConfig
 
   # The official reward counts carbon in GPU-hours x gCO2/kWh; dividing our grams by the training
-  # power (kW) gives back that unit.
-  power_kw = config.train_power_w / 1000.0
+  # power (kW) and the PUE gives back that unit.
+  power_kw = config.train_power_w / 1000.0 * config.pue
   if faithful:
     return AgentConfig(mode="faithful", n_gpus=config.n_gpus, reward_gpu_power_kw=power_kw)
   return AgentConfig(mode=config.agent_mode, n_gpus=config.n_gpus, release=config.agent_release,

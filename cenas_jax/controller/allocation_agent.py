@@ -143,6 +143,7 @@ def _optimizers(config: AgentConfig):
   return optax.adam(config.actor_lr * 3), optax.adam(1e-3)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_agent(config: AgentConfig, key) -> dict[str, Any]:
   """Parameters and optimizer states of the actor and the critic."""
   ka, kc = jax.random.split(key)
