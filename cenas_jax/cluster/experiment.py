@@ -294,7 +294,12 @@ def hv_at_budget(record: dict, accounting: str, budget_g: float) -> float:
 
 
 def summarize(records: dict[str, list[dict]], config: ExperimentConfig, max_hv: float) -> dict:
-  """The ``summary.json`` body (without provenance)."""
+  """The ``summary.json`` body (without provenance).
+
+  ``ratios_vs_vanilla[NAME]``: median over seeds of vanilla's carbon / NAME's (higher is better);
+  ``to_target_vs_oracle[NAME]``: median over seeds of NAME's carbon to a target / the oracle's (lower
+  is better; 1.25 means 25% more carbon than the offline bound).
+  """
   accs = tuple(pool_lib.ACCOUNTING)
   targets = [f"{t:.2f}" for t in config.hv_targets]
   out: dict[str, Any] = {"max_hv": max_hv, "seeds": list(config.seeds),
@@ -329,6 +334,16 @@ def summarize(records: dict[str, list[dict]], config: ExperimentConfig, max_hv: 
           "to_target": {a: {t: ratios(lambda r, a=a, t=t: r["carbon_to_target_g"][a][t])
                             for t in targets} for a in accs},
       }
+  if "oracle" in records:
+    ora = {r["seed"]: r for r in records["oracle"]}
+    out["to_target_vs_oracle"] = {}
+    for name, recs in records.items():
+      by_seed = {r["seed"]: r for r in recs}
+      seeds = [s for s in config.seeds if s in ora and s in by_seed]
+      out["to_target_vs_oracle"][name] = {
+          a: {t: _median([_ratio(by_seed[s]["carbon_to_target_g"][a][t],
+                                 ora[s]["carbon_to_target_g"][a][t]) for s in seeds])
+              for t in targets} for a in accs}
   return out
 
 
