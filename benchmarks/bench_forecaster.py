@@ -1,0 +1,65 @@
+r"""Speed of the carbon-intensity forecaster's training: seconds per epoch on the full training set.
+
+Trains the default forecaster (``ForecasterConfig()``, ``TrainConfig(batch_size=256)``) on
+US-CAL-CISO 2021-2022 (CarbonX forecasting-data, life-cycle) for a few epochs and prints the time of
+each epoch, the median, and a projection of a full run. As a reference measured in the same process,
+it also times the closed-form linear AR baseline fit on the same windows, and prints the ratio.
+
+  python -m benchmarks.bench_forecaster [--epochs=3] [--region=US-CAL-CISO]
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from cenas_jax.carbon import baselines
+from cenas_jax.carbon import forecast_metrics as fm
+from cenas_jax.carbon import forecaster as fc
+from cenas_jax.data import carbon_traces
+
+_EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs to time (the first one includes compilation).")
+_REGION = flags.DEFINE_string("region", "US-CAL-CISO", "Region of the training trace.")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  trace = carbon_traces.region_trace(_REGION.value, start="2021-01-01T00:00Z", end="2023-01-01T00:00Z")
+  ci = trace.ci_g_per_kwh
+  config = fc.ForecasterConfig()
+  train_config = fc.TrainConfig(batch_size=256, max_epochs=_EPOCHS.value, patience=_EPOCHS.value + 1)
+  rows = []
+  t0 = time.perf_counter()
+  result = fc.train_forecaster(ci, config=config, train_config=train_config, progress=rows.append)
+  total_s = time.perf_counter() - t0
+  epoch_s = [r["epoch_s"] for r in rows if r["epoch"] > 0]
+  steady = epoch_s[1:] or epoch_s
+  print(f"forecaster: {fc.count_params(result.params)} params, {result.num_train_windows} training windows, "
+        f"batch {train_config.batch_size}")
+  for r in rows:
+    if r["epoch"] > 0:
+      print(f"  epoch {r['epoch']}: {r['epoch_s']:.2f} s (val MAPE {100 * r['val_mape']:.2f}%)")
+  median_s = float(np.median(steady))
+  print(f"time per epoch (median, after the first): {median_s:.2f} s; whole call {total_s:.1f} s")
+  print(f"projected 30-epoch run: {30 * median_s / 60:.1f} min (budget 10 min on 2 CPU cores)")
+
+  # Reference in the same process: the linear AR baseline's closed-form fit on the same windows.
+  norm = result.normalization
+  z = norm.transform(ci.to_numpy())
+  n = len(ci)
+  val_pos = int(round(n * 0.9))
+  origins = np.arange(config.history_hours, val_pos - config.horizon_hours + 1)
+  hours = fm.hours_since_epoch(ci.index)
+  t1 = time.perf_counter()
+  hist, fut = fm.make_windows(z, origins, config.history_hours, config.horizon_hours)
+  baselines.fit_linear_ar(baselines.linear_ar_features(hist, hours[origins]), fut, l2=1.0)
+  ref_s = time.perf_counter() - t1
+  print(f"reference (linear AR closed-form fit, same windows): {ref_s:.2f} s; "
+        f"epoch / reference = {median_s / ref_s:.1f}x")
+
+
+if __name__ == "__main__":
+  app.run(main)

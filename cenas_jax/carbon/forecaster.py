@@ -1,0 +1,693 @@
+"""A Flax Linen time-series transformer that forecasts hourly carbon intensity with quantiles.
+
+The model maps a history window (default 168 hourly values of carbon intensity, optionally with extra
+columns such as generation by source) plus calendar features (hour of day, day of week, day of year)
+to a direct forecast of the next ``horizon_hours`` (default 96) hours at several quantile levels
+(default P10/P50/P90).
+
+Design:
+- Values are normalized with a ``Normalization`` fitted on training data only (log + standardize by
+  default, so the loss is close to a relative error).
+- History and future hours are cut into patches of ``patch_hours``; each patch is one token. History
+  tokens carry the values, calendar and extra columns; future tokens carry their calendar and three
+  seasonal references computed from the history (the same hours yesterday, last week, and the mean
+  daily profile of the last 7 days). A pre-LayerNorm transformer encoder mixes all tokens.
+- The median is a residual over a seasonal reference (``residual_base``, default the 7-day mean daily
+  profile); other quantiles are the median plus/minus cumulative softplus offsets, so quantiles are
+  ordered by construction.
+- Training minimizes the pinball (quantile) loss with AdamW and early stopping on a validation slice
+  at the end of the training period.
+
+Public API: ``ForecasterConfig``, ``TrainConfig``, ``ForecastTransformer``, ``init_params``,
+``apply_quantiles``, ``pinball_loss``, ``train_forecaster``, ``predict_quantiles``, ``forecast``,
+``save_forecaster``, ``restore_forecaster``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from cenas_jax.carbon import forecast_metrics as fm
+from cenas_jax.errors import DataError, DataUnavailableError
+from cenas_jax.fileio import atomic_write_json
+
+_RESIDUAL_BASES = ("none", "naive24", "naive168", "profile7")
+_FORMAT_VERSION = 1
+_META_FILE = "forecaster.json"
+_PARAMS_DIR = "params"
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration.
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ForecasterConfig:
+  """Architecture of the forecaster.
+
+  Attributes:
+    history_hours: hours of history the model reads (>= 168, a multiple of 24 and ``patch_hours``).
+    horizon_hours: hours forecast after the origin (<= 168, a multiple of ``patch_hours``).
+    patch_hours: hours per token.
+    d_model: token width.
+    num_layers: transformer blocks.
+    num_heads: attention heads (divides ``d_model``).
+    mlp_dim: hidden width of each block's MLP.
+    dropout_rate: dropout in training.
+    quantiles: increasing quantile levels in (0, 1); must contain 0.5.
+    num_extra_features: extra history columns per hour (0: carbon intensity only).
+    residual_base: the seasonal reference the median is a residual over ("none", "naive24",
+      "naive168", "profile7").
+    instance_norm: standardize each history window by its own mean and standard deviation (in the
+      normalized space) and undo it on the output, so the network sees shapes, not levels.
+    linear_skip: add a linear map of the (instance-normalized) history and origin calendar to the
+      median, so the model contains a linear autoregressive forecaster.
+  """
+
+  history_hours: int = 168
+  horizon_hours: int = 96
+  patch_hours: int = 24
+  d_model: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  dropout_rate: float = 0.2
+  quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+  num_extra_features: int = 0
+  residual_base: str = "none"
+  instance_norm: bool = True
+  linear_skip: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
+    errs = []
+    if self.history_hours < 168 or self.history_hours % 24:
+      errs.append(f"history_hours={self.history_hours} must be >= 168 and a multiple of 24")
+    if self.patch_hours <= 0 or self.history_hours % self.patch_hours or self.horizon_hours % self.patch_hours:
+      errs.append(f"patch_hours={self.patch_hours} must divide history_hours and horizon_hours")
+    if not 0 < self.horizon_hours <= 168:
+      errs.append(f"horizon_hours={self.horizon_hours} must be in 1..168")
+    if self.d_model % self.num_heads:
+      errs.append(f"num_heads={self.num_heads} must divide d_model={self.d_model}")
+    qs = self.quantiles
+    if 0.5 not in qs or list(qs) != sorted(set(qs)) or not all(0 < q < 1 for q in qs):
+      errs.append(f"quantiles={qs} must be strictly increasing in (0, 1) and contain 0.5")
+    if self.residual_base not in _RESIDUAL_BASES:
+      errs.append(f"residual_base={self.residual_base!r} must be one of {_RESIDUAL_BASES}")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      errs.append(f"dropout_rate={self.dropout_rate} must be in [0, 1)")
+    if errs:
+      raise ValueError("Invalid ForecasterConfig: " + "; ".join(errs) + ".")
+
+  @property
+  def median_index(self) -> int:
+    return self.quantiles.index(0.5)
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["quantiles"] = list(self.quantiles)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "ForecasterConfig":
+    return cls(**{**d, "quantiles": tuple(d["quantiles"])})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimization settings of ``train_forecaster``.
+
+  Attributes:
+    batch_size: windows per step.
+    learning_rate: peak AdamW learning rate (warmup, then cosine decay to 5 % over ``max_epochs``).
+    weight_decay: AdamW weight decay.
+    max_epochs: upper bound on passes over the training windows.
+    patience: stop after this many epochs without a better validation loss.
+    warmup_steps: linear warmup steps.
+    train_stride_hours: hours between consecutive training origins.
+    val_stride_hours: hours between consecutive validation origins.
+    val_fraction: fraction of the training period (at its end) held out for early stopping.
+    grad_clip_norm: global gradient-norm clip.
+    seed: seeds initialization, shuffling and dropout.
+    max_train_s: wall-clock budget for training (s); ``None``: no budget.
+    ridge_init: with ``ForecasterConfig.linear_skip``, start the linear path from the closed-form
+      ridge regression on the training windows (penalty picked on the validation slice), so training
+      starts from a linear autoregressive forecaster and the transformer learns its residual.
+    ridge_l2_grid: ridge penalties tried for ``ridge_init``.
+    early_stopping_metric: "val_mape" (MAPE of the median forecast over the validation windows, what
+      the forecaster is judged on) or "val_loss" (pinball loss over all quantiles).
+    train_linear_skip: keep training the linear path (else it stays at its initial value and only
+      the transformer and the quantile offsets are trained).
+  """
+
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  weight_decay: float = 1e-4
+  max_epochs: int = 40
+  patience: int = 6
+  warmup_steps: int = 200
+  train_stride_hours: int = 1
+  val_stride_hours: int = 6
+  val_fraction: float = 0.1
+  grad_clip_norm: float = 1.0
+  seed: int = 0
+  max_train_s: float | None = None
+  ridge_init: bool = True
+  ridge_l2_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+  train_linear_skip: bool = False
+  early_stopping_metric: str = "val_mape"
+
+
+# ----------------------------------------------------------------------------------------------
+# The model.
+# ----------------------------------------------------------------------------------------------
+def seasonal_references(hist_z: jax.Array, horizon_hours: int) -> jax.Array:
+  """Seasonal references for every future hour, from a normalized history.
+
+  Args:
+    hist_z: ``(B, L)`` normalized history, L >= 168.
+    horizon_hours: H.
+
+  Returns:
+    ``(B, H, 4)``: same hour yesterday (repeated), same hour last week, the mean over the last 7
+    days of the same hour of day, and the last value (persistence).
+  """
+  length = hist_z.shape[-1]
+  h = jnp.arange(horizon_hours)
+  naive24 = hist_z[:, length - 24 + (h % 24)]
+  naive168 = hist_z[:, length - 168 + (h % 168)]
+  days = jnp.arange(1, 8)
+  idx = length - 24 * days[None, :] + (h % 24)[:, None]  # (H, 7)
+  profile7 = hist_z[:, idx].mean(axis=-1)
+  last = jnp.broadcast_to(hist_z[:, -1:], naive24.shape)
+  return jnp.stack([naive24, naive168, profile7, last], axis=-1)
+
+
+class _Block(nn.Module):
+  """Pre-LayerNorm transformer encoder block."""
+
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    y = nn.LayerNorm()(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dropout_rate=self.dropout_rate, deterministic=deterministic)(y, y)
+    x = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = nn.LayerNorm()(x)
+    y = nn.Dense(self.mlp_dim)(y)
+    y = nn.gelu(y)
+    y = nn.Dense(x.shape[-1])(y)
+    return x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+
+
+class ForecastTransformer(nn.Module):
+  """Direct multi-horizon quantile forecaster (normalized space in and out).
+
+  Call with ``hist_z`` ``(B, L)``, ``origin_hour`` ``(B,)`` (int hours since the Unix epoch of the
+  first forecast hour), optional ``hist_extra`` ``(B, L, E)``; returns ``(B, H, Q)`` normalized
+  quantiles, non-decreasing along Q.
+  """
+
+  config: ForecasterConfig
+
+  @nn.compact
+  def __call__(self, hist_z: jax.Array, origin_hour: jax.Array, hist_extra: jax.Array | None = None,
+               *, deterministic: bool = True) -> jax.Array:
+    cfg = self.config
+    batch, length = hist_z.shape
+    if length != cfg.history_hours:
+      raise ValueError(f"Expected {cfg.history_hours} history hours, got {length}.")
+    horizon, patch, num_q = cfg.horizon_hours, cfg.patch_hours, len(cfg.quantiles)
+    origin_hour = origin_hour.astype(jnp.int32)
+    cal_hist = fm.calendar_features(origin_hour[:, None] + jnp.arange(-length, 0), xp=jnp)
+    cal_fut = fm.calendar_features(origin_hour[:, None] + jnp.arange(horizon), xp=jnp)
+    if cfg.instance_norm:  # Per-window standardization, undone on the output.
+      loc = hist_z.mean(axis=1, keepdims=True)
+      scale = jnp.maximum(hist_z.std(axis=1, keepdims=True), 0.05)
+    else:
+      loc, scale = jnp.zeros((batch, 1), hist_z.dtype), jnp.ones((batch, 1), hist_z.dtype)
+    hist_z = (hist_z - loc) / scale
+    refs = seasonal_references(hist_z, horizon)  # (B, H, 4)
+
+    # Tokens: one per patch of history, one per patch of the horizon.
+    hist_parts = [hist_z[..., None], cal_hist]
+    if cfg.num_extra_features:
+      if hist_extra is None or hist_extra.shape[-1] != cfg.num_extra_features:
+        raise ValueError(f"Expected hist_extra with {cfg.num_extra_features} columns.")
+      hist_parts.append(hist_extra)
+    hist_feats = jnp.concatenate(hist_parts, axis=-1)
+    hist_tokens = hist_feats.reshape(batch, length // patch, -1)
+    fut_feats = jnp.concatenate([refs, cal_fut], axis=-1)
+    fut_tokens = fut_feats.reshape(batch, horizon // patch, -1)
+    x = jnp.concatenate([nn.Dense(cfg.d_model, name="embed_history")(hist_tokens),
+                         nn.Dense(cfg.d_model, name="embed_future")(fut_tokens)], axis=1)
+    pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], cfg.d_model))
+    x = nn.Dropout(cfg.dropout_rate)(x + pos, deterministic=deterministic)
+    for i in range(cfg.num_layers):
+      x = _Block(cfg.num_heads, cfg.mlp_dim, cfg.dropout_rate, name=f"block_{i}")(x, deterministic)
+    x = nn.LayerNorm(name="final_norm")(x[:, length // patch:])
+    out = nn.Dense(patch * num_q, kernel_init=nn.initializers.zeros, name="head")(x)
+    out = out.reshape(batch, horizon, num_q)
+
+    # Median = seasonal reference + residual; other quantiles = cumulative softplus offsets.
+    m = cfg.median_index
+    base = 0.0
+    if cfg.residual_base != "none":
+      base = refs[..., ("naive24", "naive168", "profile7").index(cfg.residual_base)]
+    median = base + out[..., m]
+    if cfg.linear_skip:
+      skip_in = jnp.concatenate([hist_z, cal_fut[:, 0]], axis=-1)
+      median = median + nn.Dense(horizon, kernel_init=nn.initializers.zeros, name="linear_skip")(skip_in)
+    offsets = jax.nn.softplus(out + 0.5) * 0.3 + 1e-4  # Positive, roughly +-1/3 std at init.
+    above = median[..., None] + jnp.cumsum(offsets[..., m + 1:], axis=-1)
+    below = median[..., None] - jnp.cumsum(offsets[..., :m][..., ::-1], axis=-1)[..., ::-1]
+    quantiles = jnp.concatenate([below, median[..., None], above], axis=-1)
+    return quantiles * scale[..., None] + loc[..., None]
+
+
+def init_params(rng: jax.Array, config: ForecasterConfig) -> Any:
+  """Initial parameters of ``ForecastTransformer(config)``."""
+  model = ForecastTransformer(config)
+  hist = jnp.zeros((1, config.history_hours), jnp.float32)
+  extra = (jnp.zeros((1, config.history_hours, config.num_extra_features), jnp.float32)
+           if config.num_extra_features else None)
+  return model.init({"params": rng}, hist, jnp.zeros((1,), jnp.int32), extra)["params"]
+
+
+def pinball_loss(pred_q: jax.Array, target: jax.Array, quantiles: Sequence[float]) -> jax.Array:
+  """Mean pinball (quantile) loss of ``(B, H, Q)`` predictions for ``(B, H)`` targets."""
+  tau = jnp.asarray(quantiles, pred_q.dtype)
+  diff = target[..., None] - pred_q
+  return jnp.mean(jnp.maximum(tau * diff, (tau - 1.0) * diff))
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def apply_quantiles(params: Any, hist_z: jax.Array, origin_hour: jax.Array, hist_extra: jax.Array | None,
+                    config: ForecasterConfig) -> jax.Array:
+  """Deterministic forward pass: normalized ``(B, H, Q)`` quantiles."""
+  return ForecastTransformer(config).apply({"params": params}, hist_z, origin_hour, hist_extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training.
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+  """What ``train_forecaster`` returns.
+
+  Attributes:
+    params: the parameters with the best validation loss.
+    normalization: statistics fitted on the training slice (never the validation slice).
+    history: one dict per epoch (epoch, train_loss, val_loss, val_mape, epoch_s); epoch 0 scores
+      the initial parameters (train_loss NaN).
+    best_epoch: epoch whose parameters were kept (0: the initial parameters).
+    num_train_windows: training windows per epoch.
+    num_val_windows: validation windows.
+    val_start: first hour of the validation slice (ISO, UTC).
+    stopped_because: "patience", "max_epochs" or "time_budget".
+  """
+
+  params: Any
+  normalization: fm.Normalization
+  history: tuple[dict[str, float], ...]
+  best_epoch: int
+  num_train_windows: int
+  num_val_windows: int
+  val_start: str
+  stopped_because: str
+
+
+def _gather(series: jax.Array, origins: jax.Array, start: int, stop: int) -> jax.Array:
+  """``series[origins + k]`` for ``k`` in ``[start, stop)``: ``(B, stop - start, ...)``."""
+  return series[origins[:, None] + jnp.arange(start, stop)[None, :]]
+
+
+def _instance_normalize(hist_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """NumPy twin of the model's per-window standardization: ``(loc, scale)`` of shape ``(N, 1)``."""
+  loc = hist_z.mean(axis=1, keepdims=True)
+  scale = np.maximum(hist_z.std(axis=1, keepdims=True), 0.05)
+  return loc, scale
+
+
+def _ridge_skip_params(z: np.ndarray, train_origins: np.ndarray, val_origins: np.ndarray, t0_hour: int,
+                       config: ForecasterConfig, l2_grid: Sequence[float]) -> tuple[dict[str, Any], float]:
+  """Closed-form ridge weights for the ``linear_skip`` layer (in the model's own input space)."""
+  from cenas_jax.carbon import baselines  # NumPy only.
+
+  length, horizon = config.history_hours, config.horizon_hours
+  if config.residual_base != "none":
+    raise ValueError("ridge_init needs residual_base='none' (the ridge is the base).")
+
+  def data(origins):
+    hist, fut = fm.make_windows(z, origins, length, horizon)
+    hist = hist.astype(np.float64)
+    fut = fut.astype(np.float64)
+    if config.instance_norm:
+      loc, scale = _instance_normalize(hist)
+      hist, fut = (hist - loc) / scale, (fut - loc) / scale
+    return np.concatenate([hist, fm.calendar_features(t0_hour + origins).astype(np.float64)], axis=-1), fut
+
+  model = baselines.fit_linear_ar_with_validation(
+      data(train_origins), data(val_origins), l2_grid=l2_grid,
+      score=lambda p, t: float(np.mean(np.abs(p - t))))
+  kernel = model.weights / model.feature_std[:, None]
+  bias = model.bias - (model.feature_mean / model.feature_std) @ model.weights
+  return {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}, model.l2
+
+
+def _make_steps(config: ForecasterConfig, optimizer: optax.GradientTransformation):
+  """Jitted epoch (``lax.scan`` over steps) and evaluation functions over a device-resident series."""
+  model = ForecastTransformer(config)
+  length, horizon = config.history_hours, config.horizon_hours
+
+  def batch_inputs(z, extra, origins, t0_hour):
+    hist = _gather(z, origins, -length, 0)
+    target = _gather(z, origins, 0, horizon)
+    hist_extra = _gather(extra, origins, -length, 0) if config.num_extra_features else None
+    return hist, target, hist_extra, t0_hour + origins
+
+  def loss_fn(params, z, extra, origins, t0_hour, rng):
+    hist, target, hist_extra, origin_hour = batch_inputs(z, extra, origins, t0_hour)
+    pred = model.apply({"params": params}, hist, origin_hour, hist_extra, deterministic=False,
+                       rngs={"dropout": rng})
+    return pinball_loss(pred, target, config.quantiles)
+
+  @jax.jit
+  def train_epoch(params, opt_state, z, extra, origin_batches, t0_hour, rng):
+    def step(carry, xs):
+      params, opt_state = carry
+      origins, i = xs
+      loss, grads = jax.value_and_grad(loss_fn)(params, z, extra, origins, t0_hour,
+                                                jax.random.fold_in(rng, i))
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), loss
+
+    steps = jnp.arange(origin_batches.shape[0])
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (origin_batches, steps))
+    return params, opt_state, losses.mean()
+
+  @jax.jit
+  def evaluate(params, z, extra, origins, t0_hour):
+    hist, target, hist_extra, origin_hour = batch_inputs(z, extra, origins, t0_hour)
+    pred = model.apply({"params": params}, hist, origin_hour, hist_extra)
+    return pinball_loss(pred, target, config.quantiles), pred[..., config.median_index], target
+
+  return train_epoch, evaluate
+
+
+def train_forecaster(train_ci_g_per_kwh: pd.Series, *, config: ForecasterConfig = ForecasterConfig(),
+                     train_config: TrainConfig = TrainConfig(), train_extra: pd.DataFrame | None = None,
+                     log_target: bool = True,
+                     progress: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+  """Trains a forecaster on one contiguous hourly series, early-stopping on its last slice.
+
+  The last ``train_config.val_fraction`` of the series is the validation slice: normalization is
+  fitted on the hours before it, training windows end (history and target) before it, and
+  validation windows forecast hours inside it.
+
+  The parameters kept are those of the epoch with the best ``train_config.early_stopping_metric``
+  on the validation windows; epoch 0 (the initial parameters) is a candidate.
+
+  Args:
+    train_ci_g_per_kwh: hourly carbon intensity (gCO2eq/kWh) on a UTC index, no gaps.
+    config: the architecture.
+    train_config: optimization settings.
+    train_extra: optional extra columns on the same index (``config.num_extra_features`` of them).
+    log_target: model log carbon intensity (recommended: the loss becomes a relative error).
+    progress: called after each epoch with a dict (epoch, train_loss, val_loss, val_mape, epoch_s).
+
+  Returns:
+    A ``TrainResult`` holding the best parameters and the normalization.
+  """
+  tc = train_config
+  if tc.early_stopping_metric not in ("val_mape", "val_loss"):
+    raise ValueError(f"early_stopping_metric must be 'val_mape' or 'val_loss', got {tc.early_stopping_metric!r}.")
+  fm.check_hourly(train_ci_g_per_kwh, name="training series")
+  num_extra = 0 if train_extra is None else train_extra.shape[1]
+  if num_extra != config.num_extra_features:
+    raise ValueError(f"config.num_extra_features={config.num_extra_features} but {num_extra} extra "
+                     "columns were given.")
+  length, horizon = config.history_hours, config.horizon_hours
+  total = len(train_ci_g_per_kwh)
+  val_pos = int(round(total * (1.0 - tc.val_fraction)))
+  train_origins = np.arange(length, val_pos - horizon + 1, tc.train_stride_hours)
+  val_origins = np.arange(max(val_pos, length), total - horizon + 1, tc.val_stride_hours)
+  if len(train_origins) < tc.batch_size or len(val_origins) == 0:
+    raise ValueError(
+        f"Training series of {total} h is too short for history {length} h + horizon {horizon} h, "
+        f"val_fraction {tc.val_fraction} and batch {tc.batch_size}: {len(train_origins)} training and "
+        f"{len(val_origins)} validation windows.")
+
+  fit_slice = train_ci_g_per_kwh.iloc[:val_pos]
+  norm = fm.fit_normalization(fit_slice, None if train_extra is None else train_extra.iloc[:val_pos],
+                              log_target=log_target)
+  z = jnp.asarray(norm.transform(train_ci_g_per_kwh.to_numpy()))
+  extra = (jnp.asarray(norm.transform_extra(train_extra.to_numpy())) if num_extra
+           else jnp.zeros((total, 0), jnp.float32))
+  t0_hour = jnp.asarray(int(fm.hours_since_epoch(train_ci_g_per_kwh.index[:1])[0]), jnp.int32)
+  val_origins_j = jnp.asarray(val_origins, jnp.int32)
+  val_actual = train_ci_g_per_kwh.to_numpy()
+
+  steps_per_epoch = len(train_origins) // tc.batch_size
+  total_steps = max(steps_per_epoch * tc.max_epochs, tc.warmup_steps + 1)
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, tc.learning_rate, tc.warmup_steps, total_steps, end_value=0.05 * tc.learning_rate)
+  optimizer = optax.chain(optax.clip_by_global_norm(tc.grad_clip_norm),
+                          optax.adamw(schedule, weight_decay=tc.weight_decay))
+  if config.linear_skip and not tc.train_linear_skip:
+    labels = lambda p: {k: jax.tree.map(lambda _: "frozen" if k == "linear_skip" else "train", v)
+                        for k, v in p.items()}
+    optimizer = optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
+  train_epoch, evaluate = _make_steps(config, optimizer)
+
+  rng = jax.random.key(tc.seed)
+  init_rng, shuffle_rng, dropout_rng = jax.random.split(rng, 3)
+  params = init_params(init_rng, config)
+  ridge_l2 = None
+  if tc.ridge_init and config.linear_skip:
+    skip, ridge_l2 = _ridge_skip_params(np.asarray(z), train_origins, val_origins, int(t0_hour), config,
+                                        tc.ridge_l2_grid)
+    params = {**params, "linear_skip": skip}
+  opt_state = optimizer.init(params)
+  best = (np.inf, params, 0)
+  history: list[dict[str, float]] = []
+  stopped = "max_epochs"
+  start_s = time.perf_counter()
+  # Epoch 0 scores the initial parameters (the ridge forecaster when ridge_init), so early stopping
+  # never returns something worse on validation than where training started.
+  for epoch in range(0, tc.max_epochs + 1):
+    t_epoch = time.perf_counter()
+    train_loss = jnp.nan
+    if epoch > 0:
+      perm = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_rng, epoch), len(train_origins)))
+      batches = train_origins[perm[:steps_per_epoch * tc.batch_size]].reshape(steps_per_epoch, tc.batch_size)
+      params, opt_state, train_loss = train_epoch(params, opt_state, z, extra, jnp.asarray(batches, jnp.int32),
+                                                  t0_hour, jax.random.fold_in(dropout_rng, epoch))
+    val_loss, val_p50_z, _ = evaluate(params, z, extra, val_origins_j, t0_hour)
+    val_loss = float(val_loss)
+    _, val_fut = fm.make_windows(val_actual, val_origins, length, horizon)
+    val_mape = float(np.mean(fm.absolute_percentage_errors(val_fut, norm.inverse(np.asarray(val_p50_z)))))
+    row = {"epoch": epoch, "train_loss": float(train_loss), "val_loss": val_loss, "val_mape": val_mape,
+           "epoch_s": time.perf_counter() - t_epoch}
+    if epoch == 0:
+      row["ridge_l2"] = ridge_l2
+    history.append(row)
+    score = row[tc.early_stopping_metric]
+    if score < best[0]:
+      best = (score, params, epoch)
+    if progress is not None:
+      progress({**row, "best_epoch": best[2], "steps": steps_per_epoch})
+    if epoch - best[2] >= tc.patience:
+      stopped = "patience"
+      break
+    if tc.max_train_s is not None and time.perf_counter() - start_s > tc.max_train_s:
+      stopped = "time_budget"
+      break
+  return TrainResult(params=best[1], normalization=norm, history=tuple(history), best_epoch=best[2],
+                     num_train_windows=len(train_origins), num_val_windows=len(val_origins),
+                     val_start=train_ci_g_per_kwh.index[val_pos].isoformat(), stopped_because=stopped)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference.
+# ----------------------------------------------------------------------------------------------
+def predict_quantiles(params: Any, hist_ci_g_per_kwh: np.ndarray, origin_hours: np.ndarray, *,
+                      config: ForecasterConfig, normalization: fm.Normalization,
+                      hist_extra: np.ndarray | None = None, batch_size: int = 512) -> np.ndarray:
+  """Quantile forecasts for a batch of history windows.
+
+  Args:
+    params: trained parameters.
+    hist_ci_g_per_kwh: ``(N, history_hours)`` carbon intensity (gCO2eq/kWh), oldest first.
+    origin_hours: ``(N,)`` hours since the Unix epoch of each first forecast hour (the hour right
+      after the window's last value).
+    config: the model's config.
+    normalization: the normalization the model was trained with.
+    hist_extra: ``(N, history_hours, E)`` extra columns in their original units, when the model uses them.
+    batch_size: windows per forward pass.
+
+  Returns:
+    ``(N, horizon_hours, Q)`` carbon intensity (gCO2eq/kWh), non-decreasing along Q.
+  """
+  hist = np.asarray(hist_ci_g_per_kwh, np.float64)
+  if hist.ndim != 2 or hist.shape[1] != config.history_hours:
+    raise ValueError(f"Expected history of shape (N, {config.history_hours}), got {hist.shape}.")
+  if not np.all(np.isfinite(hist)) or np.any(hist <= 0):
+    raise ValueError("History carbon intensity must be finite and > 0 gCO2eq/kWh.")
+  hist_z = normalization.transform(hist)
+  extra_z = None
+  if config.num_extra_features:
+    if hist_extra is None:
+      raise ValueError(f"This forecaster needs {config.num_extra_features} extra columns "
+                       f"{normalization.extra_names}.")
+    extra_z = normalization.transform_extra(hist_extra)
+  origin_hours = np.asarray(origin_hours, np.int32)
+  outs = []
+  for i in range(0, hist.shape[0], batch_size):
+    sl = slice(i, i + batch_size)
+    outs.append(np.asarray(apply_quantiles(params, hist_z[sl], origin_hours[sl],
+                                           None if extra_z is None else extra_z[sl], config)))
+  out = np.concatenate(outs, axis=0) if outs else np.zeros((0, config.horizon_hours, len(config.quantiles)))
+  return normalization.inverse(out)
+
+
+def forecast(params: Any, history: pd.Series, *, config: ForecasterConfig,
+             normalization: fm.Normalization, history_extra: pd.DataFrame | None = None) -> pd.DataFrame:
+  """Forecasts the hours after the end of ``history``.
+
+  Args:
+    params: trained parameters.
+    history: hourly carbon intensity (gCO2eq/kWh) on a UTC index; its last ``history_hours`` values
+      are used and must be contiguous.
+    config: the model's config.
+    normalization: the normalization the model was trained with.
+    history_extra: extra columns on ``history``'s index, when the model uses them.
+
+  Returns:
+    A DataFrame indexed by the next ``horizon_hours`` hourly UTC timestamps with one column per
+    quantile (``p10``, ``p50``, ``p90`` by default), in gCO2eq/kWh.
+  """
+  if len(history) < config.history_hours:
+    raise ValueError(f"forecast() needs at least {config.history_hours} hours of history, got {len(history)}.")
+  window = history.iloc[-config.history_hours:]
+  fm.check_hourly(window, name="forecast history")
+  extra = None
+  if config.num_extra_features:
+    if history_extra is None:
+      raise ValueError(f"This forecaster needs history_extra with columns {normalization.extra_names}.")
+    extra = history_extra.loc[window.index].to_numpy()[None]
+  origin = window.index[-1] + pd.Timedelta(hours=1)
+  q = predict_quantiles(params, window.to_numpy()[None], fm.hours_since_epoch(pd.DatetimeIndex([origin])),
+                        config=config, normalization=normalization, hist_extra=extra)[0]
+  index = pd.date_range(origin, periods=config.horizon_hours, freq="h")
+  return pd.DataFrame(q, index=index, columns=fm.quantile_names(config.quantiles))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints.
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrainedForecaster:
+  """A restored forecaster: parameters, config, normalization and free-form metadata."""
+
+  params: Any
+  config: ForecasterConfig
+  normalization: fm.Normalization
+  metadata: dict[str, Any]
+
+  def forecast(self, history: pd.Series, history_extra: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``forecast(self.params, history, ...)`` with this forecaster's config and normalization."""
+    return forecast(self.params, history, config=self.config, normalization=self.normalization,
+                    history_extra=history_extra)
+
+
+def save_forecaster(directory: str | Path, params: Any, *, config: ForecasterConfig,
+                    normalization: fm.Normalization, metadata: dict[str, Any] | None = None) -> Path:
+  """Saves parameters (orbax) plus config, normalization and metadata (JSON) under ``directory``.
+
+  The directory must not exist yet (an existing forecaster is never overwritten). The JSON file is
+  written last, so a directory without it is an unfinished save.
+
+  Returns:
+    The directory.
+  """
+  import orbax.checkpoint as ocp  # Imported here: orbax is slow to import.
+
+  directory = Path(directory).expanduser().resolve()
+  if directory.exists():
+    raise FileExistsError(f"{directory} already exists; choose a new directory for the forecaster.")
+  directory.mkdir(parents=True)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(directory / _PARAMS_DIR, params)
+    ckptr.wait_until_finished()
+  atomic_write_json(directory / _META_FILE, {
+      "format_version": _FORMAT_VERSION, "config": config.to_dict(),
+      "normalization": normalization.to_dict(), "metadata": metadata or {}})
+  return directory
+
+
+def restore_forecaster(directory: str | Path) -> TrainedForecaster:
+  """Restores a forecaster saved by ``save_forecaster``.
+
+  Raises:
+    DataUnavailableError: the directory or its files are missing.
+    DataError: the files are corrupt or do not match the stored config.
+  """
+  import orbax.checkpoint as ocp
+
+  directory = Path(directory).expanduser().resolve()
+  meta_path = directory / _META_FILE
+  if not meta_path.is_file() or not (directory / _PARAMS_DIR).is_dir():
+    raise DataUnavailableError(
+        f"No saved forecaster at {directory} (expected {_META_FILE} and {_PARAMS_DIR}/). Point "
+        "--restore_from at the 'forecaster' folder of a finished train_forecaster workdir.")
+  try:
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != _FORMAT_VERSION:
+      raise ValueError(f"format_version {meta.get('format_version')} != {_FORMAT_VERSION}")
+    config = ForecasterConfig.from_dict(meta["config"])
+    norm = fm.Normalization.from_dict(meta["normalization"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise DataError(f"{meta_path}: not a valid forecaster description ({e}).") from e
+  abstract = jax.eval_shape(lambda: init_params(jax.random.key(0), config))
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      params = ckptr.restore(directory / _PARAMS_DIR, abstract)
+  except Exception as e:  # orbax raises many types for corrupt or mismatched checkpoints.
+    raise DataError(f"{directory / _PARAMS_DIR}: cannot restore the forecaster's parameters ({e}). "
+                    "The checkpoint is corrupt or was written with another config.") from e
+  return TrainedForecaster(params=params, config=config, normalization=norm, metadata=meta.get("metadata", {}))
+
+
+def count_params(params: Any) -> int:
+  """Number of scalar parameters."""
+  return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+def remove_unfinished_save(directory: str | Path) -> bool:
+  """Deletes ``directory`` if it holds an unfinished save (params without ``forecaster.json``).
+
+  Returns:
+    Whether something was removed.
+  """
+  directory = Path(directory)
+  if directory.is_dir() and not (directory / _META_FILE).exists():
+    shutil.rmtree(directory)
+    return True
+  return False

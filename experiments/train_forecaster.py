@@ -1,0 +1,374 @@
+r"""Trains and evaluates the carbon-intensity forecaster on one region.
+
+Trains the transformer on one trace period (default 2021-2022 of the CarbonX forecasting-data file of
+``--region``), early-stopping on the last slice of it, then evaluates it with a rolling origin every
+24 h over a test period (default 2023) next to three baselines (seasonal naive 24 h and 168 h, and a
+linear autoregressive model on the same inputs).
+
+  python -m experiments.train_forecaster --flagfile=experiments/flags/forecaster_US-CAL-CISO.flags \
+      --workdir=/tmp/forecaster/US-CAL-CISO
+
+Writes into ``--workdir``:
+  metrics.json               MAPE (fractions) for days 1-4 ahead per model, P10-P90 coverage, APE P90,
+                             ratios to the best seasonal naive, provenance.
+  forecaster/                the trained forecaster (orbax params + forecaster.json).
+  train_log.jsonl            one line per epoch.
+  forecast_test_week.png     day-ahead P10/P50/P90 vs actual over one test week.
+  forecast_test_week.csv     the numbers behind the plot.
+
+``--restore_from=DIR`` evaluates an already trained forecaster (a ``forecaster/`` folder) on any
+trace without retraining; a workdir that already holds a finished ``forecaster/`` is evaluated again
+the same way (rerunning a finished job never retrains).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+import pandas as pd
+
+import cenas_jax
+from cenas_jax.carbon import baselines
+from cenas_jax.carbon import forecast_metrics as fm
+from cenas_jax.carbon import forecaster as fc
+from cenas_jax.data import carbon_traces
+from cenas_jax.errors import DataError
+from cenas_jax.fileio import atomic_write_json, atomic_write_text
+
+_REGION = flags.DEFINE_string("region", "US-CAL-CISO", "Grid region; picks the default trace file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
+_COLUMN = flags.DEFINE_enum("column", "lifecycle", ["lifecycle", "direct"],
+                            "Carbon-intensity column of Electricity Maps files.")
+_TRAIN_TRACE = flags.DEFINE_string("train_trace", None, "Training trace file (default: the region's "
+                                   "CarbonX forecasting-data file).")
+_TEST_TRACE = flags.DEFINE_string("test_trace", None, "Test trace file (default: the region's file).")
+_TRAIN_START = flags.DEFINE_string("train_start", "2021-01-01T00:00Z", "First training hour (UTC).")
+_TRAIN_END = flags.DEFINE_string("train_end", "2023-01-01T00:00Z", "End of training (UTC, exclusive).")
+_TEST_START = flags.DEFINE_string("test_start", "2023-01-01T00:00Z",
+                                  "First forecast origin of the test (UTC); history before it is read.")
+_TEST_END = flags.DEFINE_string("test_end", "2024-01-01T00:00Z", "End of the test (UTC, exclusive).")
+_RESTORE_FROM = flags.DEFINE_string("restore_from", None, "Evaluate this saved forecaster folder "
+                                    "instead of training.")
+_USE_GENERATION = flags.DEFINE_bool("use_generation", False, "Feed the generation-by-source columns "
+                                    "(CarbonX benchmark files only) to the model.")
+_EVAL_STEP_HOURS = flags.DEFINE_integer("eval_step_hours", 24, "Hours between rolling test origins.")
+_PLOT_WEEK_START = flags.DEFINE_string("plot_week_start", None, "Start (UTC) of the plotted test week "
+                                       "(default: the first test origin).")
+# Model.
+_HISTORY_HOURS = flags.DEFINE_integer("history_hours", 168, "History window (h).")
+_PATCH_HOURS = flags.DEFINE_integer("patch_hours", 24, "Hours per token.")
+_D_MODEL = flags.DEFINE_integer("d_model", 64, "Token width.")
+_NUM_LAYERS = flags.DEFINE_integer("num_layers", 2, "Transformer blocks.")
+_NUM_HEADS = flags.DEFINE_integer("num_heads", 4, "Attention heads.")
+_MLP_DIM = flags.DEFINE_integer("mlp_dim", 128, "MLP width.")
+_DROPOUT = flags.DEFINE_float("dropout", 0.2, "Dropout rate.")
+_RESIDUAL_BASE = flags.DEFINE_enum("residual_base", "none", ["none", "naive24", "naive168", "profile7"],
+                                   "Seasonal reference the median forecast is a residual over.")
+_INSTANCE_NORM = flags.DEFINE_bool("instance_norm", True, "Standardize each history window by its own "
+                                   "mean and standard deviation inside the model.")
+# Training.
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Windows per step.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.")
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 1e-4, "AdamW weight decay.")
+_MAX_EPOCHS = flags.DEFINE_integer("max_epochs", 30, "Maximum epochs.")
+_PATIENCE = flags.DEFINE_integer("patience", 4, "Early-stopping patience (epochs).")
+_VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Fraction at the end of training for validation.")
+_TRAIN_STRIDE_HOURS = flags.DEFINE_integer("train_stride_hours", 1, "Hours between training origins.")
+_MAX_TRAIN_MINUTES = flags.DEFINE_float("max_train_minutes", 9.0, "Training wall-clock budget (min).")
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs.
+# ----------------------------------------------------------------------------------------------
+def _utc(value: str, flag: str) -> pd.Timestamp:
+  try:
+    ts = pd.Timestamp(value)
+  except ValueError as e:
+    raise app.UsageError(f"--{flag}={value!r} is not a time ({e}).") from e
+  return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _load(path: str | None, start: pd.Timestamp, end: pd.Timestamp, flag: str) -> carbon_traces.CarbonTrace:
+  """Loads ``[start, end)`` of a trace file, or of the region's default file when ``path`` is None."""
+  column = _COLUMN.value
+  if path is None:
+    return carbon_traces.region_trace(_REGION.value, dataset="forecasting", column=column,
+                                      start=start, end=end)
+  fmt = carbon_traces.sniff_format(path)
+  return carbon_traces.load_trace(path, column=column if fmt == "electricitymaps" else None,
+                                  start=start, end=end)
+
+
+def _extra(trace: carbon_traces.CarbonTrace, flag: str) -> pd.DataFrame | None:
+  if not _USE_GENERATION.value:
+    return None
+  if trace.generation_mwh is None:
+    raise app.UsageError(f"--use_generation needs generation-by-source columns, but {trace.path} "
+                         f"(--{flag}) has none; use a CarbonX benchmark-data file.")
+  return trace.generation_mwh
+
+
+def _configs() -> tuple[fc.ForecasterConfig, fc.TrainConfig]:
+  model = fc.ForecasterConfig(
+      history_hours=_HISTORY_HOURS.value, horizon_hours=96, patch_hours=_PATCH_HOURS.value,
+      d_model=_D_MODEL.value, num_layers=_NUM_LAYERS.value, num_heads=_NUM_HEADS.value,
+      mlp_dim=_MLP_DIM.value, dropout_rate=_DROPOUT.value, residual_base=_RESIDUAL_BASE.value,
+      instance_norm=_INSTANCE_NORM.value, num_extra_features=0)  # Set from the data below when --use_generation.
+  train = fc.TrainConfig(
+      batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
+      weight_decay=_WEIGHT_DECAY.value, max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value,
+      val_fraction=_VAL_FRACTION.value, train_stride_hours=_TRAIN_STRIDE_HOURS.value,
+      seed=_SEED.value, max_train_s=_MAX_TRAIN_MINUTES.value * 60.0)
+  return model, train
+
+
+# ----------------------------------------------------------------------------------------------
+# Training.
+# ----------------------------------------------------------------------------------------------
+def _train(trace: carbon_traces.CarbonTrace, workdir: Path) -> tuple[fc.TrainedForecaster, dict[str, Any]]:
+  model_cfg, train_cfg = _configs()
+  extra = _extra(trace, "train_trace")
+  if extra is not None:
+    model_cfg = dataclasses.replace(model_cfg, num_extra_features=extra.shape[1])
+  log_path = workdir / "train_log.jsonl"
+  lines: list[str] = []
+  t_start = time.perf_counter()
+
+  def progress(row: dict[str, Any]) -> None:
+    lines.append(json.dumps({k: (None if isinstance(v, float) and np.isnan(v) else v)
+                             for k, v in row.items()}))
+    atomic_write_text(log_path, "\n".join(lines) + "\n")
+    elapsed = time.perf_counter() - t_start
+    eta = row["epoch_s"] * (train_cfg.max_epochs - row["epoch"])
+    if row["epoch"] == 0:
+      logging.info("epoch 0 (initial parameters%s): val %.4f  val MAPE %.2f%%",
+                   f", ridge l2={row['ridge_l2']}" if row.get("ridge_l2") is not None else "",
+                   row["val_loss"], 100 * row["val_mape"])
+      return
+    logging.info("epoch %d/%d  train %.4f  val %.4f  val MAPE %.2f%%  best epoch %d  %.1f s/epoch  "
+                 "elapsed %.0f s  ETA <= %.0f s", row["epoch"], train_cfg.max_epochs, row["train_loss"],
+                 row["val_loss"], 100 * row["val_mape"], row["best_epoch"], row["epoch_s"], elapsed, eta)
+
+  logging.info("Training on %s [%s, %s): %d h.", trace.path, trace.start, trace.end, len(trace))
+  result = fc.train_forecaster(trace.ci_g_per_kwh, config=model_cfg, train_config=train_cfg,
+                               train_extra=extra, progress=progress)
+  train_s = time.perf_counter() - t_start
+  epoch_s = [r["epoch_s"] for r in result.history]
+  info = {
+      "train_s": train_s, "epochs": len(result.history), "best_epoch": result.best_epoch,
+      "stopped_because": result.stopped_because,
+      "epoch_s_median": float(np.median(epoch_s[2:] if len(epoch_s) > 2 else epoch_s[-1:])),
+      "num_train_windows": result.num_train_windows, "num_val_windows": result.num_val_windows,
+      "val_start": result.val_start, "num_params": fc.count_params(result.params),
+      "train_config": dataclasses.asdict(train_cfg),
+  }
+  meta = {"region": trace.region, "train_trace": trace.to_dict(), **info}
+  out = workdir / "forecaster"
+  fc.remove_unfinished_save(out)
+  fc.save_forecaster(out, result.params, config=model_cfg, normalization=result.normalization,
+                     metadata=meta)
+  logging.info("Trained in %.0f s (%d epochs, best %d, %s); saved to %s.", train_s, len(result.history),
+               result.best_epoch, result.stopped_because, out)
+  return fc.restore_forecaster(out), info
+
+
+def _fit_linear(trace: carbon_traces.CarbonTrace, length: int, horizon: int,
+                val_fraction: float) -> tuple[baselines.LinearAR, fm.Normalization]:
+  """The linear AR baseline, fitted on the same training split as the transformer."""
+  ci = trace.ci_g_per_kwh
+  total = len(ci)
+  val_pos = int(round(total * (1.0 - val_fraction)))
+  norm = fm.fit_normalization(ci.iloc[:val_pos], log_target=True)
+  z = norm.transform(ci.to_numpy())
+  hours = fm.hours_since_epoch(ci.index)
+  train_o = np.arange(length, val_pos - horizon + 1)
+  val_o = np.arange(max(val_pos, length), total - horizon + 1, 6)
+
+  def data(origins):
+    hist, fut = fm.make_windows(z, origins, length, horizon)
+    return baselines.linear_ar_features(hist, hours[origins]), fut
+
+  model = baselines.fit_linear_ar_with_validation(
+      data(train_o), data(val_o), l2_grid=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0))
+  logging.info("Linear AR: ridge l2=%g chosen on the validation slice.", model.l2)
+  return model, norm
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+# ----------------------------------------------------------------------------------------------
+def _plot(path: Path, t: pd.DatetimeIndex, actual, p10, p50, p90, title: str) -> None:
+  try:
+    from cenas_jax import plots  # Written alongside; use it when present.
+    if hasattr(plots, "plot_forecast"):
+      plots.plot_forecast(path, t, actual, p10, p50, p90)
+      return
+  except ImportError:
+    pass
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(10, 4))
+  ax.fill_between(t, p10, p90, alpha=0.3, label="P10-P90")
+  ax.plot(t, p50, label="P50 forecast")
+  ax.plot(t, actual, color="k", lw=1, label="actual")
+  ax.set_ylabel("carbon intensity (gCO2eq/kWh)")
+  ax.set_title(title)
+  ax.legend()
+  fig.autofmt_xdate()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_norm: fm.Normalization,
+             trace: carbon_traces.CarbonTrace, test_start: pd.Timestamp, workdir: Path) -> dict[str, Any]:
+  """Rolling-origin metrics of the transformer and the baselines on ``trace`` from ``test_start``."""
+  cfg = model.config
+  length, horizon = cfg.history_hours, cfg.horizon_hours
+  ci = trace.ci_g_per_kwh
+  fm.check_hourly(ci, name=trace.path)
+  origins = fm.rolling_origins(ci.index, start=test_start, end=ci.index[-1], history_hours=length,
+                               horizon_hours=horizon, step_hours=_EVAL_STEP_HOURS.value)
+  if len(origins) == 0:
+    raise app.UsageError(f"{trace.path}: no test origin with {length} h of history and {horizon} h "
+                         f"ahead in [{test_start}, {trace.end}). Widen --test_start/--test_end.")
+  values = ci.to_numpy()
+  hist, actual = fm.make_windows(values, origins, length, horizon)
+  origin_hours = fm.hours_since_epoch(ci.index)[origins]
+  extra = _extra(trace, "test_trace")
+  hist_extra = None if extra is None else fm.make_windows(extra.to_numpy(), origins, length, horizon)[0]
+  q = fc.predict_quantiles(model.params, hist, origin_hours, config=cfg,
+                           normalization=model.normalization, hist_extra=hist_extra)
+  mid = cfg.median_index
+  preds = {
+      "seasonal_naive_24h": baselines.seasonal_naive(hist, horizon, 24),
+      "seasonal_naive_168h": baselines.seasonal_naive(hist, horizon, 168),
+      "linear_ar": linear_norm.inverse(linear.predict(
+          baselines.linear_ar_features(linear_norm.transform(hist), origin_hours))),
+  }
+  models: dict[str, Any] = {"transformer": {
+      **fm.point_metrics(actual, q[..., mid]),
+      "coverage_p10_p90": fm.interval_coverage(actual, q[..., 0], q[..., -1]),
+      "pinball_loss_g_per_kwh": float(np.mean(np.maximum(
+          np.asarray(cfg.quantiles) * (actual[..., None] - q),
+          (np.asarray(cfg.quantiles) - 1) * (actual[..., None] - q)))),
+  }}
+  for name, p in preds.items():
+    models[name] = fm.point_metrics(actual, p)
+  best_naive = np.minimum(models["seasonal_naive_24h"]["mape_by_day"],
+                          models["seasonal_naive_168h"]["mape_by_day"])
+  ratios = {name: [float(a / b) for a, b in zip(models[name]["mape_by_day"], best_naive)]
+            for name in ("transformer", "linear_ar")}
+  tr = models["transformer"]["mape_by_day"]
+  lin = models["linear_ar"]["mape_by_day"]
+  targets = {
+      "day1_ratio_to_best_naive": ratios["transformer"][0],
+      "days2to4_ratio_to_best_naive": float(np.mean(tr[1:]) / np.mean(best_naive[1:])),
+      "day1_target_met": ratios["transformer"][0] <= 0.8,
+      "days2to4_target_met": float(np.mean(tr[1:]) / np.mean(best_naive[1:])) <= 0.9,
+      "beats_linear_every_day": bool(all(a < b for a, b in zip(tr, lin))),
+  }
+
+  # A test week: day-ahead forecasts (hours 1-24 of seven consecutive daily origins).
+  week0 = _utc(_PLOT_WEEK_START.value, "plot_week_start") if _PLOT_WEEK_START.value else ci.index[origins[0]]
+  pos = int(np.searchsorted(origins, ci.index.get_loc(week0)))
+  sel = slice(pos, pos + max(1, 168 // _EVAL_STEP_HOURS.value))
+  day = min(24, _EVAL_STEP_HOURS.value)
+  t = pd.DatetimeIndex(np.concatenate([ci.index[o:o + day] for o in origins[sel]]))
+  cols = {name: q[sel, :day, i].reshape(-1) for i, name in enumerate(fm.quantile_names(cfg.quantiles))}
+  week = pd.DataFrame({"actual_g_per_kwh": actual[sel, :day].reshape(-1), **cols}, index=t)
+  week.index.name = "time_utc"
+  atomic_write_text(workdir / "forecast_test_week.csv", week.to_csv())
+  names = fm.quantile_names(cfg.quantiles)
+  _plot(workdir / "forecast_test_week.png", t, week["actual_g_per_kwh"].to_numpy(), week[names[0]].to_numpy(),
+        week[names[mid]].to_numpy(), week[names[-1]].to_numpy(),
+        f"{trace.region or trace.path}: day-ahead forecast vs actual, week of {t[0]:%Y-%m-%d}")
+  return {"models": models, "ratio_to_best_seasonal_naive": ratios, "targets": targets,
+          "num_test_origins": int(len(origins)),
+          "first_origin": ci.index[origins[0]].isoformat(), "last_origin": ci.index[origins[-1]].isoformat()}
+
+
+def _period(start: pd.Timestamp, end: pd.Timestamp) -> str:
+  return f"{start:%Y-%m-%dT%H:%MZ}/{end:%Y-%m-%dT%H:%MZ}"
+
+
+def run(workdir: Path) -> dict[str, Any]:
+  """Trains (or restores) the forecaster, evaluates it and the baselines, writes metrics.json."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  train_start, train_end = _utc(_TRAIN_START.value, "train_start"), _utc(_TRAIN_END.value, "train_end")
+  test_start, test_end = _utc(_TEST_START.value, "test_start"), _utc(_TEST_END.value, "test_end")
+  train_trace = _load(_TRAIN_TRACE.value, train_start, train_end, "train_trace")
+
+  # Forecaster: restore (explicitly, or a finished one in the workdir) or train.
+  restore = _RESTORE_FROM.value
+  if restore is None and (workdir / "forecaster" / "forecaster.json").exists():
+    restore = str(workdir / "forecaster")
+    logging.warning("%s already holds a trained forecaster; evaluating it without retraining.", workdir)
+  if restore is not None:
+    model = fc.restore_forecaster(restore)
+    train_info = {"restored_from": str(Path(restore).resolve()), **{
+        k: model.metadata.get(k) for k in ("train_s", "epochs", "best_epoch", "epoch_s_median")}}
+    logging.info("Restored forecaster from %s (trained on %s).", restore,
+                 model.metadata.get("train_trace", {}).get("path"))
+  else:
+    model, train_info = _train(train_trace, workdir)
+  cfg = model.config
+  linear, linear_norm = _fit_linear(train_trace, cfg.history_hours, cfg.horizon_hours, _VAL_FRACTION.value)
+
+  # Test: read the history before the first origin too, as far as the file allows.
+  want_start = test_start - pd.Timedelta(hours=cfg.history_hours)
+  try:
+    test_trace = _load(_TEST_TRACE.value, want_start, test_end, "test_trace")
+  except DataError:
+    logging.warning("The test trace has no %d h of history before --test_start; the first origins "
+                    "move later.", cfg.history_hours)
+    test_trace = _load(_TEST_TRACE.value, test_start, test_end, "test_trace")
+  results = evaluate(model, linear, linear_norm, test_trace, test_start, workdir)
+
+  metrics = {
+      "region": _REGION.value if _TEST_TRACE.value is None else (test_trace.region or _REGION.value),
+      "target": f"{_COLUMN.value} carbon intensity (gCO2eq/kWh)" if test_trace.source.startswith(
+          "electricitymaps") else f"{test_trace.column} (gCO2eq/kWh)",
+      "train_period": _period(train_start, train_end),
+      "test_period": _period(test_start, test_end),
+      **results,
+      "metric_notes": ("Fractions, not percent. mape_by_day: hours 1-24, 25-48, 49-72, 73-96 after "
+                       "each origin; origins every eval_step_hours over the test period. ape_p90: 90th "
+                       "percentile of the absolute percentage error over all origins and hours."),
+      "eval_step_hours": _EVAL_STEP_HOURS.value,
+      "forecaster": {"config": cfg.to_dict(), "normalization": model.normalization.to_dict(), **train_info},
+      "linear_ar_l2": linear.l2,
+      "provenance": {
+          "train_trace": train_trace.to_dict(), "test_trace": test_trace.to_dict(),
+          "ci_source": test_trace.source, "seed": _SEED.value, "package_version": cenas_jax.__version__,
+          "python": platform.python_version(),
+      },
+  }
+  atomic_write_json(workdir / "metrics.json", metrics)
+  for name, m in results["models"].items():
+    logging.info("%-20s MAPE days 1-4: %s", name, " ".join(f"{100 * v:5.2f}%" for v in m["mape_by_day"]))
+  logging.info("Targets: %s", json.dumps(results["targets"]))
+  return metrics
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  import jax
+  logging.info("JAX devices: %s", jax.devices())
+  run(Path(_WORKDIR.value).expanduser())
+
+
+if __name__ == "__main__":
+  app.run(main)
