@@ -50,7 +50,10 @@ flags.DEFINE_integer("max_tree_samples", _D.max_tree_samples, "Cap on samples pe
 flags.DEFINE_integer("n_init", _D.n_init, "Initial random evaluations (uncharged).")
 flags.DEFINE_enum("agent_mode", _D.agent_mode, ["faithful", "fixed"], "Agent of the 'cenas' strategy.")
 flags.DEFINE_enum("agent_ci_input", _D.agent_ci_input, ["actual", "perfect", "forecast"],
-                  "Agent state: current intensity only, or next-24 h features from a perfect forecast.")
+                  "Agent state: current intensity only (official), or next-24 h features from the "
+                  "true future (perfect) or the trained forecaster (forecast).")
+flags.DEFINE_string("forecaster_dir", _D.forecaster_dir,
+                    "Trained forecaster (W/forecaster of experiments.train_forecaster) for --agent_ci_input=forecast.")
 flags.DEFINE_bool("agent_release", _D.agent_release, "Fixed agent may release GPUs (0..8 training).")
 flags.DEFINE_enum("reward_accounting", _D.reward_accounting, ["paper", "full"], "Carbon in the reward.")
 flags.DEFINE_integer("pretrain_episodes", _D.pretrain_episodes,

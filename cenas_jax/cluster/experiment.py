@@ -63,6 +63,7 @@ class ExperimentConfig:
   agent_mode: str = "fixed"  # for "cenas"; "cenas_faithful" is always the official agent
   agent_ci_input: str = "perfect"  # actual | perfect (true next 24 h) | forecast
   agent_release: bool = True
+  forecaster_dir: str = ""
   reward_accounting: str = "paper"
   pretrain_episodes: int = 0
   pretrain_regions: tuple[str, ...] = ("US-CAL-CISO", "DE", "US-MIDA-PJM")
@@ -80,9 +81,9 @@ class ExperimentConfig:
       raise ValueError(f"--strategies: unknown {bad}; choose from {list(STRATEGIES)}")
     if self.agent_ci_input not in ("actual", "perfect", "forecast"):
       raise ValueError(f"--agent_ci_input must be actual, perfect or forecast, got {self.agent_ci_input!r}")
-    if self.agent_ci_input == "forecast":
-      raise ValueError("--agent_ci_input=forecast needs a trained forecaster, which this binary does "
-                       "not load yet; use 'actual' or 'perfect'")
+    if self.agent_ci_input == "forecast" and not self.forecaster_dir:
+      raise ValueError("--agent_ci_input=forecast needs --forecaster_dir (the 'forecaster' folder of "
+                       "a finished `python -m experiments.train_forecaster` workdir)")
     for split in self.oracle_splits:
       parts = split.split(":")
       if len(parts) != 2 or not all(p.isdigit() for p in parts):
@@ -114,6 +115,7 @@ class ExperimentConfig:
 class Inputs:
   problem: SearchProblem
   ci_g_per_kwh: np.ndarray  # the whole trace (gCO2eq/kWh)
+  trace_start: Any  # UTC timestamp of ci_g_per_kwh[0]
   hour0: int  # index of search hour 0
   trace_info: dict
   table_provenance: dict
@@ -141,15 +143,55 @@ def load_inputs(config: ExperimentConfig) -> Inputs:
         f"--start={config.start} with --hours={config.hours} is outside the trace {trace.path} "
         f"({trace.start} .. {trace.end})")
   prov = table.provenance() if hasattr(table, "provenance") else {}
-  return Inputs(problem=problem, ci_g_per_kwh=trace.values.astype(np.float64), hour0=hour0,
+  return Inputs(problem=problem, ci_g_per_kwh=trace.values.astype(np.float64),
+                trace_start=trace.start, hour0=hour0,
                 trace_info=trace.to_dict(), table_provenance=prov)
 
 
-def forecast_fn_for(config: ExperimentConfig, ci: np.ndarray):
-  """The forecast a strategy sees: none, or the true next 24 h (a perfect forecast)."""
+def forecast_fn_for(config: ExperimentConfig, ci: np.ndarray, trace_start=None):
+  """The next-24 h intensity a strategy sees from trace index t on.
+
+  ``actual``: none (the agent sees only the current value, as the official code); ``perfect``: the
+  true next 24 h; ``forecast``: the P50 of the trained forecaster in ``config.forecaster_dir``, made
+  from the 168 h before t (computed in batches and cached).
+  """
   if config.agent_ci_input == "perfect":
     return lambda t: ci[t: t + 24]
-  return None
+  if config.agent_ci_input != "forecast":
+    return None
+  return ForecastCache(config.forecaster_dir, ci, trace_start)
+
+
+class ForecastCache:
+  """P50 forecasts of a trained forecaster for every origin of a trace, computed on demand."""
+
+  def __init__(self, forecaster_dir: str, ci: np.ndarray, trace_start, block: int = 128):
+    import pandas as pd
+
+    from cenas_jax.carbon import forecast_metrics as fm
+    from cenas_jax.carbon.forecaster import restore_forecaster
+
+    self._tf = restore_forecaster(forecaster_dir)
+    self._ci = ci
+    self._t0 = int(fm.hours_since_epoch(pd.DatetimeIndex([pd.Timestamp(trace_start)]))[0])
+    self._block = block
+    self._cache: dict[int, np.ndarray] = {}
+    self._p50 = list(self._tf.config.quantiles).index(0.5)
+    self._hist = self._tf.config.history_hours
+
+  def __call__(self, t: int) -> np.ndarray:
+    if t not in self._cache:
+      from cenas_jax.carbon.forecaster import predict_quantiles
+
+      if t < self._hist:
+        raise ValueError(f"a forecast at trace hour {t} needs {self._hist} hours of history")
+      origins = np.arange(t, min(t + self._block, len(self._ci) + 1))
+      hist = np.stack([self._ci[o - self._hist: o] for o in origins])
+      q = predict_quantiles(self._tf.params, hist, origins + self._t0, config=self._tf.config,
+                            normalization=self._tf.normalization)
+      for o, f in zip(origins, q[:, :24, self._p50]):
+        self._cache[int(o)] = f
+    return self._cache[t]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +279,7 @@ def run_episode(name: str, seed: int, config: ExperimentConfig, inputs: Inputs, 
   strategy = make_strategy(name, config, inputs, pretrained)
   scfg = config.search()
   optimizer = _optimizer(config)
-  fc = forecast_fn_for(config, inputs.ci_g_per_kwh)
+  fc = forecast_fn_for(config, inputs.ci_g_per_kwh, inputs.trace_start)
   ci_ref = ci_reference(config, name, inputs)
   ckpt_dir = workdir / "checkpoints" / ep
   t0 = time.time()
@@ -507,7 +549,12 @@ def _write_results_and_plots(records, config, inputs, workdir: Path) -> None:
 
 def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
   """Trains the ``cenas`` agent over random trace windows and regions before the search window;
-  returns the directory of the trained parameters (reused on resume)."""
+  returns the directory of the trained parameters (reused on resume).
+
+  Proposals are uniform random here (the agent learns the pool's dynamics, not LaMOO's), and an
+  agent that reads forecast features is trained on the true next 24 h; at deployment
+  ``--agent_ci_input`` decides whether it sees the truth or the trained forecaster's P50.
+  """
   import jax
   import pandas as pd
 
