@@ -1,0 +1,85 @@
+"""End-to-end runs of experiments.energy_model_nb201 on a few cells (real HW-NAS-Bench table)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cenas_jax.errors import DataError
+from experiments import energy_model_nb201 as exp
+
+METRIC_KEYS = {"rmspe", "acc10", "spearman", "kendall"}
+
+
+def test_default_targets_write_metrics_predictions_plot_and_reuse_cache(tmp_path, shared_data,
+                                                                         capsys):
+  del shared_data  # the run reads the table from the shared data folder
+  wd = tmp_path / "w"
+  metrics = exp.run(str(wd), limit=40, workers=1)
+  on_disk = json.loads((wd / "metrics.json").read_text())
+  assert set(on_disk) == {"edgegpu_energy", "edgegpu_latency"}
+  for target in on_disk.values():
+    assert set(target) == set(exp.MODELS)
+    for m in target.values():
+      assert set(m) == METRIC_KEYS
+      assert 0 <= m["acc10"] <= 1 and m["rmspe"] >= 0 and -1 <= m["spearman"] <= 1
+  assert on_disk["edgegpu_energy"]["kernel_model"]["rmspe"] == pytest.approx(
+      metrics["edgegpu_energy"]["kernel_model"]["rmspe"])
+  with open(wd / "predictions.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 80
+  assert {r["split"] for r in rows} == {"train", "test"}
+  assert sum(r["split"] == "test" for r in rows if r["target"] == "edgegpu_energy") == 12
+  energy = [r for r in rows if r["target"] == "edgegpu_energy"]
+  assert all(float(r["pred_kernel_model"]) > 0 and float(r["measured"]) > 0 for r in energy)
+  assert (wd / "scatter_edgegpu_energy.png").stat().st_size > 1000
+  summary = json.loads((wd / "summary.json").read_text())
+  assert summary["provenance"]["seed"] == 0
+  assert summary["timings"]["extracted_cells"] == 40
+  out = capsys.readouterr().out
+  assert "kernel_model" in out and "flops_linear" in out
+  # Rerun: every feature row comes from features.npz, and the numbers are the same.
+  again = exp.run(str(wd), limit=40, workers=1)
+  assert json.loads((wd / "summary.json").read_text())["timings"]["extracted_cells"] == 0
+  assert again == metrics
+
+
+def test_targets_csv_by_arch_str_with_missing_values(tmp_path, shared_data):
+  del shared_data
+  from cenas_jax.data.nasbench import load_nb201_table
+  from cenas_jax.energy import nb201_kernels as nk
+
+  table = load_nb201_table()
+  rng = np.random.default_rng(1)
+  idx = rng.choice(np.flatnonzero(table.has_hw), 24, replace=False)
+  path = tmp_path / "other_device.csv"
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["arch_str", "my_latency_ms"])
+    for k, i in enumerate(idx):
+      # A synthetic device whose latency is exactly linear in MACs.
+      value = "" if k == 0 else f"{1.0 + nk.macs(tuple(table.ops[i])) / 1e8:.6f}"
+      w.writerow([table.arch_str[i], value])
+  metrics = exp.run(str(tmp_path / "w"), targets_csv=str(path), target_column="my_latency_ms",
+                    workers=1)
+  assert set(metrics) == {"my_latency_ms"}
+  assert metrics["my_latency_ms"]["flops_linear"]["rmspe"] < 1e-6  # the exact model is found
+  summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+  assert summary["split"]["my_latency_ms"]["n_cells"] == 23
+  assert summary["models"]["my_latency_ms"]["kind"] == "latency"
+  assert str(path) in summary["provenance"]["data_hashes"]
+
+
+def test_bad_targets_csv_names_the_file_and_line(tmp_path, shared_data):
+  del shared_data
+  path = tmp_path / "bad.csv"
+  path.write_text("arch_index,energy_mj\n1,2.0\n2,-3\n")
+  with pytest.raises(DataError, match=r"bad.csv line 3"):
+    exp.run(str(tmp_path / "w"), targets_csv=str(path), target_column="energy_mj", workers=1)
+  with pytest.raises(DataError, match="no column 'nope'"):
+    exp.run(str(tmp_path / "w"), targets_csv=str(path), target_column="nope", workers=1)
+  with pytest.raises(ValueError, match="--target_unit"):
+    exp.run(str(tmp_path / "w"), targets_csv=str(path), target_column="arch_index", workers=1)
