@@ -86,11 +86,9 @@ def main(argv):
   # The binary prints its own progress; orbax logs several INFO lines per hourly checkpoint.
   logging.set_verbosity(logging.WARNING)
   summary = experiment.run_experiment(config_from_flags(), FLAGS.workdir)
-  print("\nratios vs vanilla (median over seeds of vanilla carbon / strategy carbon):")
-  for name, r in summary["ratios_vs_vanilla"].items():
-    print(f"  {name:16s} total paper {r['total']['paper']}, full {r['total']['full']}; "
-          f"to 0.98: paper {r['to_target']['paper'].get('0.98')}, full {r['to_target']['full'].get('0.98')}")
-  print(f"wrote {FLAGS.workdir}/summary.json")
+  print("\nMedians over seeds (min-max); ratios are vanilla's carbon / the strategy's:")
+  print(experiment.summary_table(summary))
+  print(f"wrote {FLAGS.workdir}/summary.json and summary.md")
 
 
 if __name__ == "__main__":

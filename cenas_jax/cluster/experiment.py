@@ -389,6 +389,40 @@ def summarize(records: dict[str, list[dict]], config: ExperimentConfig, max_hv: 
   return out
 
 
+def summary_table(summary: dict) -> str:
+  """A Markdown table of a ``summary.json``: medians over seeds, with the spread (min-max)."""
+  def med(xs, fmt="{:.0f}"):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+      return "never"
+    return f"{fmt.format(np.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
+
+  def num(x, fmt="{:.2f}"):
+    return "n/a" if x is None else fmt.format(x)
+
+  lines = ["| strategy | final HV / max | trained | carbon paper (g) | carbon full (g) | "
+           "to 0.98 paper (g) | to 0.98 full (g) | ratio total paper / full | "
+           "ratio to 0.98 paper / full | to 0.98 vs oracle paper / full |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  rv = summary.get("ratios_vs_vanilla", {})
+  vo = summary.get("to_target_vs_oracle", {})
+  for name, e in summary["strategies"].items():
+    r = rv.get(name, {})
+    o = vo.get(name, {})
+    n_missing = {a: sum(x is None for x in e["carbon_to_target_g"][a]["0.98"]) for a in ("paper", "full")}
+    miss = f" [{n_missing['paper']} seeds never]" if n_missing["paper"] else ""
+    lines.append(
+        f"| {name} | {med(e['final_hv_frac'], '{:.4f}')} | {med(e['n_trained'])} | "
+        f"{med(e['carbon_g']['paper'])} | {med(e['carbon_g']['full'])} | "
+        f"{med(e['carbon_to_target_g']['paper']['0.98'])}{miss} | "
+        f"{med(e['carbon_to_target_g']['full']['0.98'])} | "
+        f"{num(r.get('total', {}).get('paper'))} / {num(r.get('total', {}).get('full'))} | "
+        f"{num(r.get('to_target', {}).get('paper', {}).get('0.98'))} / "
+        f"{num(r.get('to_target', {}).get('full', {}).get('0.98'))} | "
+        f"{num(o.get('paper', {}).get('0.98'))} / {num(o.get('full', {}).get('0.98'))} |")
+  return "\n".join(lines) + "\n"
+
+
 def _oracle_pick(candidates: list[dict], accounting: str) -> dict:
   """Best threshold schedule: least carbon to 0.98 of max HV (ties: higher final HV)."""
   def key(r):
@@ -486,6 +520,9 @@ def run_experiment(config: ExperimentConfig, workdir: str | os.PathLike[str]) ->
       "GPU power model for carbon (PoolConfig)", ci_source=inputs.trace_info.get("source"),
       sampling_source=inputs.problem.sampling_source))
   _write_results_and_plots(records, config, inputs, workdir)
+  from cenas_jax.fileio import atomic_write_text
+
+  atomic_write_text(workdir / "summary.md", summary_table(summary))
   return summary
 
 
