@@ -304,7 +304,7 @@ def run_episode(name: str, seed: int, config: ExperimentConfig, inputs: Inputs, 
         print(f"  {ep}: hour {state.hour}/{scfg.hours}  HV {state.history['hv'][-1]:.1f} "
               f"({state.history['hv'][-1] / inputs.problem.max_hv:.4f} of max)  "
               f"trained {len(state.evaluated)}  {el:.1f}s", flush=True)
-  record = search.episode_record(state, inputs.problem, config.hv_targets)
+  record = search.episode_record(state, inputs.problem, config.hv_targets, scfg.pool)
   record.update(strategy=name, wall_s=time.time() - t0, history=state.history,
                 evaluated=[int(inputs.problem.arch_index[p]) for p in state.evaluated])
   atomic_write_json(done_path, record)

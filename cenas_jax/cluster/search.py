@@ -313,9 +313,28 @@ def carbon_to_target(history: dict[str, list[float]], accounting: str, target_hv
   return float(carbon_curve(history, accounting)[hit[0]])
 
 
-def episode_record(state: EpisodeState, problem: SearchProblem, hv_targets=(0.95, 0.97, 0.98, 0.99)
-                   ) -> dict:
-  """The per-episode summary that ``summary.json`` aggregates."""
+def episode_ledger(history: dict[str, list[float]], pool_config: pool_lib.PoolConfig):
+  """The carbon ledger of an episode: one entry per hour and kind of GPU-seconds charged."""
+  from cenas_jax.carbon import ledger as ledger_lib
+
+  led = ledger_lib.empty_ledger(4 * len(history.get("n_train", [])) + 1)
+  for t, ci in enumerate(history.get("ci_g_per_kwh", [])):
+    for kind in pool_lib.KINDS:
+      gpu_s = float(history[f"gpu_s_{kind}"][t])
+      if gpu_s > 0:
+        led = ledger_lib.ledger_add(
+            led, t_start_s=t * pool_config.step_s, duration_s=gpu_s, kind=kind, ci_g_per_kwh=ci,
+            n_gpus=1, power_w=pool_config.power_w(kind), pue=pool_config.pue, tag=f"hour{t}")
+  return led
+
+
+def episode_record(state: EpisodeState, problem: SearchProblem, hv_targets=(0.95, 0.97, 0.98, 0.99),
+                   pool_config: pool_lib.PoolConfig | None = None) -> dict:
+  """The per-episode summary that ``summary.json`` aggregates.
+
+  With ``pool_config`` the record also carries the episode's carbon ledger (``ledger``) and the
+  totals are taken from it (they equal the hourly history's sums).
+  """
   h = state.history
   rec = {
       "seed": state.seed,
@@ -331,4 +350,10 @@ def episode_record(state: EpisodeState, problem: SearchProblem, hv_targets=(0.95
       "gpu_hours": {k: float(np.sum(h.get(f"gpu_s_{k}", [0.0])) / 3600.0) for k in pool_lib.KINDS},
       "energy_kwh": {k: float(np.sum(h.get(f"energy_j_{k}", [0.0])) / 3.6e6) for k in pool_lib.KINDS},
   }
+  if pool_config is not None:
+    from cenas_jax.carbon import ledger as ledger_lib
+
+    led = episode_ledger(h, pool_config)
+    rec["carbon_g"] = {acc: float(ledger_lib.totals(led, acc).carbon_g) for acc in pool_lib.ACCOUNTING}
+    rec["ledger"] = led.to_dict()
   return rec

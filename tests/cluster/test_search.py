@@ -131,6 +131,16 @@ def test_history_ledgers_add_up(problem):
   assert rec["carbon_g"]["full"] == pytest.approx(
       sum(sum(h[f"carbon_g_{k}"]) for k in pool_lib.KINDS))
   assert rec["gpu_hours"]["training"] == pytest.approx(sum(h["gpu_s_training"]) / 3600.0)
+  # The carbon ledger charges the same GPU-seconds, hour by hour and kind by kind.
+  rec_led = search.episode_record(state, problem, pool_config=config.pool)
+  for acc in ("paper", "full"):
+    assert rec_led["carbon_g"][acc] == pytest.approx(rec["carbon_g"][acc])
+  led = search.episode_ledger(h, config.pool)
+  from cenas_jax.carbon import ledger as ledger_lib
+  by_kind = ledger_lib.totals_by_kind(led)
+  for k in pool_lib.KINDS:
+    if k in by_kind:
+      assert by_kind[k].gpu_seconds == pytest.approx(sum(h[f"gpu_s_{k}"]))
 
 
 def test_carbon_curve_and_carbon_to_target_on_a_handmade_history():
