@@ -455,6 +455,10 @@ def _check_config(workdir: Path, config: ExperimentConfig) -> None:
   if path.exists():
     old = json.loads(path.read_text())
     old.pop("workers", None)
+    # Settings added after the run was started count as their defaults.
+    defaults = ExperimentConfig().to_json()
+    for k in set(new) - set(old):
+      old[k] = defaults[k]
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
       raise CenasError(
