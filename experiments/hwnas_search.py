@@ -54,6 +54,10 @@ flags.DEFINE_enum("agent_ci_input", _D.agent_ci_input, ["actual", "perfect", "fo
                   "true future (perfect) or the trained forecaster (forecast).")
 flags.DEFINE_string("forecaster_dir", _D.forecaster_dir,
                     "Trained forecaster (W/forecaster of experiments.train_forecaster) for --agent_ci_input=forecast.")
+flags.DEFINE_float("agent_entropy_weight", _D.agent_entropy_weight,
+                   "Entropy bonus of the fixed-mode agent (the official agent uses 0.5).")
+flags.DEFINE_bool("agent_greedy", _D.agent_greedy,
+                  "A pre-trained (frozen) agent takes its most probable action instead of sampling.")
 flags.DEFINE_bool("agent_release", _D.agent_release, "Fixed agent may release GPUs (0..8 training).")
 flags.DEFINE_enum("reward_accounting", _D.reward_accounting, ["paper", "full"], "Carbon in the reward.")
 flags.DEFINE_integer("pretrain_episodes", _D.pretrain_episodes,

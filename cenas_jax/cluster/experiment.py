@@ -63,6 +63,8 @@ class ExperimentConfig:
   agent_mode: str = "fixed"  # for "cenas"; "cenas_faithful" is always the official agent
   agent_ci_input: str = "perfect"  # actual | perfect (true next 24 h) | forecast
   agent_release: bool = True
+  agent_entropy_weight: float = 0.01  # fixed-mode agent (the official agent keeps 0.5)
+  agent_greedy: bool = True  # a pre-trained, frozen agent acts by its most probable action
   forecaster_dir: str = ""
   reward_accounting: str = "paper"
   pretrain_episodes: int = 0
@@ -214,9 +216,13 @@ def _agent_config(config: ExperimentConfig, faithful: bool, frozen: bool = False
   power_kw = config.train_power_w / 1000.0 * config.pue
   if faithful:
     return AgentConfig(mode="faithful", n_gpus=config.n_gpus, reward_gpu_power_kw=power_kw)
+  if config.agent_mode == "faithful":
+    return AgentConfig(mode="faithful", n_gpus=config.n_gpus, reward_gpu_power_kw=power_kw,
+                       frozen=frozen, greedy=frozen and config.agent_greedy)
   return AgentConfig(mode=config.agent_mode, n_gpus=config.n_gpus, release=config.agent_release,
                      use_forecast=config.agent_ci_input != "actual", frozen=frozen,
-                     reward_gpu_power_kw=power_kw)
+                     greedy=frozen and config.agent_greedy,
+                     entropy_weight=config.agent_entropy_weight, reward_gpu_power_kw=power_kw)
 
 
 def make_strategy(name: str, config: ExperimentConfig, inputs: Inputs, pretrained=None):

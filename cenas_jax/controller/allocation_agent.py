@@ -64,6 +64,7 @@ class AgentConfig:
   release: bool = True
   use_forecast: bool = True
   frozen: bool = False  # deploy a trained agent without further updates
+  greedy: bool = False  # act by the most probable action instead of sampling (deployment)
 
   def __post_init__(self):
     if self.mode not in (FAITHFUL, FIXED):
@@ -161,9 +162,10 @@ def policy_logits(config: AgentConfig, params, feats):
 
 @functools.partial(jax.jit, static_argnums=0)
 def act(config: AgentConfig, agent: dict, feats, key):
-  """Samples an action; returns ``(action, log_prob, probs)``."""
+  """Samples an action (the most probable one if ``config.greedy``); returns
+  ``(action, log_prob, probs)``."""
   logits = policy_logits(config, agent["actor"], feats[None])[0]
-  a = jax.random.categorical(key, logits)
+  a = jnp.argmax(logits) if config.greedy else jax.random.categorical(key, logits)
   logp = jax.nn.log_softmax(logits)
   return a, logp[a], jnp.exp(logp)
 
