@@ -58,6 +58,8 @@ flags.DEFINE_float("agent_entropy_weight", _D.agent_entropy_weight,
                    "Entropy bonus of the fixed-mode agent (the official agent uses 0.5).")
 flags.DEFINE_bool("agent_greedy", _D.agent_greedy,
                   "A pre-trained (frozen) agent takes its most probable action instead of sampling.")
+flags.DEFINE_float("agent_beta_scale", _D.agent_beta_scale,
+                   "Carbon weight in the fixed-mode agent's reward, beta = beta_scale / CI_max (official 2).")
 flags.DEFINE_bool("agent_release", _D.agent_release, "Fixed agent may release GPUs (0..8 training).")
 flags.DEFINE_enum("reward_accounting", _D.reward_accounting, ["paper", "full"], "Carbon in the reward.")
 flags.DEFINE_integer("pretrain_episodes", _D.pretrain_episodes,

@@ -65,6 +65,7 @@ class ExperimentConfig:
   agent_release: bool = True
   agent_entropy_weight: float = 0.01  # fixed-mode agent (the official agent keeps 0.5)
   agent_greedy: bool = True  # a pre-trained, frozen agent acts by its most probable action
+  agent_beta_scale: float = 2.0  # weight of carbon in the fixed-mode reward (official: 2 / CI_max)
   forecaster_dir: str = ""
   reward_accounting: str = "paper"
   pretrain_episodes: int = 0
@@ -222,7 +223,8 @@ def _agent_config(config: ExperimentConfig, faithful: bool, frozen: bool = False
   return AgentConfig(mode=config.agent_mode, n_gpus=config.n_gpus, release=config.agent_release,
                      use_forecast=config.agent_ci_input != "actual", frozen=frozen,
                      greedy=frozen and config.agent_greedy,
-                     entropy_weight=config.agent_entropy_weight, reward_gpu_power_kw=power_kw)
+                     entropy_weight=config.agent_entropy_weight, beta_scale=config.agent_beta_scale,
+                     reward_gpu_power_kw=power_kw)
 
 
 def make_strategy(name: str, config: ExperimentConfig, inputs: Inputs, pretrained=None):
