@@ -55,7 +55,7 @@ flags.DEFINE_enum("agent_ci_input", _D.agent_ci_input, ["actual", "perfect", "fo
 flags.DEFINE_string("forecaster_dir", _D.forecaster_dir,
                     "Trained forecaster (W/forecaster of experiments.train_forecaster) for --agent_ci_input=forecast.")
 flags.DEFINE_float("agent_entropy_weight", _D.agent_entropy_weight,
-                   "Entropy bonus of the fixed-mode agent (the official agent uses 0.5).")
+                   "Entropy bonus of the fixed-mode agent (0.5 as the official agent).")
 flags.DEFINE_bool("agent_greedy", _D.agent_greedy,
                   "A pre-trained (frozen) agent takes its most probable action instead of sampling.")
 flags.DEFINE_float("agent_beta_scale", _D.agent_beta_scale,

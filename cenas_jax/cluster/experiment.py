@@ -63,8 +63,8 @@ class ExperimentConfig:
   agent_mode: str = "fixed"  # for "cenas"; "cenas_faithful" is always the official agent
   agent_ci_input: str = "perfect"  # actual | perfect (true next 24 h) | forecast
   agent_release: bool = True
-  agent_entropy_weight: float = 0.01  # fixed-mode agent (the official agent keeps 0.5)
-  agent_greedy: bool = True  # a pre-trained, frozen agent acts by its most probable action
+  agent_entropy_weight: float = 0.5  # entropy bonus of the fixed-mode agent (official: 0.5)
+  agent_greedy: bool = False  # a pre-trained, frozen agent acts by its most probable action
   agent_beta_scale: float = 2.0  # weight of carbon in the fixed-mode reward (official: 2 / CI_max)
   forecaster_dir: str = ""
   reward_accounting: str = "paper"
