@@ -9,7 +9,8 @@ Two modes (``AgentConfig.mode``):
   max(floor(8 a / 10), 1)``; sigmoid MLPs 100-150-200-100 without biases; RMSprop (actor lr 1e-4,
   critic lr 1e-1, alpha 0.9, eps 1e-10 outside the square root); entropy weight 0.5; one update per
   hour with a one-step return ``R = r``.
-- ``fixed`` keeps the architecture but repairs the state (live HV, normalized counts, the last hour's
+- ``fixed`` replaces the saturating sigmoid MLP by a tanh actor-critic (64-64, biases), repairs the
+  state (live HV, normalized counts, the last hour's
   HV gain) and adds forecast features (the next 24 h median relative to now, and the rank of the
   current intensity within the next 24 h), uses a TD(0) critic target ``r + gamma V(s')``, Adam with
   a sane critic learning rate, and an action space that may release GPUs (``release=True``:
@@ -47,6 +48,7 @@ class AgentConfig:
   mode: str = FAITHFUL
   n_gpus: int = 8
   hidden: tuple[int, ...] = (100, 150, 200, 100)
+  fixed_hidden: tuple[int, ...] = (64, 64)
   actor_lr: float = 1e-4
   critic_lr: float = 1e-1
   rms_decay: float = 0.9
@@ -123,17 +125,34 @@ def reward(config: AgentConfig, obs: Observation, outcome: Outcome) -> float:
 
 
 class _Trunk(nn.Module):
-  """The official MLP: bias-free sigmoid layers, Xavier-uniform init, then a linear head."""
+  """The policy / value network.
+
+  ``official=True``: the official MLP (bias-free sigmoid layers, Xavier-uniform init, then a linear
+  head). Its four stacked sigmoids saturate: after training, the output hardly depends on the input
+  (measured: identical action probabilities for random states), so the fixed mode uses a standard
+  actor-critic trunk instead: tanh layers with biases and orthogonal init.
+  """
 
   hidden: tuple[int, ...]
   out: int
+  official: bool = True
 
   @nn.compact
   def __call__(self, x):
+    if self.official:
+      for h in self.hidden:
+        x = nn.sigmoid(nn.Dense(h, use_bias=False, kernel_init=nn.initializers.xavier_uniform())(x))
+      return nn.Dense(self.out, kernel_init=nn.initializers.variance_scaling(
+          1.0 / 3.0, "fan_in", "uniform"))(x)  # PyTorch's default Linear init
     for h in self.hidden:
-      x = nn.sigmoid(nn.Dense(h, use_bias=False, kernel_init=nn.initializers.xavier_uniform())(x))
-    return nn.Dense(self.out, kernel_init=nn.initializers.variance_scaling(
-        1.0 / 3.0, "fan_in", "uniform"))(x)  # PyTorch's default Linear init
+      x = nn.tanh(nn.Dense(h, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)))(x))
+    return nn.Dense(self.out, kernel_init=nn.initializers.orthogonal(0.01))(x)
+
+
+def _trunk(config: "AgentConfig", out: int) -> _Trunk:
+  if config.mode == FAITHFUL:
+    return _Trunk(config.hidden, out, official=True)
+  return _Trunk(config.fixed_hidden, out, official=False)
 
 
 def _optimizers(config: AgentConfig):
@@ -149,15 +168,15 @@ def init_agent(config: AgentConfig, key) -> dict[str, Any]:
   """Parameters and optimizer states of the actor and the critic."""
   ka, kc = jax.random.split(key)
   x = jnp.zeros((1, config.obs_dim), jnp.float32)
-  actor = _Trunk(config.hidden, config.n_actions).init(ka, x)
-  critic = _Trunk(config.hidden, 1).init(kc, x)
+  actor = _trunk(config, config.n_actions).init(ka, x)
+  critic = _trunk(config, 1).init(kc, x)
   opt_a, opt_c = _optimizers(config)
   return {"actor": actor, "critic": critic, "opt_actor": opt_a.init(actor),
           "opt_critic": opt_c.init(critic)}
 
 
 def policy_logits(config: AgentConfig, params, feats):
-  return _Trunk(config.hidden, config.n_actions).apply(params, feats)
+  return _trunk(config, config.n_actions).apply(params, feats)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -173,7 +192,7 @@ def act(config: AgentConfig, agent: dict, feats, key):
 @functools.partial(jax.jit, static_argnums=0)
 def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done):
   """One actor-critic update on a single transition; returns ``(agent, metrics)``."""
-  critic_apply = lambda p, x: _Trunk(config.hidden, 1).apply(p, x[None])[0, 0]
+  critic_apply = lambda p, x: _trunk(config, 1).apply(p, x[None])[0, 0]
   if config.mode == FAITHFUL:
     ret = r  # batch of one: the discounted return is the reward itself
   else:
