@@ -149,3 +149,19 @@ def test_fixed_agent_learns_a_two_armed_bandit():
   assert p1[bad] < p0[bad] - 0.03
   # The critic has learnt the mean payoff: the bad arm's advantage is negative.
   assert float(metrics["advantage"]) < -0.2
+
+
+def test_fixed_agent_policy_depends_on_its_state():
+  """The fixed-mode policy reacts to the carbon intensity in its state."""
+  config = AgentConfig(mode="fixed", use_forecast=False)
+  agent = aa.init_agent(config, jax.random.key(3))
+  # A large initial output scale would hide the dependence; grow the head to make it visible.
+  actor = jax.tree.map(lambda x: x, agent["actor"])
+  head = sorted(actor["params"])[-1]
+  actor["params"][head]["kernel"] = actor["params"][head]["kernel"] * 100.0
+  agent = dict(agent, actor=actor)
+  f1 = jnp.asarray(aa.features(config, _obs(ci_g_per_kwh=120.0)))
+  f2 = jnp.asarray(aa.features(config, _obs(ci_g_per_kwh=480.0)))
+  _, _, p1 = aa.act(config, agent, f1, jax.random.key(0))
+  _, _, p2 = aa.act(config, agent, f2, jax.random.key(0))
+  assert float(jnp.max(jnp.abs(p1 - p2))) > 1e-3
