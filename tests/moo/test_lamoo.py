@@ -5,10 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from cenas_jax.moo import lamoo
@@ -16,7 +14,6 @@ from cenas_jax.moo import svm
 from cenas_jax.moo.hypervolume import hypervolume_2d
 from cenas_jax.moo.pareto import dominance_counts
 
-_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 _REF = np.array([0.0, -50.0])
 
 
@@ -223,15 +220,13 @@ def test_bad_arguments(toy):
 @pytest.fixture(scope="module")
 def hw_nas_bench(shared_data):
   """NB201 cells with HW-NAS-Bench energy: one-hot (12,554 x 30), (acc %, -edgegpu_energy mJ)."""
-  acc = pd.read_csv(shared_data / "nas_bench_201" / "nats_tss_test_acc_200ep.csv.gz",
-                    usecols=["CIFAR10TestAccuracy200Epochs"])["CIFAR10TestAccuracy200Epochs"]
-  hw = pd.read_csv(shared_data / "hw_nas_bench" / "hwnasbench_nb201_cifar10_subset.csv.gz",
-                   usecols=["arch_index", "arch_str", "edgegpu_energy"])
-  x = np.zeros((len(hw), 30), np.float32)
-  for row, arch in enumerate(hw["arch_str"]):
-    for edge, op in enumerate(re.findall(r"\|([a-z_0-9]+)~\d", arch)):
-      x[row, edge * 5 + _OPS.index(op)] = 1.0
-  y = np.stack([acc.to_numpy()[hw["arch_index"].to_numpy()], -hw["edgegpu_energy"].to_numpy()], 1)
+  from cenas_jax.data.nasbench import load_nb201_table
+  from cenas_jax.spaces import nb201
+
+  table = load_nb201_table(shared_data)
+  keep = np.flatnonzero(table.has_hw)
+  x = nb201.one_hot(table.ops[keep]).astype(np.float32)
+  y = np.stack([table.test_acc_cifar10[keep], -table.edgegpu_energy_mj[keep]], 1)
   return x, y
 
 
