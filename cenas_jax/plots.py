@@ -35,6 +35,18 @@ def _save(fig, path: str | os.PathLike[str]) -> Path:
   fig.savefig(buf, format="png")
   return atomic_write_bytes(path, buf.getvalue())
 
+def _finish(fig, ax, path: str | os.PathLike[str], xlabel: str, ylabel: str,
+            title: str | None) -> Path:
+  """Labels, grid and legend shared by the single-axis figures, then an atomic save."""
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="best", fontsize="small")
+  return _save(fig, path)
+
+
 
 def _vec(name: str, x: Any, n: int | None = None) -> np.ndarray:
   arr = np.asarray(x, dtype=np.float64)
@@ -79,13 +91,7 @@ def plot_hv_curves(path: str | os.PathLike[str],
     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
   if logy:
     ax.set_yscale("log")
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  if title:
-    ax.set_title(title)
-  ax.grid(True, alpha=0.3)
-  ax.legend(loc="best", fontsize="small")
-  return _save(fig, path)
+  return _finish(fig, ax, path, xlabel, ylabel, title)
 
 
 def plot_allocation_vs_ci(path: str | os.PathLike[str], hours: Any, n_sampling: Any,
@@ -154,13 +160,7 @@ def plot_pareto(path: str | os.PathLike[str], points: Any, front_mask: Any,
   front = front[np.argsort(front[:, 0], kind="stable")]
   ax.plot(front[:, 0], front[:, 1], "o-", color="tab:red", markersize=4, linewidth=1.2,
           label="Pareto front")
-  ax.set_xlabel(labels[0])
-  ax.set_ylabel(labels[1])
-  if title:
-    ax.set_title(title)
-  ax.grid(True, alpha=0.3)
-  ax.legend(loc="best", fontsize="small")
-  return _save(fig, path)
+  return _finish(fig, ax, path, labels[0], labels[1], title)
 
 
 def plot_forecast(path: str | os.PathLike[str], t: Any, actual: Any, p10: Any, p50: Any, p90: Any,
@@ -193,10 +193,4 @@ def plot_forecast(path: str | os.PathLike[str], t: Any, actual: Any, p10: Any, p
   ax.fill_between(tt, lo, hi, color="tab:blue", alpha=0.25, linewidth=0, label="p10-p90")
   ax.plot(tt, mid, color="tab:blue", linewidth=1.4, label="p50 forecast")
   ax.plot(tt, a, color="black", linewidth=1.2, label="actual")
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  if title:
-    ax.set_title(title)
-  ax.grid(True, alpha=0.3)
-  ax.legend(loc="best", fontsize="small")
-  return _save(fig, path)
+  return _finish(fig, ax, path, xlabel, ylabel, title)

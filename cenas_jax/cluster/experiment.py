@@ -10,6 +10,7 @@ resumes from the last completed hour and ends with the same ``summary.json``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -124,7 +125,9 @@ class Inputs:
   table_provenance: dict
 
 
+@functools.lru_cache(maxsize=2)
 def load_inputs(config: ExperimentConfig) -> Inputs:
+  """The problem and trace for ``config`` (cached per process: workers run many episodes)."""
   import pandas as pd
 
   from cenas_jax.data import carbon_traces
