@@ -64,13 +64,16 @@ materialized by other kernels); bytes written are the kernel outputs.
 The structured HLO API (``jaxlib._hlo.HloModule``) is used when present, with the text parser as the
 fallback (``parser="auto"``); both give the same kernels. Results are cached by the SHA-256 of the
 StableHLO text of the lowering (and of the HLO text), so re-extracting an unchanged program costs
-only the (JAX-cached) trace, the lowering and one hash.
+only the (JAX-cached) trace, the lowering and one hash. ``kernel_graph_from_module`` runs either
+mode on an ``hlo_ir.HloModuleIR`` built in memory (e.g. assembled from cached pieces), uncached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import json
 import math
@@ -212,8 +215,9 @@ class KernelGraph:
     merge_groups: for each merged GEMM, the names of the original dots it replaced.
     mode: ``compiled`` or ``gpu``.
     lowered_for: the platform the HLO was lowered for (``cuda``, ``cpu``, ...).
-    fingerprint: SHA-256 of the HLO text the kernels were read from.
-    parser: ``structured`` or ``text``.
+    fingerprint: SHA-256 of the HLO text the kernels were read from (empty for a module built in
+      memory, ``kernel_graph_from_module``).
+    parser: ``structured`` or ``text``; ``ir`` for a module built in memory.
     warnings: things the extractor could not model exactly (unknown loop trip counts, ...).
   """
 
@@ -314,44 +318,55 @@ def op_cost(instr: HloInstr, operand_types: Sequence[TensorType]) -> tuple[int, 
 # Graph helpers.
 
 
-@dataclasses.dataclass
 class _Node:
-  """A mutable working copy of an instruction in the flattened gpu-mode graph."""
+  """A mutable working copy of an instruction in the flattened gpu-mode graph.
 
-  instr: HloInstr
-  operands: list[str]
-  repeat: int = 1
+  Attributes:
+    instr: the instruction as read (for its opcode, types, attributes and literal; its own name and
+      operands are those of the computation it came from).
+    operands: graph names of the operands (rewired by tuple resolution, CSE and the dot merger).
+    repeat: launches per call (trip count of the enclosing while loops).
+    name: graph name (``instr.name`` under the prefix of the call it was inlined from).
+    opcode: ``instr.opcode``.
+  """
 
-  @property
-  def name(self) -> str:
-    return self.instr.name
+  __slots__ = ("instr", "operands", "repeat", "name", "opcode")
 
-  @property
-  def opcode(self) -> str:
-    return self.instr.opcode
+  def __init__(self, instr: HloInstr, operands: list[str], repeat: int = 1,
+               name: str | None = None) -> None:
+    self.instr = instr
+    self.operands = operands
+    self.repeat = repeat
+    self.name = instr.name if name is None else name
+    self.opcode = instr.opcode
 
 
 def _post_order(roots: Sequence[str], operands_of: Callable[[str], Sequence[str]]) -> list[str]:
-  """Depth-first post-order from ``roots`` (operands visited in order): a canonical topo order."""
+  """Depth-first post-order from ``roots`` (operands visited in order): a canonical topo order.
+
+  ``operands_of`` is called once per visited node.
+  """
   seen: set[str] = set()
   order: list[str] = []
   for root in roots:
     if root in seen:
       continue
-    stack = [(root, 0)]
     seen.add(root)
+    # Each frame: [name, its operands, index of the next operand to visit].
+    stack = [[root, operands_of(root), 0]]
     while stack:
-      name, i = stack[-1]
-      ops = operands_of(name)
+      frame = stack[-1]
+      ops, i = frame[1], frame[2]
+      while i < len(ops) and ops[i] in seen:
+        i += 1
       if i < len(ops):
-        stack[-1] = (name, i + 1)
+        frame[2] = i + 1
         o = ops[i]
-        if o not in seen:
-          seen.add(o)
-          stack.append((o, 0))
+        seen.add(o)
+        stack.append([o, operands_of(o), 0])
       else:
         stack.pop()
-        order.append(name)
+        order.append(frame[0])
   return order
 
 
@@ -613,7 +628,7 @@ def _flatten(module: HloModuleIR, comp_name: str, graph: _Graph, bindings: Mappi
       rename[instr.name] = outs[0]
       continue
     rename[instr.name] = new_name
-    graph.add(_Node(dataclasses.replace(instr, name=new_name, operands=tuple(ops)), ops, repeat))
+    graph.add(_Node(instr, ops, repeat, new_name))
   return rename.get(comp.root, prefix + comp.root)
 
 
@@ -641,14 +656,22 @@ def _cse(graph: _Graph, order: list[str]) -> None:
   """Merges pure instructions with the same opcode, type, operands and attributes."""
   canon: dict[str, str] = {}
   table: dict[tuple, str] = {}
+  # Inlined call sites share their ``HloInstr`` objects: the operand-independent part of the key
+  # (opcode, types, attributes, literal) is numbered once per distinct value.
+  static_ids: dict[tuple, int] = {}
+  static_of: dict[int, int] = {}  # id(instr) -> number (the instructions outlive this pass)
   for name in order:
     node = graph.nodes[name]
     node.operands = [canon.get(o, o) for o in node.operands]
     if node.opcode in _SIDE_EFFECT:
       continue
-    attrs = tuple((k, v) for k, v in node.instr.attrs if k not in ("metadata", "sharding"))
-    key = (node.opcode, node.instr.types, tuple(node.operands), attrs, node.instr.literal,
-           node.repeat)
+    instr = node.instr
+    sid = static_of.get(id(instr))
+    if sid is None:
+      attrs = tuple((k, v) for k, v in instr.attrs if k not in ("metadata", "sharding"))
+      sid = static_of[id(instr)] = static_ids.setdefault(
+          (node.opcode, instr.types, attrs, instr.literal), len(static_ids))
+    key = (sid, tuple(node.operands), node.repeat)
     if key in table:
       canon[name] = table[key]
     else:
@@ -673,6 +696,8 @@ def _dot_merger(graph: _Graph, order: list[str], threshold_bytes: int) -> list[t
   """XLA DotMerger: merges independent dots sharing an operand into one dot. Returns groups."""
   if threshold_bytes <= 0:
     return []
+  if sum(graph.nodes[n].opcode == "dot" for n in order) < 2:
+    return []  # nothing to merge
   pos = {n: i for i, n in enumerate(order)}
   anc = _ancestors(graph, order)
   groups: dict[tuple, list[list[str]]] = {}
@@ -751,8 +776,8 @@ def _apply_merge(graph: _Graph, group: list[str], side: int) -> None:
   graph.add(_Node(merged_instr, ops, graph.nodes[group[0]].repeat))
   for g in group:
     node = graph.nodes[g]
-    node.instr = HloInstr(g, "slice", node.instr.types, (merged_name,), (("merged_from", "1"),))
-    node.operands = [merged_name]
+    graph.add(_Node(HloInstr(g, "slice", node.instr.types, (merged_name,), (("merged_from", "1"),)),
+                    [merged_name], node.repeat))
 
 
 def _is_scalar_constant(graph: _Graph, name: str, value: float | None = None) -> bool:
@@ -783,7 +808,34 @@ def _conv_feature_dim(instr: HloInstr) -> int:
   return out.index("f") if "f" in out else len(instr.type.dims) - 1
 
 
+@contextlib.contextmanager
+def _gc_paused():
+  """Pauses Python's cyclic garbage collector for the block (restored if it was enabled).
+
+  The gpu-mode pass allocates some 10^5 short-lived objects per NB201-sized network, all freed by
+  reference counting; with JAX loaded the collector's scans of the whole heap took about as long as
+  the pass itself.
+  """
+  was_enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if was_enabled:
+      gc.enable()
+
+
 def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
+    list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
+  """The gpu-mode rules on ``module``: ``(kernels, edges, merge groups, warnings)``.
+
+  ``kernel_graph_from_module`` is the public form of this.
+  """
+  with _gc_paused():
+    return _gpu_rules(module, config)
+
+
+def _gpu_rules(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
     list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
   warnings: list[str] = []
   graph = _Graph()
@@ -792,7 +844,13 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
   _resolve_tuples(graph)
 
   def order_now() -> list[str]:
-    return _post_order(graph.roots, lambda n: graph.nodes[n].operands if n in graph.nodes else ())
+    nodes = graph.nodes
+
+    def operands_of(n: str) -> Sequence[str]:
+      node = nodes.get(n)
+      return () if node is None else node.operands
+
+    return _post_order(graph.roots, operands_of)
 
   order = order_now()
   _cse(graph, order)
@@ -824,8 +882,23 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
 
   cat = {n: category(n) for n in order}
 
-  def eff_users(n: str) -> list[str]:
+  # The graph no longer changes: memoize the view source of each name per set of see-through ops.
+  view_memo: dict[frozenset[str], dict[str, str]] = {}
+
+  def view_source(name: str, through: frozenset[str]) -> str:
+    memo = view_memo.setdefault(through, {})
+    src = memo.get(name)
+    if src is None:
+      src = memo[name] = _view_source(graph, name, through)
+    return src
+
+  eff_users_memo: dict[str, tuple[str, ...]] = {}
+
+  def eff_users(n: str) -> tuple[str, ...]:
     """Users of ``n`` seen through free ops (reshape, bitcast, tuple, get-tuple-element)."""
+    hit = eff_users_memo.get(n)
+    if hit is not None:
+      return hit
     out, stack, seen = [], list(users[n]), set()
     while stack:
       u = stack.pop()
@@ -836,7 +909,8 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
         stack.extend(users[u])
       else:
         out.append(u)
-    return out
+    eff_users_memo[n] = hit = tuple(out)
+    return hit
 
   # --- Library calls and their epilogues. -----------------------------------------------------------
   owner: dict[str, int] = {}  # node -> kernel id for lib/red/own groups and materialized roots
@@ -916,7 +990,7 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
   materialized: set[str] = set()
 
   def force(n: str, through: frozenset[str]) -> None:
-    src = _view_source(graph, n, through)
+    src = view_source(n, through)
     if src in nodes and cat[src] in ("ew",) and src not in owner:
       materialized.add(src)
     elif src in nodes and cat[src] == "free" and nodes[src].opcode not in ("parameter", "constant"):
@@ -925,6 +999,7 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
 
   # Ops a value flows through unchanged (a tuple is handled operand by operand in ``force``).
   free_ops = frozenset(op for op in _FREE if op not in ("parameter", "constant", "tuple"))
+  view_or_free_ops = _VIEW | free_ops
   for g in groups:
     if g["kind"] == "red":
       continue  # reductions absorb their elementwise producers (input fusion)
@@ -932,7 +1007,7 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
       for o in nodes[m].operands:
         if o in g["members"]:
           continue
-        force(o, _VIEW | free_ops if g["kind"] == "lib" else free_ops)
+        force(o, view_or_free_ops if g["kind"] == "lib" else free_ops)
   for r in graph.roots:
     force(r, free_ops)
 
@@ -967,17 +1042,34 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
           groups[k]["members"].append(n)
 
   # Multi-output fusion: put a value materialized only for several consumers into one consumer.
+  # The graph no longer changes, so each kernel's external sources (operands of its members seen
+  # through free ops, minus the members) are computed once and again only when a merge adds
+  # members to it; ``readers`` maps a source to (a superset of) the kernels reading it.
+  pos = {n: i for i, n in enumerate(order)}
+  sources_of: dict[int, frozenset[str]] = {}
+  readers: dict[str, set[int]] = {}
+
+  def update_sources(gid: int) -> None:
+    mem = set(groups[gid]["members"])
+    srcs = frozenset(s for m in mem for o in nodes[m].operands
+                     if (s := view_source(o, free_ops)) not in mem)
+    sources_of[gid] = srcs
+    for s in srcs:
+      readers.setdefault(s, set()).add(gid)
+
+  inputs_memo: dict[int, set[int]] = {}  # valid until the next merge changes owners or outputs
+
   def group_inputs(gid: int) -> set[int]:
-    g = groups[gid]
-    mem = set(g["members"])
+    """Kernels whose outputs kernel ``gid`` reads."""
+    hit = inputs_memo.get(gid)
+    if hit is not None:
+      return hit
     srcs: set[int] = set()
-    for m in mem:
-      for o in nodes[m].operands:
-        s = _view_source(graph, o, free_ops)
-        if s in mem:
-          continue
-        if s in owner and owner[s] != gid and s in groups[owner[s]]["outputs"]:
-          srcs.add(owner[s])
+    for s in sources_of[gid]:
+      o = owner.get(s)
+      if o is not None and o != gid and s in groups[o]["outputs"]:
+        srcs.add(o)
+    inputs_memo[gid] = srcs
     return srcs
 
   def reaches(a: int, b: int, skip_direct: bool) -> bool:
@@ -995,28 +1087,39 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
     return False
 
   alive = [True] * len(groups)
+  if multi:
+    for k in range(len(groups)):
+      update_sources(k)
   for n in order:
     if n not in multi:
       continue
     gid = owner[n]
-    consumers = sorted(k for k in range(len(groups)) if alive[k] and k != gid and gid in
+    # Kernel k reads gid only through a source in gid's outputs, so ``readers`` of those outputs
+    # hold every candidate; the exact test follows.
+    candidates: set[int] = set()
+    for out in groups[gid]["outputs"]:
+      candidates |= readers.get(out, set())
+    consumers = sorted(k for k in candidates if alive[k] and k != gid and gid in
                        group_inputs(k) and groups[k]["kind"] in ("red", "loop"))
-    consumers.sort(key=lambda k: (groups[k]["kind"] != "red", order.index(groups[k]["root"])))
+    consumers.sort(key=lambda k: (groups[k]["kind"] != "red", pos[groups[k]["root"]]))
     for k in consumers:
       if reaches(gid, k, skip_direct=True):
         continue
       g, src = groups[k], groups[gid]
+      g_members = set(g["members"])
       for m in src["members"]:
-        if m not in g["members"]:
+        if m not in g_members:
           g["members"].append(m)
+          g_members.add(m)
         if owner.get(m) == gid:
           owner[m] = k
       g["outputs"].append(n)
       alive[gid] = False
+      update_sources(k)
+      inputs_memo.clear()
       break
 
   # --- Build kernels in launch order. -----------------------------------------------------------------
-  pos = {n: i for i, n in enumerate(order)}
   live_groups = [k for k in range(len(groups)) if alive[k]]
   live_groups.sort(key=lambda k: max(pos[o] for o in groups[k]["outputs"]))
   index = {k: i for i, k in enumerate(live_groups)}
@@ -1037,7 +1140,7 @@ def _gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
       if node.opcode not in _FREE:
         ops.append(node.opcode)
       for o in node.operands:
-        s = _view_source(graph, o, free_ops)
+        s = view_source(o, free_ops)
         if s in mem:
           continue
         sn = nodes[s]
@@ -1110,6 +1213,37 @@ def clear_cache() -> None:
     _LOWERED_CACHE.clear()
 
 
+def kernel_graph_from_module(module: HloModuleIR, *, mode: str = "gpu",
+                             config: GpuFusionConfig = GpuFusionConfig(),
+                             lowered_for: str = "unknown") -> KernelGraph:
+  """Kernels of an already built ``HloModuleIR`` (e.g. one assembled from cached pieces).
+
+  The same rules as ``kernel_graph_from_hlo`` without reading any HLO text, and without its cache
+  (the caller knows what identifies the module; ``nb201_kernels`` caches per cell).
+
+  Args:
+    module: the module: un-optimized HLO for ``gpu`` mode, optimized HLO for ``compiled`` mode.
+    mode: ``gpu`` (apply the XLA-GPU fusion rules) or ``compiled`` (read fusions as they are).
+    config: ``gpu``-mode fusion rules.
+    lowered_for: platform the module was lowered for (recorded in the result).
+
+  Returns:
+    The kernel graph, with ``parser="ir"`` and an empty ``fingerprint`` (no text was read).
+
+  Raises:
+    ValueError: unknown ``mode``.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  if mode == "compiled":
+    kernels, edges, warnings = _compiled_kernels(module)
+    merge_groups: list[tuple[str, ...]] = []
+  else:
+    kernels, edges, merge_groups, warnings = _gpu_kernels(module, config)
+  return KernelGraph(tuple(kernels), tuple(edges), tuple(merge_groups), mode, lowered_for, "",
+                     "ir", tuple(warnings))
+
+
 def kernel_graph_from_hlo(hlo_text: str | None = None, *, mode: str = "gpu",
                           structured_module: Any = None, parser: str = "auto",
                           config: GpuFusionConfig = GpuFusionConfig(),
@@ -1161,13 +1295,9 @@ def kernel_graph_from_hlo(hlo_text: str | None = None, *, mode: str = "gpu",
     raise ValueError("parser='structured' needs structured_module")
   if module is None:
     module = hlo_ir.module_from_text(hlo_text)
-  if mode == "compiled":
-    kernels, edges, warnings = _compiled_kernels(module)
-    merge_groups: list[tuple[str, ...]] = []
-  else:
-    kernels, edges, merge_groups, warnings = _gpu_kernels(module, config)
-  graph = KernelGraph(tuple(kernels), tuple(edges), tuple(merge_groups), mode, lowered_for,
-                      fingerprint, used, tuple(warnings))
+  graph = dataclasses.replace(
+      kernel_graph_from_module(module, mode=mode, config=config, lowered_for=lowered_for),
+      fingerprint=fingerprint, parser=used)
   with _CACHE_LOCK:
     _CACHE[key] = graph
     while len(_CACHE) > _CACHE_SIZE:
