@@ -2,10 +2,13 @@ r"""Speed of the carbon-intensity forecaster's training: seconds per epoch on th
 
 Trains the default forecaster (``ForecasterConfig()``, ``TrainConfig(batch_size=256)``) on
 US-CAL-CISO 2021-2022 (CarbonX forecasting-data, life-cycle) for a few epochs and prints the time of
-each epoch, the median, and a projection of a full run. As a reference measured in the same process,
-it also times the closed-form linear AR baseline fit on the same windows, and prints the ratio.
+each epoch, the median, and a projection of a full run. With ``--train_regions`` it trains the global
+model of the region flagfiles instead (the region plus these regions' 2021-2022 windows). As a
+reference measured in the same process, it also times the closed-form linear AR baseline fit on the
+region's windows, and prints the ratio.
 
-  python -m benchmarks.bench_forecaster [--epochs=3] [--region=US-CAL-CISO]
+  python -m benchmarks.bench_forecaster [--epochs=3] [--region=US-CAL-CISO] \
+      [--train_regions=DE,US-MIDA-PJM]
 """
 
 from __future__ import annotations
@@ -23,22 +26,25 @@ from cenas_jax.data import carbon_traces
 
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs to time (the first one includes compilation).")
 _REGION = flags.DEFINE_string("region", "US-CAL-CISO", "Region of the training trace.")
+_TRAIN_REGIONS = flags.DEFINE_list("train_regions", [], "Other regions trained jointly (global model).")
 
 
 def main(argv: list[str]) -> None:
   del argv
-  trace = carbon_traces.region_trace(_REGION.value, start="2021-01-01T00:00Z", end="2023-01-01T00:00Z")
-  ci = trace.ci_g_per_kwh
-  config = fc.ForecasterConfig()
+  regions = [_REGION.value] + [r for r in _TRAIN_REGIONS.value if r != _REGION.value]
+  series = {r: carbon_traces.region_trace(r, start="2021-01-01T00:00Z", end="2023-01-01T00:00Z").ci_g_per_kwh
+            for r in regions}
+  ci = series[_REGION.value]
+  config = fc.ForecasterConfig(num_regions=len(regions))
   train_config = fc.TrainConfig(batch_size=256, max_epochs=_EPOCHS.value, patience=_EPOCHS.value + 1)
   rows = []
   t0 = time.perf_counter()
-  result = fc.train_forecaster(ci, config=config, train_config=train_config, progress=rows.append)
+  result = fc.train_forecaster(series, config=config, train_config=train_config, progress=rows.append)
   total_s = time.perf_counter() - t0
   epoch_s = [r["epoch_s"] for r in rows if r["epoch"] > 0]
   steady = epoch_s[1:] or epoch_s
-  print(f"forecaster: {fc.count_params(result.params)} params, {result.num_train_windows} training windows, "
-        f"batch {train_config.batch_size}")
+  print(f"forecaster ({', '.join(regions)}): {fc.count_params(result.params)} params, "
+        f"{result.num_train_windows} training windows, batch {train_config.batch_size}")
   for r in rows:
     if r["epoch"] > 0:
       print(f"  epoch {r['epoch']}: {r['epoch_s']:.2f} s (val MAPE {100 * r['val_mape']:.2f}%)")

@@ -9,12 +9,19 @@ linear autoregressive model on the same inputs).
       --workdir=/tmp/forecaster/US-CAL-CISO
 
 Writes into ``--workdir``:
-  metrics.json               MAPE (fractions) for days 1-4 ahead per model, P10-P90 coverage, APE P90,
-                             ratios to the best seasonal naive, provenance.
+  metrics.json               MAPE (fractions) for days 1-4 ahead per model, P10-P90 coverage (with
+                             and without the quantile calibration), APE P90, ratios to the best
+                             seasonal naive, the forecaster's own linear path alone (``ablation``),
+                             provenance.
   forecaster/                the trained forecaster (orbax params + forecaster.json).
   train_log.jsonl            one line per epoch.
   forecast_test_week.png     day-ahead P10/P50/P90 vs actual over one test week.
   forecast_test_week.csv     the numbers behind the plot.
+
+``--train_regions=A,B`` trains one global model on the training period of ``--region`` and of these
+regions together (their CarbonX forecasting-data files; each keeps its own normalization and linear
+path, early stopping and quantile calibration look at ``--region`` only) and saves the model of
+``--region``.
 
 ``--restore_from=DIR`` evaluates an already trained forecaster (a ``forecaster/`` folder) on any
 trace without retraining; a workdir that already holds a finished ``forecaster/`` is evaluated again
@@ -59,7 +66,11 @@ _TEST_END = flags.DEFINE_string("test_end", "2024-01-01T00:00Z", "End of the tes
 _RESTORE_FROM = flags.DEFINE_string("restore_from", None, "Evaluate this saved forecaster folder "
                                     "instead of training.")
 _USE_GENERATION = flags.DEFINE_bool("use_generation", False, "Feed the generation-by-source columns "
-                                    "(CarbonX benchmark files only) to the model.")
+                                    "(CarbonX benchmark files only) to the model and to the linear "
+                                    "baseline.")
+_TRAIN_REGIONS = flags.DEFINE_list("train_regions", [], "Other regions whose forecasting-data files "
+                                   "(same --train_start/--train_end) are added to the training windows "
+                                   "of one global model (empty: train on --region only).")
 _EVAL_STEP_HOURS = flags.DEFINE_integer("eval_step_hours", 24, "Hours between rolling test origins.")
 _PLOT_WEEK_START = flags.DEFINE_string("plot_week_start", None, "Start (UTC) of the plotted test week "
                                        "(default: the first test origin).")
@@ -73,6 +84,10 @@ _MLP_DIM = flags.DEFINE_integer("mlp_dim", 128, "MLP width.")
 _DROPOUT = flags.DEFINE_float("dropout", 0.2, "Dropout rate.")
 _RESIDUAL_BASE = flags.DEFINE_enum("residual_base", "none", ["none", "naive24", "naive168", "profile7"],
                                    "Seasonal reference the median forecast is a residual over.")
+_LINEAR_SKIP_INPUT = flags.DEFINE_enum("linear_skip_input", "window", ["window", "series"],
+                                       "History the model's linear path reads: after the per-window "
+                                       "normalization (window) or as normalized for the whole series "
+                                       "(series: the plain ridge; the network stays level-blind).")
 _INSTANCE_NORM = flags.DEFINE_bool("instance_norm", True, "Standardize each history window by its own "
                                    "mean and standard deviation inside the model.")
 # Training.
@@ -84,6 +99,9 @@ _PATIENCE = flags.DEFINE_integer("patience", 4, "Early-stopping patience (epochs
 _VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Fraction at the end of training for validation.")
 _TRAIN_STRIDE_HOURS = flags.DEFINE_integer("train_stride_hours", 1, "Hours between training origins.")
 _MAX_TRAIN_MINUTES = flags.DEFINE_float("max_train_minutes", 9.0, "Training wall-clock budget (min).")
+_WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 200, "Linear learning-rate warmup (steps).")
+_CALIBRATE = flags.DEFINE_bool("calibrate_quantiles", True, "Recalibrate P10/P90 per horizon hour on "
+                               "the validation slice (saved with the forecaster).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
@@ -123,13 +141,30 @@ def _configs() -> tuple[fc.ForecasterConfig, fc.TrainConfig]:
       history_hours=_HISTORY_HOURS.value, horizon_hours=96, patch_hours=_PATCH_HOURS.value,
       d_model=_D_MODEL.value, num_layers=_NUM_LAYERS.value, num_heads=_NUM_HEADS.value,
       mlp_dim=_MLP_DIM.value, dropout_rate=_DROPOUT.value, residual_base=_RESIDUAL_BASE.value,
-      instance_norm=_INSTANCE_NORM.value, num_extra_features=0)  # Set from the data below when --use_generation.
+      instance_norm=_INSTANCE_NORM.value, linear_skip_input=_LINEAR_SKIP_INPUT.value,
+      num_extra_features=0)  # Set from the data below when --use_generation.
   train = fc.TrainConfig(
       batch_size=_BATCH_SIZE.value, learning_rate=_LEARNING_RATE.value,
       weight_decay=_WEIGHT_DECAY.value, max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value,
       val_fraction=_VAL_FRACTION.value, train_stride_hours=_TRAIN_STRIDE_HOURS.value,
-      seed=_SEED.value, max_train_s=_MAX_TRAIN_MINUTES.value * 60.0)
+      seed=_SEED.value, max_train_s=_MAX_TRAIN_MINUTES.value * 60.0, warmup_steps=_WARMUP_STEPS.value,
+      calibrate_quantiles=_CALIBRATE.value)
   return model, train
+
+
+def _train_regions(region: str) -> list[str]:
+  """The other regions of a global model (``--train_regions`` without ``--region``), validated."""
+  others = [r for r in dict.fromkeys(_TRAIN_REGIONS.value) if r != region]
+  if not others:
+    return []
+  unknown = [r for r in others if r not in carbon_traces.KNOWN_REGIONS]
+  if unknown:
+    raise app.UsageError(f"--train_regions: unknown regions {unknown}; known: "
+                         f"{', '.join(carbon_traces.KNOWN_REGIONS)}.")
+  if _USE_GENERATION.value:
+    raise app.UsageError("--train_regions reads the regions' forecasting-data files, which have no "
+                         "generation columns: drop --train_regions or --use_generation.")
+  return others
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,6 +175,17 @@ def _train(trace: carbon_traces.CarbonTrace, workdir: Path) -> tuple[fc.TrainedF
   extra = _extra(trace, "train_trace")
   if extra is not None:
     model_cfg = dataclasses.replace(model_cfg, num_extra_features=extra.shape[1])
+  region = trace.region or _REGION.value
+  others = _train_regions(region)
+  series: dict[str, Any] = {region: trace.ci_g_per_kwh}
+  other_traces = []
+  for r in others:
+    t = carbon_traces.region_trace(r, dataset="forecasting", column=_COLUMN.value,
+                                   start=_utc(_TRAIN_START.value, "train_start"),
+                                   end=_utc(_TRAIN_END.value, "train_end"))
+    series[r] = t.ci_g_per_kwh
+    other_traces.append(t.to_dict())
+  model_cfg = dataclasses.replace(model_cfg, num_regions=len(series))
   log_path = workdir / "train_log.jsonl"
   lines: list[str] = []
   t_start = time.perf_counter()
@@ -150,18 +196,22 @@ def _train(trace: carbon_traces.CarbonTrace, workdir: Path) -> tuple[fc.TrainedF
     atomic_write_text(log_path, "\n".join(lines) + "\n")
     elapsed = time.perf_counter() - t_start
     eta = row["epoch_s"] * (train_cfg.max_epochs - row["epoch"])
+    others_mape = "".join(f"  {k} {100 * v:.2f}%" for k, v in row.get("val_mape_by_region", {}).items()
+                          if k != region)
     if row["epoch"] == 0:
-      logging.info("epoch 0 (initial parameters%s): val %.4f  val MAPE %.2f%%",
+      logging.info("epoch 0 (initial parameters%s): val %.4f  val MAPE %.2f%%%s",
                    f", ridge l2={row['ridge_l2']}" if row.get("ridge_l2") is not None else "",
-                   row["val_loss"], 100 * row["val_mape"])
+                   row["val_loss"], 100 * row["val_mape"], others_mape)
       return
-    logging.info("epoch %d/%d  train %.4f  val %.4f  val MAPE %.2f%%  best epoch %d  %.1f s/epoch  "
-                 "elapsed %.0f s  ETA <= %.0f s", row["epoch"], train_cfg.max_epochs, row["train_loss"],
-                 row["val_loss"], 100 * row["val_mape"], row["best_epoch"], row["epoch_s"], elapsed, eta)
+    logging.info("epoch %d/%d  train %.4f  val %.4f  val MAPE %.2f%% (residual weight %.2f)  best epoch %d  "
+                 "%.1f s/epoch  elapsed %.0f s  ETA <= %.0f s%s", row["epoch"], train_cfg.max_epochs,
+                 row["train_loss"], row["val_loss"], 100 * row["val_mape"], row["residual_weight"],
+                 row["best_epoch"], row["epoch_s"], elapsed, eta, others_mape)
 
-  logging.info("Training on %s [%s, %s): %d h.", trace.path, trace.start, trace.end, len(trace))
-  result = fc.train_forecaster(trace.ci_g_per_kwh, config=model_cfg, train_config=train_cfg,
-                               train_extra=extra, progress=progress)
+  logging.info("Training on %s [%s, %s): %d h%s.", trace.path, trace.start, trace.end, len(trace),
+               f", plus {', '.join(others)} (one global model)" if others else "")
+  result = fc.train_forecaster(series, config=model_cfg, train_config=train_cfg,
+                               train_extra=None if extra is None else {region: extra}, progress=progress)
   train_s = time.perf_counter() - t_start
   epoch_s = [r["epoch_s"] for r in result.history]
   info = {
@@ -170,13 +220,17 @@ def _train(trace: carbon_traces.CarbonTrace, workdir: Path) -> tuple[fc.TrainedF
       "epoch_s_median": float(np.median(epoch_s[2:] if len(epoch_s) > 2 else epoch_s[-1:])),
       "num_train_windows": result.num_train_windows, "num_val_windows": result.num_val_windows,
       "val_start": result.val_start, "num_params": fc.count_params(result.params),
-      "train_config": dataclasses.asdict(train_cfg),
+      "val_mape_epoch0": result.history[0]["val_mape"],
+      "val_mape_best": result.history[result.best_epoch]["val_mape"],
+      "residual_weight": result.residual_weight,
+      "train_regions": list(series), "train_config": dataclasses.asdict(train_cfg),
   }
-  meta = {"region": trace.region, "train_trace": trace.to_dict(), **info}
+  meta = {"region": trace.region, "train_trace": trace.to_dict(), "other_train_traces": other_traces, **info}
   out = workdir / "forecaster"
   fc.remove_unfinished_save(out)
-  fc.save_forecaster(out, result.params, config=model_cfg, normalization=result.normalization,
-                     metadata=meta)
+  params, saved_cfg = fc.specialize_params(result.params, model_cfg, 0)
+  fc.save_forecaster(out, params, config=saved_cfg, normalization=result.normalization,
+                     metadata=meta, calibration=result.calibration)
   logging.info("Trained in %.0f s (%d epochs, best %d, %s); saved to %s.", train_s, len(result.history),
                result.best_epoch, result.stopped_because, out)
   return fc.restore_forecaster(out), info
@@ -184,19 +238,26 @@ def _train(trace: carbon_traces.CarbonTrace, workdir: Path) -> tuple[fc.TrainedF
 
 def _fit_linear(trace: carbon_traces.CarbonTrace, length: int, horizon: int,
                 val_fraction: float) -> tuple[baselines.LinearAR, fm.Normalization]:
-  """The linear AR baseline, fitted on the same training split as the transformer."""
+  """The linear AR baseline, fitted on the same training split as the transformer.
+
+  With ``--use_generation`` it also reads the last hour of the generation columns.
+  """
   ci = trace.ci_g_per_kwh
   total = len(ci)
   val_pos = int(round(total * (1.0 - val_fraction)))
-  norm = fm.fit_normalization(ci.iloc[:val_pos], log_target=True)
+  extra = _extra(trace, "train_trace")
+  norm = fm.fit_normalization(ci.iloc[:val_pos], None if extra is None else extra.iloc[:val_pos],
+                              log_target=True)
   z = norm.transform(ci.to_numpy())
+  extra_z = None if extra is None else norm.transform_extra(extra.to_numpy())
   hours = fm.hours_since_epoch(ci.index)
   train_o = np.arange(length, val_pos - horizon + 1)
   val_o = np.arange(max(val_pos, length), total - horizon + 1, 6)
 
   def data(origins):
     hist, fut = fm.make_windows(z, origins, length, horizon)
-    return baselines.linear_ar_features(hist, hours[origins]), fut
+    hist_extra = None if extra_z is None else fm.make_windows(extra_z, origins, length, horizon)[0]
+    return baselines.linear_ar_features(hist, hours[origins], hist_extra), fut
 
   model = baselines.fit_linear_ar_with_validation(
       data(train_o), data(val_o), l2_grid=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0))
@@ -248,22 +309,34 @@ def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_nor
   origin_hours = fm.hours_since_epoch(ci.index)[origins]
   extra = _extra(trace, "test_trace")
   hist_extra = None if extra is None else fm.make_windows(extra.to_numpy(), origins, length, horizon)[0]
-  q = fc.predict_quantiles(model.params, hist, origin_hours, config=cfg,
-                           normalization=model.normalization, hist_extra=hist_extra)
+  q = model.predict_quantiles(hist, origin_hours, hist_extra)
+  q_raw = fc.predict_quantiles(model.params, hist, origin_hours, config=cfg,
+                               normalization=model.normalization, hist_extra=hist_extra)
   mid = cfg.median_index
+  lin_extra = None if hist_extra is None else linear_norm.transform_extra(hist_extra)
   preds = {
       "seasonal_naive_24h": baselines.seasonal_naive(hist, horizon, 24),
       "seasonal_naive_168h": baselines.seasonal_naive(hist, horizon, 168),
       "linear_ar": linear_norm.inverse(linear.predict(
-          baselines.linear_ar_features(linear_norm.transform(hist), origin_hours))),
+          baselines.linear_ar_features(linear_norm.transform(hist), origin_hours, lin_extra))),
   }
   models: dict[str, Any] = {"transformer": {
       **fm.point_metrics(actual, q[..., mid]),
       "coverage_p10_p90": fm.interval_coverage(actual, q[..., 0], q[..., -1]),
+      "coverage_p10_p90_uncalibrated": fm.interval_coverage(actual, q_raw[..., 0], q_raw[..., -1]),
+      "quantiles_calibrated": model.calibration is not None,
+      "p10_le_p50_le_p90": bool(np.all(np.diff(q, axis=-1) >= 0)),
       "pinball_loss_g_per_kwh": float(np.mean(np.maximum(
           np.asarray(cfg.quantiles) * (actual[..., None] - q),
           (np.asarray(cfg.quantiles) - 1) * (actual[..., None] - q)))),
   }}
+  # Ablation: the same forecaster with the network's median residual removed (its ridge path alone).
+  linear_path = fc.predict_quantiles(fc.scale_median_residual(model.params, cfg, 0.0), hist, origin_hours,
+                                     config=cfg, normalization=model.normalization, hist_extra=hist_extra)
+  ablation = {"transformer_linear_path_only": fm.point_metrics(actual, linear_path[..., mid])}
+  ablation["beats_linear_path_every_day"] = bool(all(
+      a < b for a, b in zip(models["transformer"]["mape_by_day"],
+                            ablation["transformer_linear_path_only"]["mape_by_day"])))
   for name, p in preds.items():
     models[name] = fm.point_metrics(actual, p)
   best_naive = np.minimum(models["seasonal_naive_24h"]["mape_by_day"],
@@ -294,7 +367,7 @@ def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_nor
   _plot(workdir / "forecast_test_week.png", t, week["actual_g_per_kwh"].to_numpy(), week[names[0]].to_numpy(),
         week[names[mid]].to_numpy(), week[names[-1]].to_numpy(),
         f"{trace.region or trace.path}: day-ahead forecast vs actual, week of {t[0]:%Y-%m-%d}")
-  return {"models": models, "ratio_to_best_seasonal_naive": ratios, "targets": targets,
+  return {"models": models, "ratio_to_best_seasonal_naive": ratios, "targets": targets, "ablation": ablation,
           "num_test_origins": int(len(origins)),
           "first_origin": ci.index[origins[0]].isoformat(), "last_origin": ci.index[origins[-1]].isoformat()}
 
@@ -318,7 +391,8 @@ def run(workdir: Path) -> dict[str, Any]:
   if restore is not None:
     model = fc.restore_forecaster(restore)
     train_info = {"restored_from": str(Path(restore).resolve()), **{
-        k: model.metadata.get(k) for k in ("train_s", "epochs", "best_epoch", "epoch_s_median")}}
+        k: model.metadata.get(k) for k in ("train_s", "epochs", "best_epoch", "epoch_s_median",
+                                           "train_regions", "residual_weight")}}
     logging.info("Restored forecaster from %s (trained on %s).", restore,
                  model.metadata.get("train_trace", {}).get("path"))
   else:
@@ -356,7 +430,8 @@ def run(workdir: Path) -> dict[str, Any]:
       },
   }
   atomic_write_json(workdir / "metrics.json", metrics)
-  for name, m in results["models"].items():
+  for name, m in {**results["models"], "transformer_linear_path_only":
+                  results["ablation"]["transformer_linear_path_only"]}.items():
     logging.info("%-20s MAPE days 1-4: %s", name, " ".join(f"{100 * v:5.2f}%" for v in m["mape_by_day"]))
   logging.info("Targets: %s", json.dumps(results["targets"]))
   return metrics

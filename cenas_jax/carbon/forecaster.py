@@ -17,10 +17,21 @@ Design:
   ordered by construction.
 - Training minimizes the pinball (quantile) loss with AdamW and early stopping on a validation slice
   at the end of the training period.
+- A global model can be trained on several series at once (``ForecasterConfig.num_regions > 1``):
+  each series keeps its own normalization and its own ridge-initialized linear path, a learned
+  region embedding is added to every token, and the transformer is shared. ``specialize_params``
+  turns such a model into an ordinary single-region one (the embedding folds into the token
+  embeddings' biases), so saved forecasters always have the single-region layout.
+- Early stopping also picks a weight ``w`` of the network's median residual on the validation slice
+  (median = linear path + ``w`` x residual, ``TrainConfig.residual_weight_grid``), a combination of
+  the ridge forecast and the network that damps the network's variance.
+- The non-median quantiles can be recalibrated per horizon hour on the validation windows
+  (``forecast_metrics.QuantileCalibration``, split-conformal style); the calibration is saved with
+  the forecaster and applied by ``predict_quantiles`` and ``forecast``.
 
 Public API: ``ForecasterConfig``, ``TrainConfig``, ``ForecastTransformer``, ``init_params``,
-``apply_quantiles``, ``pinball_loss``, ``train_forecaster``, ``predict_quantiles``, ``forecast``,
-``save_forecaster``, ``restore_forecaster``.
+``apply_quantiles``, ``pinball_loss``, ``train_forecaster``, ``specialize_params``, ``scale_median_residual``,
+``predict_quantiles``, ``forecast``, ``save_forecaster``, ``restore_forecaster``.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -75,6 +86,15 @@ class ForecasterConfig:
       normalized space) and undo it on the output, so the network sees shapes, not levels.
     linear_skip: add a linear map of the (instance-normalized) history and origin calendar to the
       median, so the model contains a linear autoregressive forecaster.
+    linear_skip_input: what the linear path reads: "window" (the history after the per-window
+      normalization when ``instance_norm``; its output is denormalized with the network's) or
+      "series" (the history as normalized for the whole series, i.e. the plain ridge forecaster;
+      the network's residual is then scaled by the window's standard deviation and added to it,
+      so the network stays blind to levels while the linear path keeps them). Without
+      ``instance_norm`` both are the same.
+    num_regions: series the model is trained on jointly (1: one series). With more than one, the
+      model takes a region index per window, adds a learned region embedding to every token and
+      keeps one linear path per region.
   """
 
   history_hours: int = 168
@@ -90,6 +110,8 @@ class ForecasterConfig:
   residual_base: str = "none"
   instance_norm: bool = True
   linear_skip: bool = True
+  linear_skip_input: str = "window"
+  num_regions: int = 1
 
   def __post_init__(self):
     object.__setattr__(self, "quantiles", tuple(float(q) for q in self.quantiles))
@@ -109,6 +131,12 @@ class ForecasterConfig:
       errs.append(f"residual_base={self.residual_base!r} must be one of {_RESIDUAL_BASES}")
     if not 0.0 <= self.dropout_rate < 1.0:
       errs.append(f"dropout_rate={self.dropout_rate} must be in [0, 1)")
+    if self.linear_skip_input not in ("window", "series"):
+      errs.append(f"linear_skip_input={self.linear_skip_input!r} must be 'window' or 'series'")
+    elif self.linear_skip_input == "series" and self.residual_base != "none":
+      errs.append("linear_skip_input='series' needs residual_base='none'")
+    if self.num_regions < 1:
+      errs.append(f"num_regions={self.num_regions} must be >= 1")
     if errs:
       raise ValueError("Invalid ForecasterConfig: " + "; ".join(errs) + ".")
 
@@ -151,6 +179,15 @@ class TrainConfig:
       the forecaster is judged on) or "val_loss" (pinball loss over all quantiles).
     train_linear_skip: keep training the linear path (else it stays at its initial value and only
       the transformer and the quantile offsets are trained).
+    residual_weight_grid: weights ``w`` of the network's median residual tried at every epoch on the
+      validation windows (median = linear path + w * residual; ``w = 1`` is the network as trained);
+      the best (epoch, w) pair is kept and ``w`` is folded into the head (``scale_median_residual``).
+      Shrinking the residual towards the ridge forecast is a two-model combination that damps
+      the network's variance. Only used with a frozen linear path and ``early_stopping_metric =
+      "val_mape"``; otherwise ``w = 1``.
+    calibrate_quantiles: after training, fit a ``forecast_metrics.QuantileCalibration`` of the
+      non-median quantiles on the validation windows of the first series (``TrainResult.calibration``).
+    calibration_stride_hours: hours between the origins of the calibration windows.
   """
 
   batch_size: int = 128
@@ -169,6 +206,9 @@ class TrainConfig:
   ridge_l2_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
   train_linear_skip: bool = False
   early_stopping_metric: str = "val_mape"
+  residual_weight_grid: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+  calibrate_quantiles: bool = True
+  calibration_stride_hours: int = 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,23 +256,42 @@ class _Block(nn.Module):
     return x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
 
 
+class _RegionDense(nn.Module):
+  """A dense layer with one kernel and bias per region: ``x[b] @ kernel[region[b]] + bias[region[b]]``."""
+
+  features: int
+  num_regions: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, region: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.zeros, (self.num_regions, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.num_regions, self.features))
+    return jnp.einsum("bd,bdh->bh", x, kernel[region]) + bias[region]
+
+
 class ForecastTransformer(nn.Module):
   """Direct multi-horizon quantile forecaster (normalized space in and out).
 
   Call with ``hist_z`` ``(B, L)``, ``origin_hour`` ``(B,)`` (int hours since the Unix epoch of the
-  first forecast hour), optional ``hist_extra`` ``(B, L, E)``; returns ``(B, H, Q)`` normalized
-  quantiles, non-decreasing along Q.
+  first forecast hour), optional ``hist_extra`` ``(B, L, E)`` and, when ``config.num_regions > 1``,
+  ``region`` ``(B,)`` ints in ``[0, num_regions)``; returns ``(B, H, Q)`` normalized quantiles,
+  non-decreasing along Q.
   """
 
   config: ForecasterConfig
 
   @nn.compact
   def __call__(self, hist_z: jax.Array, origin_hour: jax.Array, hist_extra: jax.Array | None = None,
-               *, deterministic: bool = True) -> jax.Array:
+               region: jax.Array | None = None, *, deterministic: bool = True) -> jax.Array:
     cfg = self.config
     batch, length = hist_z.shape
     if length != cfg.history_hours:
       raise ValueError(f"Expected {cfg.history_hours} history hours, got {length}.")
+    multi = cfg.num_regions > 1
+    if multi:
+      if region is None:
+        raise ValueError(f"This forecaster covers {cfg.num_regions} regions: pass region (B,) ints.")
+      region = region.astype(jnp.int32)
     horizon, patch, num_q = cfg.horizon_hours, cfg.patch_hours, len(cfg.quantiles)
     origin_hour = origin_hour.astype(jnp.int32)
     cal_hist = fm.calendar_features(origin_hour[:, None] + jnp.arange(-length, 0), xp=jnp)
@@ -242,6 +301,7 @@ class ForecastTransformer(nn.Module):
       scale = jnp.maximum(hist_z.std(axis=1, keepdims=True), 0.05)
     else:
       loc, scale = jnp.zeros((batch, 1), hist_z.dtype), jnp.ones((batch, 1), hist_z.dtype)
+    series_z = hist_z
     hist_z = (hist_z - loc) / scale
     refs = seasonal_references(hist_z, horizon)  # (B, H, 4)
 
@@ -257,6 +317,9 @@ class ForecastTransformer(nn.Module):
     fut_tokens = fut_feats.reshape(batch, horizon // patch, -1)
     x = jnp.concatenate([nn.Dense(cfg.d_model, name="embed_history")(hist_tokens),
                          nn.Dense(cfg.d_model, name="embed_future")(fut_tokens)], axis=1)
+    if multi:  # Same vector on every token: folds into the embeddings' biases (specialize_params).
+      table = self.param("region_embedding", nn.initializers.zeros, (cfg.num_regions, cfg.d_model))
+      x = x + table[region][:, None, :]
     pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], cfg.d_model))
     x = nn.Dropout(cfg.dropout_rate)(x + pos, deterministic=deterministic)
     for i in range(cfg.num_layers):
@@ -271,13 +334,22 @@ class ForecastTransformer(nn.Module):
     if cfg.residual_base != "none":
       base = refs[..., ("naive24", "naive168", "profile7").index(cfg.residual_base)]
     median = base + out[..., m]
+    linear = None
     if cfg.linear_skip:
-      skip_in = jnp.concatenate([hist_z, cal_fut[:, 0]], axis=-1)
-      median = median + nn.Dense(horizon, kernel_init=nn.initializers.zeros, name="linear_skip")(skip_in)
+      on_series = cfg.linear_skip_input == "series"
+      skip_in = jnp.concatenate([series_z if on_series else hist_z, cal_fut[:, 0]], axis=-1)
+      if multi:
+        linear = _RegionDense(horizon, cfg.num_regions, name="linear_skip")(skip_in, region)
+      else:
+        linear = nn.Dense(horizon, kernel_init=nn.initializers.zeros, name="linear_skip")(skip_in)
+      if not on_series:
+        median, linear = median + linear, None
     offsets = jax.nn.softplus(out + 0.5) * 0.3 + 1e-4  # Positive, roughly +-1/3 std at init.
     above = median[..., None] + jnp.cumsum(offsets[..., m + 1:], axis=-1)
     below = median[..., None] - jnp.cumsum(offsets[..., :m][..., ::-1], axis=-1)[..., ::-1]
     quantiles = jnp.concatenate([below, median[..., None], above], axis=-1)
+    if linear is not None:  # Series-space linear path plus the window-scaled network residual.
+      return linear[..., None] + quantiles * scale[..., None]
     return quantiles * scale[..., None] + loc[..., None]
 
 
@@ -287,7 +359,51 @@ def init_params(rng: jax.Array, config: ForecasterConfig) -> Any:
   hist = jnp.zeros((1, config.history_hours), jnp.float32)
   extra = (jnp.zeros((1, config.history_hours, config.num_extra_features), jnp.float32)
            if config.num_extra_features else None)
-  return model.init({"params": rng}, hist, jnp.zeros((1,), jnp.int32), extra)["params"]
+  region = jnp.zeros((1,), jnp.int32) if config.num_regions > 1 else None
+  return model.init({"params": rng}, hist, jnp.zeros((1,), jnp.int32), extra, region)["params"]
+
+
+def scale_median_residual(params: Any, config: ForecasterConfig, weight: float) -> Any:
+  """Multiplies the network's median residual by ``weight`` (in the head's weights).
+
+  The linear path, the seasonal base and the quantile offsets are untouched, so the median becomes
+  ``base + linear + weight * residual`` and the other quantiles move with it.
+  """
+  num_q = len(config.quantiles)
+  mask = (np.arange(config.patch_hours * num_q) % num_q) == config.median_index
+  factor = jnp.asarray(np.where(mask, weight, 1.0), jnp.float32)
+  head = params["head"]
+  return {**params, "head": {"kernel": head["kernel"] * factor, "bias": head["bias"] * factor}}
+
+
+def specialize_params(params: Any, config: ForecasterConfig, region_index: int) -> tuple[Any, ForecasterConfig]:
+  """Turns a multi-region model into the equivalent single-region model of one region.
+
+  The region embedding is added to every token, so it folds into the biases of the history and
+  future token embeddings; the region's own linear path becomes the ordinary ``linear_skip``.
+  ``apply_quantiles`` of the result equals that of the multi-region model with ``region`` set to
+  ``region_index`` for every window.
+
+  Args:
+    params: parameters of ``ForecastTransformer(config)``.
+    config: its config.
+    region_index: the region to keep, in ``[0, config.num_regions)``.
+
+  Returns:
+    ``(params, config)`` with ``config.num_regions == 1``.
+  """
+  if not 0 <= region_index < config.num_regions:
+    raise ValueError(f"region_index={region_index} is outside [0, {config.num_regions}).")
+  if config.num_regions == 1:
+    return params, config
+  p = dict(params)
+  emb = p.pop("region_embedding")[region_index]
+  for name in ("embed_history", "embed_future"):
+    p[name] = {**p[name], "bias": p[name]["bias"] + emb}
+  if config.linear_skip:
+    p["linear_skip"] = {"kernel": p["linear_skip"]["kernel"][region_index],
+                        "bias": p["linear_skip"]["bias"][region_index]}
+  return p, dataclasses.replace(config, num_regions=1)
 
 
 def pinball_loss(pred_q: jax.Array, target: jax.Array, quantiles: Sequence[float]) -> jax.Array:
@@ -299,9 +415,9 @@ def pinball_loss(pred_q: jax.Array, target: jax.Array, quantiles: Sequence[float
 
 @functools.partial(jax.jit, static_argnames=("config",))
 def apply_quantiles(params: Any, hist_z: jax.Array, origin_hour: jax.Array, hist_extra: jax.Array | None,
-                    config: ForecasterConfig) -> jax.Array:
-  """Deterministic forward pass: normalized ``(B, H, Q)`` quantiles."""
-  return ForecastTransformer(config).apply({"params": params}, hist_z, origin_hour, hist_extra)
+                    config: ForecasterConfig, region: jax.Array | None = None) -> jax.Array:
+  """Deterministic forward pass: normalized ``(B, H, Q)`` quantiles (``region``: multi-region models)."""
+  return ForecastTransformer(config).apply({"params": params}, hist_z, origin_hour, hist_extra, region)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,15 +428,22 @@ class TrainResult:
   """What ``train_forecaster`` returns.
 
   Attributes:
-    params: the parameters with the best validation loss.
-    normalization: statistics fitted on the training slice (never the validation slice).
-    history: one dict per epoch (epoch, train_loss, val_loss, val_mape, epoch_s); epoch 0 scores
-      the initial parameters (train_loss NaN).
+    params: the parameters with the best validation score (multi-region layout when trained on
+      several series; see ``specialize_params``).
+    normalization: statistics fitted on the training slice of the first series (never its
+      validation slice).
+    history: one dict per epoch (epoch, train_loss, val_loss, val_mape, residual_weight, epoch_s, and
+      with several series val_mape_by_region, at the largest residual weight); epoch 0 scores the initial parameters (train_loss
+      NaN); val_mape is that of the best residual weight of the epoch.
+    residual_weight: the median-residual weight kept (already folded into ``params``).
     best_epoch: epoch whose parameters were kept (0: the initial parameters).
-    num_train_windows: training windows per epoch.
-    num_val_windows: validation windows.
-    val_start: first hour of the validation slice (ISO, UTC).
+    num_train_windows: training windows per epoch (all series).
+    num_val_windows: validation windows (all series).
+    val_start: first hour of the first series' validation slice (ISO, UTC).
     stopped_because: "patience", "max_epochs" or "time_budget".
+    normalizations: one per series, in the order of ``region_names``.
+    region_names: the series' names (``("",)`` for a single unnamed series).
+    calibration: quantile calibration fitted on the first series' validation windows, or ``None``.
   """
 
   params: Any
@@ -331,6 +454,10 @@ class TrainResult:
   num_val_windows: int
   val_start: str
   stopped_because: str
+  normalizations: tuple[fm.Normalization, ...] = ()
+  region_names: tuple[str, ...] = ()
+  calibration: fm.QuantileCalibration | None = None
+  residual_weight: float = 1.0
 
 
 def _gather(series: jax.Array, origins: jax.Array, start: int, stop: int) -> jax.Array:
@@ -345,9 +472,18 @@ def _instance_normalize(hist_z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return loc, scale
 
 
-def _ridge_skip_params(z: np.ndarray, train_origins: np.ndarray, val_origins: np.ndarray, t0_hour: int,
+def _ridge_skip_params(z: np.ndarray, train_origins: np.ndarray, val_origins: np.ndarray, hours: np.ndarray,
                        config: ForecasterConfig, l2_grid: Sequence[float]) -> tuple[dict[str, Any], float]:
-  """Closed-form ridge weights for the ``linear_skip`` layer (in the model's own input space)."""
+  """Closed-form ridge weights for one series' ``linear_skip`` layer (in the model's own input space).
+
+  Args:
+    z: ``(T,)`` normalized series.
+    train_origins: positions of the training origins in ``z``.
+    val_origins: positions of the validation origins (picks the penalty).
+    hours: ``(T,)`` hours since the Unix epoch of each position.
+    config: the model's config.
+    l2_grid: ridge penalties to try.
+  """
   from cenas_jax.carbon import baselines  # NumPy only.
 
   length, horizon = config.history_hours, config.horizon_hours
@@ -358,10 +494,10 @@ def _ridge_skip_params(z: np.ndarray, train_origins: np.ndarray, val_origins: np
     hist, fut = fm.make_windows(z, origins, length, horizon)
     hist = hist.astype(np.float64)
     fut = fut.astype(np.float64)
-    if config.instance_norm:
+    if config.instance_norm and config.linear_skip_input == "window":
       loc, scale = _instance_normalize(hist)
       hist, fut = (hist - loc) / scale, (fut - loc) / scale
-    return np.concatenate([hist, fm.calendar_features(t0_hour + origins).astype(np.float64)], axis=-1), fut
+    return np.concatenate([hist, fm.calendar_features(hours[origins]).astype(np.float64)], axis=-1), fut
 
   model = baselines.fit_linear_ar_with_validation(
       data(train_origins), data(val_origins), l2_grid=l2_grid,
@@ -372,29 +508,34 @@ def _ridge_skip_params(z: np.ndarray, train_origins: np.ndarray, val_origins: np
 
 
 def _make_steps(config: ForecasterConfig, optimizer: optax.GradientTransformation):
-  """Jitted epoch (``lax.scan`` over steps) and evaluation functions over a device-resident series."""
+  """Jitted epoch (``lax.scan`` over steps) and evaluation functions over device-resident series.
+
+  ``data`` is ``(z, extra, hours, regions)``: the normalized values, extra columns, hours since the
+  epoch and region index of every position of the (concatenated) training series.
+  """
   model = ForecastTransformer(config)
   length, horizon = config.history_hours, config.horizon_hours
 
-  def batch_inputs(z, extra, origins, t0_hour):
+  def batch_inputs(data, origins):
+    z, extra, hours, regions = data
     hist = _gather(z, origins, -length, 0)
     target = _gather(z, origins, 0, horizon)
     hist_extra = _gather(extra, origins, -length, 0) if config.num_extra_features else None
-    return hist, target, hist_extra, t0_hour + origins
+    region = regions[origins] if config.num_regions > 1 else None
+    return hist, target, hist_extra, hours[origins], region
 
-  def loss_fn(params, z, extra, origins, t0_hour, rng):
-    hist, target, hist_extra, origin_hour = batch_inputs(z, extra, origins, t0_hour)
-    pred = model.apply({"params": params}, hist, origin_hour, hist_extra, deterministic=False,
+  def loss_fn(params, data, origins, rng):
+    hist, target, hist_extra, origin_hour, region = batch_inputs(data, origins)
+    pred = model.apply({"params": params}, hist, origin_hour, hist_extra, region, deterministic=False,
                        rngs={"dropout": rng})
     return pinball_loss(pred, target, config.quantiles)
 
   @jax.jit
-  def train_epoch(params, opt_state, z, extra, origin_batches, t0_hour, rng):
+  def train_epoch(params, opt_state, data, origin_batches, rng):
     def step(carry, xs):
       params, opt_state = carry
       origins, i = xs
-      loss, grads = jax.value_and_grad(loss_fn)(params, z, extra, origins, t0_hour,
-                                                jax.random.fold_in(rng, i))
+      loss, grads = jax.value_and_grad(loss_fn)(params, data, origins, jax.random.fold_in(rng, i))
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -403,66 +544,121 @@ def _make_steps(config: ForecasterConfig, optimizer: optax.GradientTransformatio
     return params, opt_state, losses.mean()
 
   @jax.jit
-  def evaluate(params, z, extra, origins, t0_hour):
-    hist, target, hist_extra, origin_hour = batch_inputs(z, extra, origins, t0_hour)
-    pred = model.apply({"params": params}, hist, origin_hour, hist_extra)
-    return pinball_loss(pred, target, config.quantiles), pred[..., config.median_index], target
+  def evaluate(params, data, origins):
+    """Pinball loss, all quantiles ``(N, H, Q)``, targets and histories (normalized space)."""
+    hist, target, hist_extra, origin_hour, region = batch_inputs(data, origins)
+    pred = model.apply({"params": params}, hist, origin_hour, hist_extra, region)
+    return pinball_loss(pred, target, config.quantiles), pred, target, hist
 
   return train_epoch, evaluate
 
 
-def train_forecaster(train_ci_g_per_kwh: pd.Series, *, config: ForecasterConfig = ForecasterConfig(),
-                     train_config: TrainConfig = TrainConfig(), train_extra: pd.DataFrame | None = None,
+def _as_named(value: Any, what: str) -> dict[str, Any]:
+  """A Series/DataFrame (one unnamed series) or a mapping name -> Series/DataFrame, as a dict."""
+  if isinstance(value, (pd.Series, pd.DataFrame)):
+    return {"": value}
+  if isinstance(value, Mapping) and value:
+    return dict(value)
+  raise ValueError(f"{what} must be a pandas Series or a non-empty mapping name -> Series, got "
+                   f"{type(value).__name__}.")
+
+
+def train_forecaster(train_ci_g_per_kwh: pd.Series | Mapping[str, pd.Series], *,
+                     config: ForecasterConfig = ForecasterConfig(), train_config: TrainConfig = TrainConfig(),
+                     train_extra: pd.DataFrame | Mapping[str, pd.DataFrame] | None = None,
                      log_target: bool = True,
                      progress: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-  """Trains a forecaster on one contiguous hourly series, early-stopping on its last slice.
+  """Trains a forecaster on one or several contiguous hourly series, early-stopping on validation.
 
-  The last ``train_config.val_fraction`` of the series is the validation slice: normalization is
-  fitted on the hours before it, training windows end (history and target) before it, and
-  validation windows forecast hours inside it.
+  The last ``train_config.val_fraction`` of each series is its validation slice: the series'
+  normalization is fitted on the hours before it, training windows end (history and target) before
+  it, and validation windows forecast hours inside it.
+
+  Several series (a mapping name -> series, e.g. one per grid region) train one global model: each
+  keeps its own normalization and ridge-initialized linear path, windows of all series are shuffled
+  together, and ``config.num_regions`` must equal the number of series. Early stopping and the
+  quantile calibration look at the *first* series only (the region the model is for); the others
+  only add training windows.
 
   The parameters kept are those of the epoch with the best ``train_config.early_stopping_metric``
   on the validation windows; epoch 0 (the initial parameters) is a candidate.
 
   Args:
-    train_ci_g_per_kwh: hourly carbon intensity (gCO2eq/kWh) on a UTC index, no gaps.
+    train_ci_g_per_kwh: hourly carbon intensity (gCO2eq/kWh) on a UTC index, no gaps; or a mapping
+      name -> such series.
     config: the architecture.
     train_config: optimization settings.
-    train_extra: optional extra columns on the same index (``config.num_extra_features`` of them).
+    train_extra: optional extra columns on the same index (``config.num_extra_features`` of them);
+      a mapping with the same keys when several series are given.
     log_target: model log carbon intensity (recommended: the loss becomes a relative error).
     progress: called after each epoch with a dict (epoch, train_loss, val_loss, val_mape, epoch_s).
 
   Returns:
-    A ``TrainResult`` holding the best parameters and the normalization.
+    A ``TrainResult`` holding the best parameters, the normalizations and the calibration.
   """
   tc = train_config
   if tc.early_stopping_metric not in ("val_mape", "val_loss"):
     raise ValueError(f"early_stopping_metric must be 'val_mape' or 'val_loss', got {tc.early_stopping_metric!r}.")
-  fm.check_hourly(train_ci_g_per_kwh, name="training series")
-  num_extra = 0 if train_extra is None else train_extra.shape[1]
-  if num_extra != config.num_extra_features:
-    raise ValueError(f"config.num_extra_features={config.num_extra_features} but {num_extra} extra "
-                     "columns were given.")
+  series = _as_named(train_ci_g_per_kwh, "train_ci_g_per_kwh")
+  names = list(series)
+  extras = ({name: None for name in names} if train_extra is None
+            else _as_named(train_extra, "train_extra"))
+  if set(extras) != set(names):
+    raise ValueError(f"train_extra covers {sorted(extras)} but the series are {names}.")
+  if config.num_regions != len(names):
+    raise ValueError(f"config.num_regions={config.num_regions} but {len(names)} training series were "
+                     f"given ({names}); set num_regions to the number of series.")
   length, horizon = config.history_hours, config.horizon_hours
-  total = len(train_ci_g_per_kwh)
-  val_pos = int(round(total * (1.0 - tc.val_fraction)))
-  train_origins = np.arange(length, val_pos - horizon + 1, tc.train_stride_hours)
-  val_origins = np.arange(max(val_pos, length), total - horizon + 1, tc.val_stride_hours)
-  if len(train_origins) < tc.batch_size or len(val_origins) == 0:
-    raise ValueError(
-        f"Training series of {total} h is too short for history {length} h + horizon {horizon} h, "
-        f"val_fraction {tc.val_fraction} and batch {tc.batch_size}: {len(train_origins)} training and "
-        f"{len(val_origins)} validation windows.")
 
-  fit_slice = train_ci_g_per_kwh.iloc[:val_pos]
-  norm = fm.fit_normalization(fit_slice, None if train_extra is None else train_extra.iloc[:val_pos],
-                              log_target=log_target)
-  z = jnp.asarray(norm.transform(train_ci_g_per_kwh.to_numpy()))
-  extra = (jnp.asarray(norm.transform_extra(train_extra.to_numpy())) if num_extra
-           else jnp.zeros((total, 0), jnp.float32))
-  t0_hour = jnp.asarray(int(fm.hours_since_epoch(train_ci_g_per_kwh.index[:1])[0]), jnp.int32)
-  val_origins_j = jnp.asarray(val_origins, jnp.int32)
-  val_actual = train_ci_g_per_kwh.to_numpy()
+  # Per series: validation split, normalization (training slice only), windows.
+  zs, ex, hrs, regs = [], [], [], []
+  train_o, val_o, norms, val_actual = [], [], [], []
+  ridge_parts, ridge_l2s = [], []
+  offset = 0
+  for r, name in enumerate(names):
+    ci = series[name]
+    label = f"training series {name!r}" if name else "training series"
+    fm.check_hourly(ci, name=label)
+    extra_df = extras[name]
+    num_extra = 0 if extra_df is None else extra_df.shape[1]
+    if num_extra != config.num_extra_features:
+      raise ValueError(f"config.num_extra_features={config.num_extra_features} but {num_extra} extra "
+                       f"columns were given for {label}.")
+    total = len(ci)
+    val_pos = int(round(total * (1.0 - tc.val_fraction)))
+    t_o = np.arange(length, val_pos - horizon + 1, tc.train_stride_hours)
+    v_o = np.arange(max(val_pos, length), total - horizon + 1, tc.val_stride_hours)
+    if len(t_o) == 0 or len(v_o) == 0 or (r == 0 and len(t_o) < tc.batch_size):
+      raise ValueError(
+          f"{label} of {total} h is too short for history {length} h + horizon {horizon} h, "
+          f"val_fraction {tc.val_fraction} and batch {tc.batch_size}: {len(t_o)} training and "
+          f"{len(v_o)} validation windows.")
+    norm = fm.fit_normalization(ci.iloc[:val_pos], None if extra_df is None else extra_df.iloc[:val_pos],
+                                log_target=log_target)
+    z = norm.transform(ci.to_numpy())
+    hours = fm.hours_since_epoch(ci.index)
+    if tc.ridge_init and config.linear_skip:
+      skip, l2 = _ridge_skip_params(z, t_o, v_o, hours, config, tc.ridge_l2_grid)
+      ridge_parts.append(skip)
+      ridge_l2s.append(l2)
+    zs.append(z)
+    ex.append(norm.transform_extra(extra_df.to_numpy()) if num_extra else np.zeros((total, 0), np.float32))
+    hrs.append(hours.astype(np.int32))
+    regs.append(np.full(total, r, np.int32))
+    train_o.append(t_o + offset)
+    val_o.append(v_o + offset)
+    norms.append(norm)
+    val_actual.append(fm.make_windows(ci.to_numpy(), v_o, length, horizon)[1])
+    offset += total
+    if r == 0:
+      val_start = ci.index[val_pos].isoformat()
+      cal_o = np.arange(max(val_pos, length), total - horizon + 1, tc.calibration_stride_hours)
+      cal_index = ci.index
+  data = (jnp.asarray(np.concatenate(zs)), jnp.asarray(np.concatenate(ex)), jnp.asarray(np.concatenate(hrs)),
+          jnp.asarray(np.concatenate(regs)))
+  train_origins = np.concatenate(train_o)
+  val_counts = [len(v) for v in val_o]
+  val_origins_j = jnp.asarray(np.concatenate(val_o), jnp.int32)
 
   steps_per_epoch = len(train_origins) // tc.batch_size
   total_steps = max(steps_per_epoch * tc.max_epochs, tc.warmup_steps + 1)
@@ -480,13 +676,23 @@ def train_forecaster(train_ci_g_per_kwh: pd.Series, *, config: ForecasterConfig 
   init_rng, shuffle_rng, dropout_rng = jax.random.split(rng, 3)
   params = init_params(init_rng, config)
   ridge_l2 = None
-  if tc.ridge_init and config.linear_skip:
-    skip, ridge_l2 = _ridge_skip_params(np.asarray(z), train_origins, val_origins, int(t0_hour), config,
-                                        tc.ridge_l2_grid)
+  if ridge_parts:
+    if config.num_regions > 1:
+      skip = jax.tree.map(lambda *xs: jnp.stack(xs), *ridge_parts)
+      ridge_l2 = ridge_l2s
+    else:
+      skip, ridge_l2 = ridge_parts[0], ridge_l2s[0]
     params = {**params, "linear_skip": skip}
   opt_state = optimizer.init(params)
-  best = (np.inf, params, 0)
-  history: list[dict[str, float]] = []
+  # The median is linear in the residual weight (the linear path is frozen), so every weight is
+  # scored from two forward passes: the initial parameters (residual 0) and the current ones.
+  weights = (tuple(tc.residual_weight_grid) if not tc.train_linear_skip and tc.early_stopping_metric == "val_mape"
+             else (1.0,))
+  if not weights or any(not 0.0 < w <= 1.0 for w in weights):
+    raise ValueError(f"residual_weight_grid={tc.residual_weight_grid} must hold weights in (0, 1].")
+  val_p50_init = None
+  best = (np.inf, params, 0, 1.0)
+  history: list[dict[str, Any]] = []
   stopped = "max_epochs"
   start_s = time.perf_counter()
   # Epoch 0 scores the initial parameters (the ridge forecaster when ridge_init), so early stopping
@@ -497,20 +703,29 @@ def train_forecaster(train_ci_g_per_kwh: pd.Series, *, config: ForecasterConfig 
     if epoch > 0:
       perm = np.asarray(jax.random.permutation(jax.random.fold_in(shuffle_rng, epoch), len(train_origins)))
       batches = train_origins[perm[:steps_per_epoch * tc.batch_size]].reshape(steps_per_epoch, tc.batch_size)
-      params, opt_state, train_loss = train_epoch(params, opt_state, z, extra, jnp.asarray(batches, jnp.int32),
-                                                  t0_hour, jax.random.fold_in(dropout_rng, epoch))
-    val_loss, val_p50_z, _ = evaluate(params, z, extra, val_origins_j, t0_hour)
-    val_loss = float(val_loss)
-    _, val_fut = fm.make_windows(val_actual, val_origins, length, horizon)
-    val_mape = float(np.mean(fm.absolute_percentage_errors(val_fut, norm.inverse(np.asarray(val_p50_z)))))
-    row = {"epoch": epoch, "train_loss": float(train_loss), "val_loss": val_loss, "val_mape": val_mape,
-           "epoch_s": time.perf_counter() - t_epoch}
+      params, opt_state, train_loss = train_epoch(params, opt_state, data, jnp.asarray(batches, jnp.int32),
+                                                  jax.random.fold_in(dropout_rng, epoch))
+    val_loss, val_q_z, _, _ = evaluate(params, data, val_origins_j)
+    val_p50 = np.asarray(val_q_z[..., config.median_index], np.float64)
+    if val_p50_init is None:
+      val_p50_init = val_p50
+    region_mape = {}
+    for w in weights:
+      blend = np.split(val_p50_init + w * (val_p50 - val_p50_init), np.cumsum(val_counts)[:-1])
+      region_mape[w] = [float(np.mean(fm.absolute_percentage_errors(a, n.inverse(p))))
+                        for a, n, p in zip(val_actual, norms, blend)]
+    weight = min(weights, key=lambda w: (region_mape[w][0], -w))
+    row: dict[str, Any] = {"epoch": epoch, "train_loss": float(train_loss), "val_loss": float(val_loss),
+                           "val_mape": region_mape[weight][0], "residual_weight": weight,
+                           "epoch_s": time.perf_counter() - t_epoch}
+    if len(names) > 1:  # Every region with the network as trained (the largest weight).
+      row["val_mape_by_region"] = dict(zip(names, region_mape[max(weights)]))
     if epoch == 0:
       row["ridge_l2"] = ridge_l2
     history.append(row)
     score = row[tc.early_stopping_metric]
     if score < best[0]:
-      best = (score, params, epoch)
+      best = (score, params, epoch, weight)
     if progress is not None:
       progress({**row, "best_epoch": best[2], "steps": steps_per_epoch})
     if epoch - best[2] >= tc.patience:
@@ -519,9 +734,19 @@ def train_forecaster(train_ci_g_per_kwh: pd.Series, *, config: ForecasterConfig 
     if tc.max_train_s is not None and time.perf_counter() - start_s > tc.max_train_s:
       stopped = "time_budget"
       break
-  return TrainResult(params=best[1], normalization=norm, history=tuple(history), best_epoch=best[2],
-                     num_train_windows=len(train_origins), num_val_windows=len(val_origins),
-                     val_start=train_ci_g_per_kwh.index[val_pos].isoformat(), stopped_because=stopped)
+
+  best_params = scale_median_residual(best[1], config, best[3]) if best[3] != 1.0 else best[1]
+  calibration = None
+  if tc.calibrate_quantiles:
+    _, cal_q, cal_target, cal_hist = evaluate(best_params, data, jnp.asarray(cal_o, jnp.int32))
+    calibration = fm.fit_quantile_calibration(
+        np.asarray(cal_q), np.asarray(cal_target), np.asarray(cal_hist), config.quantiles,
+        fitted_start=cal_index[cal_o[0]].isoformat(),
+        fitted_end=cal_index[cal_o[-1] + horizon - 1].isoformat())
+  return TrainResult(params=best_params, normalization=norms[0], history=tuple(history), best_epoch=best[2],
+                     num_train_windows=len(train_origins), num_val_windows=int(sum(val_counts)),
+                     val_start=val_start, stopped_because=stopped, normalizations=tuple(norms),
+                     region_names=tuple(names), calibration=calibration, residual_weight=best[3])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -529,7 +754,9 @@ def train_forecaster(train_ci_g_per_kwh: pd.Series, *, config: ForecasterConfig 
 # ----------------------------------------------------------------------------------------------
 def predict_quantiles(params: Any, hist_ci_g_per_kwh: np.ndarray, origin_hours: np.ndarray, *,
                       config: ForecasterConfig, normalization: fm.Normalization,
-                      hist_extra: np.ndarray | None = None, batch_size: int = 512) -> np.ndarray:
+                      hist_extra: np.ndarray | None = None, batch_size: int = 512,
+                      calibration: fm.QuantileCalibration | None = None,
+                      region_index: int | None = None) -> np.ndarray:
   """Quantile forecasts for a batch of history windows.
 
   Args:
@@ -541,6 +768,9 @@ def predict_quantiles(params: Any, hist_ci_g_per_kwh: np.ndarray, origin_hours: 
     normalization: the normalization the model was trained with.
     hist_extra: ``(N, history_hours, E)`` extra columns in their original units, when the model uses them.
     batch_size: windows per forward pass.
+    calibration: recalibrates the non-median quantiles (see ``fm.QuantileCalibration``); ``None``:
+      the model's own quantiles.
+    region_index: the region of every window, for a multi-region model (``config.num_regions > 1``).
 
   Returns:
     ``(N, horizon_hours, Q)`` carbon intensity (gCO2eq/kWh), non-decreasing along Q.
@@ -557,18 +787,31 @@ def predict_quantiles(params: Any, hist_ci_g_per_kwh: np.ndarray, origin_hours: 
       raise ValueError(f"This forecaster needs {config.num_extra_features} extra columns "
                        f"{normalization.extra_names}.")
     extra_z = normalization.transform_extra(hist_extra)
+  region = None
+  if config.num_regions > 1:
+    if region_index is None or not 0 <= region_index < config.num_regions:
+      raise ValueError(f"This forecaster covers {config.num_regions} regions: pass region_index in "
+                       f"[0, {config.num_regions}) (or specialize_params it to one region).")
+    region = np.full(hist.shape[0], region_index, np.int32)
   origin_hours = np.asarray(origin_hours, np.int32)
   outs = []
   for i in range(0, hist.shape[0], batch_size):
     sl = slice(i, i + batch_size)
     outs.append(np.asarray(apply_quantiles(params, hist_z[sl], origin_hours[sl],
-                                           None if extra_z is None else extra_z[sl], config)))
+                                           None if extra_z is None else extra_z[sl], config,
+                                           None if region is None else region[sl])))
   out = np.concatenate(outs, axis=0) if outs else np.zeros((0, config.horizon_hours, len(config.quantiles)))
+  if calibration is not None:
+    if tuple(calibration.quantiles) != tuple(config.quantiles):
+      raise ValueError(f"The calibration is for quantiles {calibration.quantiles}, the model predicts "
+                       f"{config.quantiles}.")
+    out = calibration.apply(out, hist_z)
   return normalization.inverse(out)
 
 
 def forecast(params: Any, history: pd.Series, *, config: ForecasterConfig,
-             normalization: fm.Normalization, history_extra: pd.DataFrame | None = None) -> pd.DataFrame:
+             normalization: fm.Normalization, history_extra: pd.DataFrame | None = None,
+             calibration: fm.QuantileCalibration | None = None) -> pd.DataFrame:
   """Forecasts the hours after the end of ``history``.
 
   Args:
@@ -578,6 +821,7 @@ def forecast(params: Any, history: pd.Series, *, config: ForecasterConfig,
     config: the model's config.
     normalization: the normalization the model was trained with.
     history_extra: extra columns on ``history``'s index, when the model uses them.
+    calibration: the forecaster's quantile calibration (``None``: the model's own quantiles).
 
   Returns:
     A DataFrame indexed by the next ``horizon_hours`` hourly UTC timestamps with one column per
@@ -594,7 +838,8 @@ def forecast(params: Any, history: pd.Series, *, config: ForecasterConfig,
     extra = history_extra.loc[window.index].to_numpy()[None]
   origin = window.index[-1] + pd.Timedelta(hours=1)
   q = predict_quantiles(params, window.to_numpy()[None], fm.hours_since_epoch(pd.DatetimeIndex([origin])),
-                        config=config, normalization=normalization, hist_extra=extra)[0]
+                        config=config, normalization=normalization, hist_extra=extra,
+                        calibration=calibration)[0]
   index = pd.date_range(origin, periods=config.horizon_hours, freq="h")
   return pd.DataFrame(q, index=index, columns=fm.quantile_names(config.quantiles))
 
@@ -604,22 +849,34 @@ def forecast(params: Any, history: pd.Series, *, config: ForecasterConfig,
 # ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class TrainedForecaster:
-  """A restored forecaster: parameters, config, normalization and free-form metadata."""
+  """A restored forecaster: parameters, config, normalization, metadata and quantile calibration."""
 
   params: Any
   config: ForecasterConfig
   normalization: fm.Normalization
   metadata: dict[str, Any]
+  calibration: fm.QuantileCalibration | None = None
 
   def forecast(self, history: pd.Series, history_extra: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``forecast(self.params, history, ...)`` with this forecaster's config and normalization."""
+    """``forecast(self.params, history, ...)`` with this forecaster's config, normalization and calibration."""
     return forecast(self.params, history, config=self.config, normalization=self.normalization,
-                    history_extra=history_extra)
+                    history_extra=history_extra, calibration=self.calibration)
+
+  def predict_quantiles(self, hist_ci_g_per_kwh: np.ndarray, origin_hours: np.ndarray,
+                        hist_extra: np.ndarray | None = None) -> np.ndarray:
+    """``predict_quantiles`` with this forecaster's params, config, normalization and calibration."""
+    return predict_quantiles(self.params, hist_ci_g_per_kwh, origin_hours, config=self.config,
+                             normalization=self.normalization, hist_extra=hist_extra,
+                             calibration=self.calibration)
 
 
 def save_forecaster(directory: str | Path, params: Any, *, config: ForecasterConfig,
-                    normalization: fm.Normalization, metadata: dict[str, Any] | None = None) -> Path:
-  """Saves parameters (orbax) plus config, normalization and metadata (JSON) under ``directory``.
+                    normalization: fm.Normalization, metadata: dict[str, Any] | None = None,
+                    calibration: fm.QuantileCalibration | None = None) -> Path:
+  """Saves parameters (orbax) plus config, normalization, calibration and metadata (JSON) under ``directory``.
+
+  Multi-region models are saved as they are; ``specialize_params`` them first to save the model of
+  one region.
 
   The directory must not exist yet (an existing forecaster is never overwritten). The JSON file is
   written last, so a directory without it is an unfinished save.
@@ -638,7 +895,8 @@ def save_forecaster(directory: str | Path, params: Any, *, config: ForecasterCon
     ckptr.wait_until_finished()
   atomic_write_json(directory / _META_FILE, {
       "format_version": _FORMAT_VERSION, "config": config.to_dict(),
-      "normalization": normalization.to_dict(), "metadata": metadata or {}})
+      "normalization": normalization.to_dict(), "metadata": metadata or {},
+      "calibration": None if calibration is None else calibration.to_dict()})
   return directory
 
 
@@ -663,6 +921,12 @@ def restore_forecaster(directory: str | Path) -> TrainedForecaster:
       raise ValueError(f"format_version {meta.get('format_version')} != {_FORMAT_VERSION}")
     config = ForecasterConfig.from_dict(meta["config"])
     norm = fm.Normalization.from_dict(meta["normalization"])
+    cal = meta.get("calibration")
+    calibration = None if cal is None else fm.QuantileCalibration.from_dict(cal)
+    if calibration is not None and (
+        calibration.quantiles != config.quantiles
+        or any(len(s) != config.horizon_hours for s in calibration.shift)):
+      raise ValueError("the calibration does not match the config's quantiles and horizon")
   except (ValueError, KeyError, TypeError) as e:
     raise DataError(f"{meta_path}: not a valid forecaster description ({e}).") from e
   abstract = jax.eval_shape(lambda: init_params(jax.random.key(0), config))
@@ -672,7 +936,8 @@ def restore_forecaster(directory: str | Path) -> TrainedForecaster:
   except Exception as e:  # orbax raises many types for corrupt or mismatched checkpoints.
     raise DataError(f"{directory / _PARAMS_DIR}: cannot restore the forecaster's parameters ({e}). "
                     "The checkpoint is corrupt or was written with another config.") from e
-  return TrainedForecaster(params=params, config=config, normalization=norm, metadata=meta.get("metadata", {}))
+  return TrainedForecaster(params=params, config=config, normalization=norm, metadata=meta.get("metadata", {}),
+                          calibration=calibration)
 
 
 def count_params(params: Any) -> int:

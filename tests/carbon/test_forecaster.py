@@ -204,3 +204,215 @@ def test_restore_errors(trained, tmp_path):
   (path / "forecaster.json").write_text("{not json")
   with pytest.raises(DataError, match="not a valid forecaster"):
     fc.restore_forecaster(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Quantile calibration.
+# ----------------------------------------------------------------------------------------------
+def test_calibration_restores_coverage_and_keeps_the_median():
+  rng = np.random.default_rng(0)
+  n, h = 4000, 24
+  hist = rng.normal(size=(n, 168))
+  median = rng.normal(size=(n, h))
+  target = median + rng.normal(scale=1.0, size=(n, h))
+  # Far too narrow: +-0.1 around the median.
+  q = np.stack([median - 0.1, median, median + 0.1], axis=-1)
+  assert fm.interval_coverage(target, q[..., 0], q[..., 2]) < 0.2
+  cal = fm.fit_quantile_calibration(q[:2000], target[:2000], hist[:2000], (0.1, 0.5, 0.9))
+  out = cal.apply(q[2000:], hist[2000:])
+  np.testing.assert_array_equal(out[..., 1], q[2000:, :, 1])
+  assert fm.interval_coverage(target[2000:], out[..., 0], out[..., 2]) == pytest.approx(0.8, abs=0.03)
+  assert np.mean(target[2000:] < out[..., 0]) == pytest.approx(0.1, abs=0.02)
+  assert len(cal.shift) == 3 and all(len(s) == h for s in cal.shift) and set(cal.shift[1]) == {0.0}
+  assert fm.QuantileCalibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+
+
+def test_calibrated_quantiles_stay_ordered():
+  rng = np.random.default_rng(1)
+  q = np.sort(rng.normal(size=(50, 24, 5)), axis=-1)
+  hist = rng.normal(size=(50, 168))
+  # Shifts that would cross the median and each other.
+  shift = ((3.0,) * 24, (2.0,) * 24, (0.0,) * 24, (-2.0,) * 24, (-3.0,) * 24)
+  cal = fm.QuantileCalibration(quantiles=(0.05, 0.1, 0.5, 0.9, 0.95), shift=shift, per_window_scale=True,
+                               num_windows=50)
+  out = cal.apply(q, hist)
+  assert np.all(np.diff(out, axis=-1) > 0)
+  np.testing.assert_array_equal(out[..., 2], q[..., 2])
+  with pytest.raises(ValueError, match="at least 20"):
+    fm.fit_quantile_calibration(q[:5], q[:5, :, 2], hist[:5], cal.quantiles)
+
+
+def test_calibration_is_fitted_on_validation_windows_only(trained):
+  cal = trained.calibration
+  assert cal is not None and cal.quantiles == TINY.quantiles
+  assert pd.Timestamp(cal.fitted_start) >= pd.Timestamp(trained.val_start)
+  assert cal.num_windows > 20
+  assert len(cal.shift[0]) == TINY.horizon_hours
+
+
+def test_calibrated_spreads_round_trip_through_save_restore(trained, ciso, tmp_path):
+  path = fc.save_forecaster(tmp_path / "f", trained.params, config=TINY, normalization=trained.normalization,
+                            calibration=trained.calibration)
+  restored = fc.restore_forecaster(path)
+  assert restored.calibration == trained.calibration
+  history = ciso.iloc[:300]
+  cal = fc.forecast(trained.params, history, config=TINY, normalization=trained.normalization,
+                    calibration=trained.calibration)
+  raw = fc.forecast(trained.params, history, config=TINY, normalization=trained.normalization)
+  pd.testing.assert_frame_equal(cal, restored.forecast(history))
+  pd.testing.assert_series_equal(cal["p50"], raw["p50"])
+  assert not np.allclose(cal["p90"], raw["p90"])  # The spreads really changed.
+  assert np.all(cal["p10"] <= cal["p50"]) and np.all(cal["p50"] <= cal["p90"])
+  # A forecaster saved without calibration restores without one (older files have none).
+  plain = fc.restore_forecaster(fc.save_forecaster(tmp_path / "g", trained.params, config=TINY,
+                                                   normalization=trained.normalization))
+  assert plain.calibration is None
+  pd.testing.assert_frame_equal(raw, plain.forecast(history))
+
+
+# ----------------------------------------------------------------------------------------------
+# Global (multi-region) training.
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pjm(shared_data) -> pd.Series:
+  """600 hours of real US-MIDA-PJM life-cycle carbon intensity (gCO2eq/kWh)."""
+  trace = carbon_traces.region_trace("US-MIDA-PJM", root=shared_data, start="2021-03-01T00:00Z",
+                                     end="2021-03-26T00:00Z")
+  return trace.ci_g_per_kwh
+
+
+GLOBAL = dataclasses.replace(TINY, num_regions=2)
+
+
+@pytest.fixture(scope="module")
+def trained_global(ciso, pjm) -> fc.TrainResult:
+  return fc.train_forecaster({"US-CAL-CISO": ciso, "US-MIDA-PJM": pjm}, config=GLOBAL,
+                             train_config=dataclasses.replace(TINY_TRAIN, max_epochs=2))
+
+
+def test_global_training_path(trained_global, ciso, pjm):
+  res = trained_global
+  assert res.region_names == ("US-CAL-CISO", "US-MIDA-PJM") and len(res.normalizations) == 2
+  assert res.normalization == res.normalizations[0]
+  # Each series has its own normalization, fitted on its own training slice.
+  for series, norm in zip((ciso, pjm), res.normalizations):
+    val_pos = int(round(len(series) * (1 - TINY_TRAIN.val_fraction)))
+    assert norm.ci_mean == pytest.approx(fm.fit_normalization(series.iloc[:val_pos]).ci_mean)
+  assert set(res.history[0]["val_mape_by_region"]) == {"US-CAL-CISO", "US-MIDA-PJM"}
+  assert res.history[0]["val_mape"] == res.history[0]["val_mape_by_region"]["US-CAL-CISO"]
+  assert len(res.history[0]["ridge_l2"]) == 2
+  assert res.params["linear_skip"]["kernel"].shape == (2, 168 + fm.NUM_CALENDAR_FEATURES, 48)
+  assert res.history[2]["train_loss"] < res.history[1]["train_loss"]
+  assert res.calibration is not None
+
+
+def test_specialize_params_equals_the_global_model(trained_global, pjm):
+  res = trained_global
+  origins = fm.rolling_origins(pjm.index, start=pjm.index[168], end=pjm.index[-1], history_hours=168,
+                               horizon_hours=48)
+  hist, _ = fm.make_windows(pjm.to_numpy(), origins, 168, 48)
+  hours = fm.hours_since_epoch(pjm.index)[origins]
+  norm = res.normalizations[1]
+  q_global = fc.predict_quantiles(res.params, hist, hours, config=GLOBAL, normalization=norm, region_index=1)
+  params, cfg = fc.specialize_params(res.params, GLOBAL, 1)
+  assert cfg.num_regions == 1 and "region_embedding" not in params
+  q_single = fc.predict_quantiles(params, hist, hours, config=cfg, normalization=norm)
+  np.testing.assert_allclose(q_single, q_global, rtol=1e-5)
+  # The two regions' models differ (own linear path and embedding).
+  q_other = fc.predict_quantiles(res.params, hist, hours, config=GLOBAL, normalization=norm, region_index=0)
+  assert not np.allclose(q_other, q_global)
+  with pytest.raises(ValueError, match="region_index"):
+    fc.predict_quantiles(res.params, hist, hours, config=GLOBAL, normalization=norm)
+
+
+def test_global_training_checks_its_inputs(ciso, pjm):
+  with pytest.raises(ValueError, match="num_regions=1 but 2 training series"):
+    fc.train_forecaster({"a": ciso, "b": pjm}, config=TINY, train_config=TINY_TRAIN)
+  with pytest.raises(ValueError, match="outside"):
+    fc.specialize_params(fc.init_params(jax.random.key(0), GLOBAL), GLOBAL, 2)
+
+
+def test_global_normalization_never_sees_validation_data(ciso, pjm):
+  poisoned = pjm.copy()
+  val_pos = int(round(len(pjm) * (1 - TINY_TRAIN.val_fraction)))
+  poisoned.iloc[val_pos:] *= 1000.0
+  res = fc.train_forecaster({"US-CAL-CISO": ciso, "US-MIDA-PJM": poisoned}, config=GLOBAL,
+                            train_config=dataclasses.replace(TINY_TRAIN, max_epochs=0, calibrate_quantiles=False))
+  expected = fm.fit_normalization(pjm.iloc[:val_pos])
+  assert res.normalizations[1].ci_mean == pytest.approx(expected.ci_mean)
+  assert res.normalizations[1].ci_std == pytest.approx(expected.ci_std)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation-by-source columns.
+# ----------------------------------------------------------------------------------------------
+def test_generation_columns_as_extra_history(shared_data):
+  trace = carbon_traces.region_trace("US-CAL-CISO", dataset="benchmark", root=shared_data,
+                                     start="2020-04-01T00:00Z", end="2020-05-08T00:00Z")
+  gen = trace.generation_mwh
+  assert gen is not None and gen.shape[1] >= 5
+  cfg = dataclasses.replace(TINY, num_extra_features=gen.shape[1])
+  res = fc.train_forecaster(trace.ci_g_per_kwh, config=cfg, train_extra=gen,
+                            train_config=dataclasses.replace(TINY_TRAIN, max_epochs=1))
+  assert res.normalization.extra_names == tuple(gen.columns)
+  val_pos = int(round(len(gen) * (1 - TINY_TRAIN.val_fraction)))
+  np.testing.assert_allclose(res.normalization.extra_mean, gen.iloc[:val_pos].mean().to_numpy())
+  out = fc.forecast(res.params, trace.ci_g_per_kwh.iloc[:400], config=cfg, normalization=res.normalization,
+                    history_extra=gen.iloc[:400], calibration=res.calibration)
+  assert out.shape == (48, 3) and np.all(np.isfinite(out.to_numpy()))
+  assert np.all(out["p10"] <= out["p50"]) and np.all(out["p50"] <= out["p90"])
+  with pytest.raises(ValueError, match="history_extra"):
+    fc.forecast(res.params, trace.ci_g_per_kwh.iloc[:400], config=cfg, normalization=res.normalization)
+
+
+def test_scale_median_residual_blends_linear_path_and_network(trained, ciso):
+  """Weight w gives linear + w * residual for the median; w = 0 is the ridge path alone."""
+  origins = fm.rolling_origins(ciso.index, start=ciso.index[168], end=ciso.index[-1], history_hours=168,
+                               horizon_hours=48)
+  hist, _ = fm.make_windows(ciso.to_numpy(), origins, 168, 48)
+  hist_z = trained.normalization.transform(hist)
+  hours = jnp.asarray(fm.hours_since_epoch(ciso.index)[origins], jnp.int32)
+  params = jax.tree.map(lambda x: x + 0.01, trained.params)  # A non-zero residual for sure.
+  ridge_only = fc.scale_median_residual(params, TINY, 0.0)
+  full = np.asarray(fc.apply_quantiles(params, hist_z, hours, None, TINY))
+  base = np.asarray(fc.apply_quantiles(ridge_only, hist_z, hours, None, TINY))
+  half = np.asarray(fc.apply_quantiles(fc.scale_median_residual(params, TINY, 0.5), hist_z, hours, None, TINY))
+  np.testing.assert_allclose(half[..., 1], base[..., 1] + 0.5 * (full[..., 1] - base[..., 1]), atol=1e-5)
+  # The quantile offsets around the median do not change.
+  np.testing.assert_allclose(half[..., 2] - half[..., 1], full[..., 2] - full[..., 1], atol=1e-5)
+  assert trained.residual_weight in TINY_TRAIN.residual_weight_grid
+  assert all(r["residual_weight"] in TINY_TRAIN.residual_weight_grid for r in trained.history)
+
+
+def test_series_linear_path_keeps_the_network_level_blind():
+  """linear_skip_input='series': a level shift of the history moves the forecast only through the linear path."""
+  cfg = dataclasses.replace(TINY, instance_norm=True, linear_skip_input="series")
+  params = fc.init_params(jax.random.key(0), cfg)
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  params = tree.unflatten([0.3 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  hist = jax.random.normal(jax.random.key(2), (5, 168))
+  origin = jnp.arange(5, dtype=jnp.int32) * 24 + 460_000
+  shift = 0.7
+  q0 = np.asarray(fc.apply_quantiles(params, hist, origin, None, cfg))
+  q1 = np.asarray(fc.apply_quantiles(params, hist + shift, origin, None, cfg))
+  linear_response = shift * np.asarray(params["linear_skip"]["kernel"][:168].sum(axis=0))  # (H,)
+  np.testing.assert_allclose(q1 - q0, np.broadcast_to(linear_response[None, :, None], q0.shape), atol=2e-4)
+  assert np.all(np.diff(q0, axis=-1) > 0)
+  with pytest.raises(ValueError, match="linear_skip_input"):
+    fc.ForecasterConfig(linear_skip_input="series", residual_base="naive24")
+
+
+def test_series_linear_path_starts_from_the_plain_ridge(ciso):
+  cfg = dataclasses.replace(TINY, instance_norm=True, linear_skip_input="series")
+  res = fc.train_forecaster(ciso, config=cfg, train_config=dataclasses.replace(TINY_TRAIN, max_epochs=0))
+  origins = fm.rolling_origins(ciso.index, start=ciso.index[168], end=ciso.index[-1], history_hours=168,
+                               horizon_hours=48)
+  hist, _ = fm.make_windows(ciso.to_numpy(), origins, 168, 48)
+  hours = fm.hours_since_epoch(ciso.index)[origins]
+  q = fc.predict_quantiles(res.params, hist, hours, config=cfg, normalization=res.normalization)
+  hist_z = res.normalization.transform(hist)
+  skip = res.params["linear_skip"]
+  x = np.concatenate([hist_z, fm.calendar_features(hours)], axis=-1)
+  ridge = res.normalization.inverse(x @ np.asarray(skip["kernel"]) + np.asarray(skip["bias"]))
+  np.testing.assert_allclose(q[..., 1], ridge, rtol=1e-4)

@@ -81,3 +81,32 @@ def test_bad_trace_flag_names_the_file(shared_data, tmp_path):
   assert proc.returncode != 0
   assert "bad.csv" in proc.stderr and "row 1" in proc.stderr
   assert not (tmp_path / "w" / "metrics.json").exists()
+
+
+def test_use_generation_end_to_end(shared_data, tmp_path):
+  """--use_generation on a few hundred hours of the CarbonX benchmark file (generation by source)."""
+  bench = shared_data / "carbon_intensity" / "carbonx" / "benchmark-data" / "US-CAL-CISO.csv"
+  proc = _run(["--region=US-CAL-CISO", f"--workdir={tmp_path}", f"--train_trace={bench}",
+               f"--test_trace={bench}", "--use_generation", "--train_start=2020-03-01T00:00Z",
+               "--train_end=2020-04-20T00:00Z", "--test_start=2020-04-20T00:00Z",
+               "--test_end=2020-05-04T00:00Z", *_TINY], shared_data)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  m = json.loads((tmp_path / "metrics.json").read_text())
+  cfg = m["forecaster"]["config"]
+  names = m["forecaster"]["normalization"]["extra_names"]
+  assert cfg["num_extra_features"] == len(names) >= 5 and "solar" in names
+  assert m["provenance"]["train_trace"]["source"].startswith("carbonx-benchmark")
+  tr = m["models"]["transformer"]
+  assert tr["quantiles_calibrated"] and tr["p10_le_p50_le_p90"]
+  assert m["num_test_origins"] == 11
+  assert all(0 < v < 1 for name in m["models"] for v in m["models"][name]["mape_by_day"])
+
+
+def test_train_regions_with_generation_is_refused(shared_data, tmp_path):
+  bench = shared_data / "carbon_intensity" / "carbonx" / "benchmark-data" / "US-CAL-CISO.csv"
+  proc = _run(["--region=US-CAL-CISO", f"--workdir={tmp_path / 'w'}", f"--train_trace={bench}",
+               "--use_generation", "--train_regions=DE", "--train_start=2020-03-01T00:00Z",
+               "--train_end=2020-04-20T00:00Z", *_TINY], shared_data)
+  assert proc.returncode != 0
+  assert "--train_regions" in proc.stderr and "--use_generation" in proc.stderr
+  assert not (tmp_path / "w" / "metrics.json").exists()
