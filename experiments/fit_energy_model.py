@@ -8,7 +8,10 @@ row's kernel function from its ``op_class``/``dtype``/``params_json``, extracts 
 it launches (``cenas_jax.energy.extract_kernels``, ``--kernel_mode``), turns them into feature rows
 (``kernel_features``) against the device spec, and fits ``cenas_jax.energy.fit_energy_model`` on a
 training split (measured energy and time per call; static power = the measured idle power), starting
-from ``prior_model(spec)``.
+from ``prior_model(spec)``. With ``--table_levels`` (e.g. ``class+op``) it then adds a kernel table
+of per-signature corrections (``cenas_jax.energy.model.fit_kernel_table``, ridge ``--table_ridge``) on
+the same training rows; kernels of the test rows that were never measured fall back to the class
+predictor.
 
 Outputs in ``--workdir``:
 - ``energy_model.json``: the fitted model (``cenas_jax.energy.load_energy_model`` reads it);
@@ -65,6 +68,8 @@ class FitConfig:
   seed: int = 0
   kernel_mode: str = "gpu"
   allow_fake: bool = False
+  table_levels: tuple[str, ...] = ()
+  table_ridge: float = 1e-2
 
 
 def _load_rows(path: Path) -> list[dict[str, Any]]:
@@ -164,13 +169,16 @@ def run(config: FitConfig, workdir: str | Path) -> dict[str, Any]:
   spec = energy.get_spec(spec_name)
   workdir = Path(workdir)
   logging.info("Extracting kernels of %d configurations (mode=%s).", len(rows), config.kernel_mode)
-  features = []
+  from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
+
+  kernel_lists = []
   for i, r in enumerate(rows):
     program = profile_kernels.build_kernel(r["spec"])
     kernels = energy.extract_kernels(program.fn, *program.arg_shapes, mode=config.kernel_mode)
-    features.append(energy.kernel_features(kernels, spec, batch_size=1))
+    kernel_lists.append(kernels)
     print(f"[{i + 1}/{len(rows)}] {r['config_id']}: {len(kernels)} kernel(s)", flush=True)
-  x = np.stack(features)
+  counts = em.count_kernels(kernel_lists, batch_size=1)
+  x = counts.features(spec)
   y = np.array([r["energy_per_call_j"] for r in rows])
   t = np.array([r["time_per_call_s"] for r in rows])
   idle_w = float(np.median([r["idle_power_w"] for r in rows]))
@@ -179,9 +187,14 @@ def run(config: FitConfig, workdir: str | Path) -> dict[str, Any]:
   try:
     fitted = energy.fit_energy_model(x[train], y[train], prior, ridge=config.ridge,
                                      measured_time_s=t[train], static_power_w=idle_w)
+    if config.table_levels:
+      fitted = em.fit_kernel_table(fitted, counts.rows(train), measured_energy_j=y[train],
+                                   measured_time_s=t[train], levels=config.table_levels,
+                                   ridge=config.table_ridge)
   except ValueError as e:
     raise FitError(f"Fitting {path} failed: {e}") from e
-  preds = {name: (np.asarray(energy.predict_energy_j(m, x)), np.asarray(energy.predict_time_s(m, x)))
+  preds = {name: (np.asarray(energy.predict_energy_j(m, counts)),
+                  np.asarray(energy.predict_time_s(m, counts)))
            for name, m in (("prior", prior), ("fitted", fitted))}
   metric_rows = []
   classes = sorted({r["op_class"] for r in rows})
@@ -216,6 +229,7 @@ def run(config: FitConfig, workdir: str | Path) -> dict[str, Any]:
       "n_test": len(test),
       "static_power_w": idle_w,
       "model_provenance": fitted.provenance,
+      "table_provenance": None if fitted.table is None else fitted.table.provenance,
       "test_metrics": headline,
       "config": dataclasses.asdict(config),
   }
@@ -250,6 +264,10 @@ def define_flags() -> None:
   flags.DEFINE_integer("seed", 0, "Seed of the train/test split.")
   flags.DEFINE_enum("kernel_mode", "gpu", ["gpu", "compiled"], "How kernels are extracted.")
   flags.DEFINE_bool("allow_fake", False, "Accept energy_source=fake rows (tests of this binary only).")
+  flags.DEFINE_string("table_levels", "", "'+'-joined signature levels of a kernel table fitted on "
+                      "top of the class model (cenas_jax.energy.model.SIGNATURE_LEVELS, e.g. "
+                      "class+op); empty: no table.")
+  flags.DEFINE_float("table_ridge", 1e-2, "Ridge of the kernel table (unitless, > 0).")
   flags.mark_flags_as_required(["dataset", "workdir"])
 
 
@@ -260,6 +278,8 @@ def main(argv: Sequence[str]) -> None:
       dataset=FLAGS.dataset, device_spec=FLAGS.device_spec, ridge=FLAGS.ridge,
       test_fraction=FLAGS.test_fraction, seed=FLAGS.seed, kernel_mode=FLAGS.kernel_mode,
       allow_fake=FLAGS.allow_fake,
+      table_levels=tuple(lv for lv in FLAGS.table_levels.split("+") if lv),
+      table_ridge=FLAGS.table_ridge,
   )
   try:
     run(config, FLAGS.workdir)

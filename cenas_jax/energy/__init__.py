@@ -19,12 +19,18 @@ from cenas_jax.energy.hlo import (
     extract_kernel_graph,
     extract_kernels,
     kernel_graph_from_hlo,
+    kernel_graph_from_module,
 )
 from cenas_jax.energy.model import (
     FEATURE_NAMES,
+    SIGNATURE_LEVELS,
     ClassParams,
     EnergyModel,
+    KernelCounts,
+    KernelTable,
+    count_kernels,
     fit_energy_model,
+    fit_kernel_table,
     kernel_features,
     load_energy_model,
     predict_energy_j,
@@ -32,13 +38,15 @@ from cenas_jax.energy.model import (
     predict_time_s,
     prior_model,
     save_energy_model,
+    signature_key,
 )
 from cenas_jax.energy.specs import DEVICE_SPECS, DeviceSpec, get_spec
 
 __all__ = [
     "KERNEL_CLASSES", "GpuFusionConfig", "Kernel", "KernelGraph", "clear_cache",
-    "extract_kernel_graph", "extract_kernels", "kernel_graph_from_hlo", "FEATURE_NAMES",
-    "ClassParams", "EnergyModel", "fit_energy_model", "kernel_features", "load_energy_model",
+    "extract_kernel_graph", "extract_kernels", "kernel_graph_from_hlo", "kernel_graph_from_module",
+    "FEATURE_NAMES", "SIGNATURE_LEVELS", "ClassParams", "EnergyModel", "KernelCounts", "KernelTable",
+    "count_kernels", "fit_energy_model", "fit_kernel_table", "kernel_features", "load_energy_model",
     "predict_energy_j", "predict_kernel_energy_j", "predict_time_s", "prior_model",
-    "save_energy_model", "DEVICE_SPECS", "DeviceSpec", "get_spec",
+    "save_energy_model", "signature_key", "DEVICE_SPECS", "DeviceSpec", "get_spec",
 ]

@@ -22,6 +22,14 @@ composed kernels equal a full-network extraction.
 Edges that cannot reach the cell output (into node 1 or 2 when that node feeds nothing) are dropped
 before composing (``live_ops``): XLA removes them as dead code, and cells that differ only there
 share one cached result.
+
+Many cells: ``compute_kernel_counts`` gives a ``model.KernelCounts`` (the distinct kernels and each
+cell's sparse launch counts), from which both the per-class feature rows and the kernel table are
+computed; ``save_feature_cache`` / ``load_feature_cache`` keep it in ``features.npz``.
+``fit_table_model`` / ``select_table`` fit the class model plus a kernel table and choose the
+table's signature levels and ridge by cross-validation; ``edge_kernels`` adds zero-cost
+placeholders for the cell structure that XLA's fusion hides (per live edge and per node sum), whose
+cost the table learns from the measurements.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import numpy as np
 from cenas_jax.energy import hlo, hlo_ir
 from cenas_jax.energy.hlo import GpuFusionConfig, Kernel
 from cenas_jax.energy.hlo_ir import HloComputationIR, HloInstr, HloModuleIR, TensorType
-from cenas_jax.energy.model import kernel_features
+from cenas_jax.energy.model import KernelCounts, count_kernels, kernel_features
 from cenas_jax.energy.specs import DeviceSpec
 from cenas_jax.spaces.nb201 import EDGES, NUM_EDGES, validate_ops
 
@@ -359,12 +367,10 @@ def fingerprint(config: NB201NetConfig = NB201NetConfig()) -> str:
 @functools.lru_cache(maxsize=16384)
 def _kernels_cached(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Kernel, ...]:
   module = network_module(live, config)
-  # The gpu-mode rules on an already built module (hlo's public entry points start from text).
-  gpu_kernels = hlo._gpu_kernels  # pylint: disable=protected-access
-  kernels, _, _, warnings = gpu_kernels(module, config.fusion)
-  if warnings:
-    raise RuntimeError(f"unexpected kernel-extraction warnings for cell {live}: {warnings}")
-  return tuple(kernels)
+  graph = hlo.kernel_graph_from_module(module, config=config.fusion, lowered_for="cuda")
+  if graph.warnings:
+    raise RuntimeError(f"unexpected kernel-extraction warnings for cell {live}: {graph.warnings}")
+  return tuple(graph.kernels)
 
 
 def network_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()
@@ -463,49 +469,117 @@ def compute_features(ops_rows: np.ndarray, spec: str, config: NB201NetConfig = N
   return table[[pos[ops] for ops in live]]
 
 
+def _counts_chunk(args: tuple[list[tuple[int, ...]], NB201NetConfig]) -> KernelCounts:
+  """Worker entry point (module level so spawned processes can import it)."""
+  ops_list, config = args
+  return count_kernels([network_kernels(ops, config) for ops in ops_list],
+                       batch_size=config.batch_size)
+
+
+def compute_kernel_counts(ops_rows: np.ndarray, config: NB201NetConfig = NB201NetConfig(), *,
+                          workers: int = 1, chunk_size: int = 64,
+                          progress: Callable[[int, int], None] | None = None) -> KernelCounts:
+  """``model.KernelCounts`` of many cells (one row per ``ops_rows`` row), deduplicated by live cell.
+
+  What the kernel table and the feature rows are computed from (``KernelCounts.features`` gives
+  the ``FEATURE_NAMES`` rows). Arguments as ``compute_features``.
+  """
+  ops_rows = np.asarray(ops_rows)
+  if ops_rows.ndim != 2 or ops_rows.shape[1] != NUM_EDGES:
+    raise ValueError(f"ops_rows must have shape (n, {NUM_EDGES}), got {ops_rows.shape}")
+  if workers < 1 or chunk_size < 1:
+    raise ValueError(f"workers and chunk_size must be >= 1, got {workers}, {chunk_size}")
+  live = [live_ops(tuple(int(o) for o in r)) for r in ops_rows]
+  unique = sorted(set(live))
+  chunks = [unique[i:i + chunk_size] for i in range(0, len(unique), chunk_size)]
+  results: list[KernelCounts] = []
+  done = 0
+  if workers == 1 or len(chunks) <= 1:
+    parts = (_counts_chunk((c, config)) for c in chunks)
+  else:
+    import concurrent.futures  # pylint: disable=g-import-not-at-top
+    import multiprocessing  # pylint: disable=g-import-not-at-top
+
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    parts = pool.map(_counts_chunk, [(c, config) for c in chunks])
+  try:
+    for c, part in zip(chunks, parts):
+      results.append(part)
+      done += len(c)
+      if progress is not None:
+        progress(done, len(unique))
+  finally:
+    if workers > 1 and len(chunks) > 1:
+      pool.shutdown()
+  table = KernelCounts.concat(results) if results else count_kernels([])
+  pos = {ops: i for i, ops in enumerate(unique)}
+  return table.rows(np.array([pos[ops] for ops in live], np.int64))
+
+
+_CACHE_FORMAT = "kernel-counts/1"
+
+
 def cache_key(spec: str, config: NB201NetConfig = NB201NetConfig()) -> str:
-  """What a cached feature row depends on: ``fingerprint(config)`` plus the device spec name."""
-  return f"{fingerprint(config)}:{spec}"
+  """What a cached cell depends on: the cache format, ``fingerprint(config)`` and the spec name."""
+  return f"{_CACHE_FORMAT}:{fingerprint(config)}:{spec}"
 
 
-def load_feature_cache(path: str, key: str) -> dict[int, np.ndarray]:
-  """Rows of ``path`` (``features.npz``) keyed by arch index; empty when absent or stale.
+def load_feature_cache(path: str, key: str) -> tuple[np.ndarray, KernelCounts] | None:
+  """``(arch_index, KernelCounts)`` of the cells in ``path`` (``features.npz``); ``None`` when the
+  file is absent or was written under another key (a stale cache is recomputed, not reused).
 
   Raises:
-    DataError: the file exists but is not a readable feature cache (the message names it; delete
-      it to recompute).
+    DataError: the file exists but is not a readable cache (the message names it; delete it to
+      recompute).
   """
+  import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
 
+  import scipy.sparse  # pylint: disable=g-import-not-at-top
+
+  from cenas_jax.energy.model import kernel_from_dict  # pylint: disable=g-import-not-at-top
   from cenas_jax.errors import DataError  # pylint: disable=g-import-not-at-top
 
   if not os.path.exists(path):
-    return {}
+    return None
   try:
     with np.load(path, allow_pickle=False) as z:
-      if str(z["key"]) != key:
-        return {}
-      idx, rows = z["arch_index"], z["features"]
-  except (OSError, KeyError, ValueError) as e:
-    raise DataError(f"{path}: not a feature cache ({type(e).__name__}: {e}); delete it to "
-                    "recompute the features") from e
-  if rows.ndim != 2 or rows.shape != (len(idx), len(_feature_names())):
-    raise DataError(f"{path}: feature array has shape {rows.shape}; delete it to recompute")
-  return {int(i): r for i, r in zip(idx, rows)}
+      if "key" not in z.files or str(z["key"]) != key:
+        return None
+      idx = z["arch_index"].astype(np.int64)
+      kernels = tuple(kernel_from_dict(json.loads(str(t))) for t in z["kernels_json"])
+      counts = scipy.sparse.csr_matrix((z["counts_data"], z["counts_indices"],
+                                        z["counts_indptr"]), shape=(len(idx), len(kernels)))
+      batch = z["batch_size"].astype(np.int64)
+    return idx, KernelCounts(kernels, counts, batch)
+  except (OSError, KeyError, ValueError, TypeError) as e:
+    raise DataError(f"{path}: not a kernel-count cache ({type(e).__name__}: {e}); delete it to "
+                    "recompute") from e
 
 
-def save_feature_cache(path: str, key: str, rows_by_index: Mapping[int, np.ndarray]) -> None:
-  """Writes ``rows_by_index`` to ``path`` (``.npz``, atomically) under ``key``."""
+def save_feature_cache(path: str, key: str, arch_index: np.ndarray, counts: KernelCounts) -> None:
+  """Writes the kernel counts of the cells ``arch_index`` to ``path`` (``.npz``, atomically).
+
+  Stores the distinct kernels (JSON, names dropped) and the sparse per-cell launch counts, which
+  is what both the feature rows (``KernelCounts.features``) and the kernel table need.
+  """
   import io  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
 
   from cenas_jax.fileio import atomic_write_bytes  # pylint: disable=g-import-not-at-top
 
-  idx = np.array(sorted(rows_by_index), np.int64)
-  rows = (np.stack([rows_by_index[int(i)] for i in idx]) if len(idx) else
-          np.zeros((0, len(_feature_names()))))
+  idx = np.asarray(arch_index, np.int64)
+  if len(idx) != len(counts) or len(set(idx.tolist())) != len(idx):
+    raise ValueError(f"need one distinct arch_index per counted cell, got {len(idx)} for "
+                     f"{len(counts)}")
+  c = counts.counts.tocsr()
+  c.sort_indices()
   buf = io.BytesIO()
-  np.savez(buf, key=np.array(key), arch_index=idx, features=rows,
-           feature_names=np.array(_feature_names()))
+  np.savez_compressed(
+      buf, key=np.array(key), arch_index=idx, batch_size=counts.batch_size,
+      kernels_json=np.array([json.dumps(k.to_dict(), sort_keys=True) for k in counts.kernels]),
+      counts_data=c.data, counts_indices=c.indices, counts_indptr=c.indptr)
   atomic_write_bytes(path, buf.getvalue())
 
 
@@ -639,3 +713,243 @@ def select_ridge(feature_rows: np.ndarray, measured: np.ndarray, prior: Any, *, 
       errs.append(float(np.sqrt(np.mean(((p - y[va]) / y[va])**2))))
     scores[float(r)] = float(np.mean(errs))
   return min(scores, key=scores.get), scores
+
+
+# ----------------------------------------------------------------------------------------------------
+# The kernel table on top of the class model.
+
+TableChoice = tuple[tuple[str, ...], float]
+"""``(signature levels, ridge)`` of a kernel table; ``((), 0.0)`` means no table."""
+
+
+def _table_kwargs(kind: str, measured: np.ndarray) -> dict[str, np.ndarray]:
+  if kind == "energy":
+    return {"measured_energy_j": measured}
+  if kind == "latency":
+    return {"measured_time_s": measured}
+  raise ValueError(f"kind must be 'energy' or 'latency', got {kind!r}")
+
+
+def zero_model(prior: Any) -> Any:
+  """``prior`` with every class parameter, the static power and the launch gap at 0.
+
+  With a kernel table on it, predictions are the table's lookups alone (nn-Meter's pure kernel
+  lookup: an unseen signature costs nothing), the "table only" ablation.
+  """
+  from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
+
+  zero = em.ClassParams(0.0, 0.0, 0.0, 0.0)
+  return dataclasses.replace(prior, classes={c: zero for c in prior.classes}, static_power_w=0.0,
+                             launch_gap_s=0.0, provenance=f"zero:{prior.spec.name}")
+
+
+def fit_table_model(counts: KernelCounts, measured: np.ndarray, prior: Any, *, kind: str,
+                    class_ridge: float | None, table: TableChoice,
+                    class_counts: KernelCounts | None = None) -> Any:
+  """Class model (``fit_kernel_model``) plus a kernel table (``model.fit_kernel_table``).
+
+  Args:
+    counts: launch counts of the training cells.
+    measured: ``(n,)`` energies in J (``kind="energy"``) or times in s (``latency``).
+    prior: the analytical prior (``model.prior_model``).
+    kind: ``energy`` or ``latency``.
+    class_ridge: ridge of the class fit; ``None``: no class part (``zero_model``: table only).
+    table: ``(levels, ridge)`` of the table; no levels: the class model alone.
+    class_counts: the kernels the class part is fitted on, when they differ from ``counts``
+      (e.g. ``counts`` with ``edge_kernels`` added for the table, XLA's kernels alone here).
+
+  Returns:
+    An ``EnergyModel`` (predict with ``predict_table_model``).
+  """
+  from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
+
+  kwargs = _table_kwargs(kind, measured)
+  levels, ridge = table
+  if class_ridge is None:
+    if not levels:
+      raise ValueError("a model without class part needs table levels")
+    base = zero_model(prior)
+  else:
+    class_rows = (counts if class_counts is None else class_counts).features(prior.spec)
+    base = fit_kernel_model(class_rows, measured, prior, kind=kind, ridge=class_ridge)
+  if not levels:
+    return base
+  return em.fit_kernel_table(base, counts, levels=levels, ridge=ridge, **kwargs)
+
+
+def predict_table_model(fitted: Any, counts: KernelCounts, *, kind: str) -> np.ndarray:
+  """Energies in J or times in s of the cells of ``counts`` under ``fit_table_model``'s result."""
+  from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
+
+  if kind == "energy":
+    return np.asarray(em.predict_energy_j(fitted, counts))
+  if kind == "latency":
+    return np.asarray(em.predict_time_s(fitted, counts))
+  raise ValueError(f"kind must be 'energy' or 'latency', got {kind!r}")
+
+
+def select_table(counts: KernelCounts, measured: np.ndarray, prior: Any, *, kind: str,
+                 class_ridge: float | None, candidates: Sequence[TableChoice], folds: int = 5,
+                 seed: int = 0, class_counts: KernelCounts | None = None
+                 ) -> tuple[TableChoice, dict[str, float]]:
+  """The table (levels, ridge) with the lowest k-fold cross-validated RMSPE (training cells only).
+
+  The class part is refitted on each fold's training cells (with ``class_ridge``, on
+  ``class_counts`` when given, as in ``fit_table_model``), then every candidate table on top of it.
+
+  Returns:
+    ``(best candidate, {"<levels>@<ridge>": mean held-out-fold RMSPE})``.
+  """
+  from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
+
+  y = np.asarray(measured, np.float64)
+  if folds < 2 or len(y) < folds or not candidates:
+    raise ValueError("need folds >= 2, at least `folds` rows and at least one candidate")
+  fold = np.random.default_rng(seed).permutation(len(y)) % folds
+  errs: dict[int, list[float]] = {i: [] for i in range(len(candidates))}
+  for k in range(folds):
+    tr, va = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+    c_tr, c_va = counts.rows(tr), counts.rows(va)
+    base = (zero_model(prior) if class_ridge is None else
+            fit_kernel_model((counts if class_counts is None else class_counts).rows(tr).features(
+                prior.spec), y[tr], prior, kind=kind, ridge=class_ridge))
+    for i, (levels, ridge) in enumerate(candidates):
+      fitted = base if not levels else em.fit_kernel_table(
+          base, c_tr, levels=levels, ridge=ridge, **_table_kwargs(kind, y[tr]))
+      p = predict_table_model(fitted, c_va, kind=kind)
+      errs[i].append(float(np.sqrt(np.mean(((p - y[va]) / y[va])**2))))
+  scores = {table_label(c): float(np.mean(errs[i])) for i, c in enumerate(candidates)}
+  best = min(range(len(candidates)), key=lambda i: np.mean(errs[i]))
+  return candidates[best], scores
+
+
+def table_label(choice: TableChoice) -> str:
+  """``"class+op@0.001"`` (``"none"`` for no table)."""
+  levels, ridge = choice
+  return f"{'+'.join(levels)}@{ridge:g}" if levels else "none"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launches of the reference runtime that XLA's kernels do not show.
+
+EDGE_TARGET = "nb201-edge"
+NODE_SUM_TARGET = "nb201-node-sum"
+# How edge kernels are keyed: "op" gives every live edge of the same op (and every node summing
+# the same number of edges) one signature per stage, i.e. a per-launch cost that does not depend
+# on where in the cell it sits - what a per-op runtime cost model can claim; "position" also keys
+# them by edge / node, which lets the table learn a cost per (position, op): an encoding of the
+# cell itself rather than of its kernels.
+EDGE_KEYS: tuple[str, ...] = ("position", "op")
+
+
+def edge_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig(), *,
+                 keys: str = "position") -> tuple[Kernel, ...]:
+  """Zero-cost placeholder kernels for the cell structure that XLA's fusion hides.
+
+  XLA fuses every node sum, BN and ReLU of a cell into a few loop kernels and elides identity
+  edges, so its kernels do not say where in the cell an op sits or how many inputs each node
+  sums. A runtime that executes the cell module by module (HW-NAS-Bench measured PyTorch-defined
+  networks on the Jetson) launches work for each of them. These placeholders carry that structure
+  into the kernel table: per stage and per cell (``repeat`` = cells per stage), one
+  ``kernel_class="other"`` kernel per live edge (``fused_ops=("edge<to><-<from>:<op>",)``, target
+  ``EDGE_TARGET``) and one per live node (``("node<j>:sum<k>",)`` for a node summing ``k`` live
+  edges, target ``NODE_SUM_TARGET``), with the stage's activation shape and no FLOPs or bytes:
+  the class predictor prices them as ``other`` launches, and ``model.fit_kernel_table`` learns
+  what each costs on the measured device. Dead edges (``live_ops``) get none. With
+  ``keys="op"`` the position is left out (``("edge:<op>",)``, ``("sum<k>",)``); see ``EDGE_KEYS``.
+
+  Raises:
+    ValueError: bad ``ops`` or ``keys``.
+  """
+  from cenas_jax.spaces.nb201 import OPS  # pylint: disable=g-import-not-at-top
+
+  if keys not in EDGE_KEYS:
+    raise ValueError(f"edge kernel keys must be one of {EDGE_KEYS}, got {keys!r}")
+  positional = keys == "position"
+
+  live = live_ops(ops)
+  out = []
+  hw, c = config.input_hw, config.C
+  for stage in range(3):
+    if stage > 0:
+      hw, c = hw // 2, c * 2
+    shape = ((config.batch_size, hw, hw, c),)
+    per_node = {1: 0, 2: 0, 3: 0}
+    for e, (to_node, from_node) in enumerate(EDGES):
+      if live[e] == NONE:
+        continue
+      per_node[to_node] += 1
+      out.append(Kernel(name="", kernel_class="other", dtype="f32", in_shapes=shape,
+                        out_shapes=shape, flops=0, transcendentals=0, bytes_read=0,
+                        bytes_written=0, fused_ops=((f"edge{to_node}<-{from_node}:{OPS[live[e]]}",) if positional
+                                   else (f"edge:{OPS[live[e]]}",)),
+                        repeat=config.N, target=EDGE_TARGET))
+    for j, k in per_node.items():
+      if k:
+        out.append(Kernel(name="", kernel_class="other", dtype="f32", in_shapes=shape * k,
+                          out_shapes=shape, flops=0, transcendentals=0, bytes_read=0,
+                          bytes_written=0, fused_ops=((f"node{j}:sum{k}",) if positional else (f"sum{k}",)),
+                          repeat=config.N,
+                          target=NODE_SUM_TARGET))
+  return tuple(out)
+
+
+def edge_kernel_counts(ops_rows: np.ndarray, config: NB201NetConfig = NB201NetConfig(), *,
+                       keys: str = "position") -> KernelCounts:
+  """``model.KernelCounts`` of ``edge_kernels`` for every row of ``ops_rows``."""
+  return count_kernels([edge_kernels(tuple(int(o) for o in r), config, keys=keys)
+                        for r in ops_rows],
+                       batch_size=config.batch_size)
+
+
+def with_edge_kernels(counts: KernelCounts, ops_rows: np.ndarray,
+                      config: NB201NetConfig = NB201NetConfig(), *,
+                      keys: str = "position") -> KernelCounts:
+  """``counts`` (XLA kernels of the cells ``ops_rows``) plus their ``edge_kernels``."""
+  import scipy.sparse  # pylint: disable=g-import-not-at-top
+
+  extra = edge_kernel_counts(ops_rows, config, keys=keys)
+  if len(extra) != len(counts):
+    raise ValueError(f"{len(ops_rows)} cells for {len(counts)} kernel-count rows")
+  return KernelCounts(counts.kernels + extra.kernels,
+                      scipy.sparse.hstack([counts.counts, extra.counts]).tocsr(),
+                      counts.batch_size)
+
+
+def runtime_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig(), *,
+                    keys: str = "position") -> tuple[Kernel, ...]:
+  """``network_kernels(ops)`` followed by ``edge_kernels(ops, keys=keys)``: what a model fitted
+  with edge kernels (``energy_model_nb201 --edge_kernels=<keys>``) predicts a cell from."""
+  return network_kernels(ops, config) + edge_kernels(ops, config, keys=keys)
+
+
+def duplicate_noise_floor(ops_rows: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+  """What a perfect predictor of each live cell's mean would score, from repeated live cells.
+
+  Cells with the same ``live_ops`` run the same network, so their measurements differ only by
+  noise. For each group of ``n >= 2`` such cells, ``(y - mean) * sqrt(n / (n - 1))`` estimates a
+  measurement's deviation from the (unknown) true mean; the RMSPE and share within +-10 % of those
+  deviations (relative to the measurement, as ``regression_metrics``) bound what any predictor of
+  the network can reach on these cells.
+
+  Returns:
+    ``{"n_groups", "n_cells", "rmspe", "acc10", "median_abs_rel"}`` (NaN rates when no cell
+    repeats).
+  """
+  y = np.asarray(measured, np.float64)
+  groups: dict[tuple[int, ...], list[float]] = {}
+  for row, v in zip(np.asarray(ops_rows), y):
+    groups.setdefault(live_ops(tuple(int(o) for o in row)), []).append(float(v))
+  devs = []
+  for values in groups.values():
+    if len(values) > 1:
+      g = np.array(values)
+      d = (g - g.mean()) * np.sqrt(len(g) / (len(g) - 1))
+      devs.append(d / (g.mean() + d))  # (mean - y) / y with y = mean + d, sign irrelevant
+  if not devs:
+    return {"n_groups": 0, "n_cells": 0, "rmspe": float("nan"), "acc10": float("nan"),
+            "median_abs_rel": float("nan")}
+  rel = np.concatenate(devs)
+  return {"n_groups": len(devs), "n_cells": int(len(rel)), "rmspe": float(np.sqrt(np.mean(rel**2))),
+          "acc10": float(np.mean(np.abs(rel) <= 0.1)),
+          "median_abs_rel": float(np.median(np.abs(rel)))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -79,18 +80,69 @@ def test_compute_features_deduplicates_and_keeps_row_order():
   np.testing.assert_array_equal(rows[1], nk.network_features((1,) * 6, "jetson-tx2"))
 
 
+def test_compute_kernel_counts_match_network_kernels_and_keep_row_order():
+  ops = np.array([[3, 2, 4, 0, 1, 0], [1, 1, 1, 1, 1, 1], [3, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0]])
+  counts = nk.compute_kernel_counts(ops)
+  assert len(counts) == 4
+  lists = counts.kernel_lists()
+  for row, ks in zip(ops, lists):
+    want = collections.Counter()
+    for k in nk.network_kernels(tuple(row)):
+      want[k.signature] += k.repeat
+    got = collections.Counter()
+    for k in ks:
+      got[k.signature] += k.repeat
+    assert got == want
+  np.testing.assert_allclose(counts.features("jetson-tx2"),
+                             nk.compute_features(ops, "jetson-tx2"), rtol=1e-12)
+  # Rows 0 and 2 are the same live cell.
+  assert counts.counts[0].toarray().tolist() == counts.counts[2].toarray().tolist()
+
+
 def test_feature_cache_round_trip_and_stale_key(tmp_path):
   path = str(tmp_path / "features.npz")
-  assert nk.load_feature_cache(path, "k") == {}
-  rows = {5: np.arange(len(em.FEATURE_NAMES), dtype=float), 2: np.ones(len(em.FEATURE_NAMES))}
-  nk.save_feature_cache(path, "k", rows)
-  back = nk.load_feature_cache(path, "k")
-  assert sorted(back) == [2, 5]
-  np.testing.assert_array_equal(back[5], rows[5])
-  assert nk.load_feature_cache(path, "other-key") == {}
+  assert nk.load_feature_cache(path, "k") is None
+  counts = nk.compute_kernel_counts(np.array([[3, 2, 4, 1, 3, 3], [1, 0, 1, 0, 0, 1]]))
+  nk.save_feature_cache(path, "k", np.array([5, 2]), counts)
+  idx, back = nk.load_feature_cache(path, "k")
+  assert idx.tolist() == [5, 2]
+  assert back.kernels == counts.kernels
+  assert (back.counts != counts.counts).nnz == 0
+  np.testing.assert_array_equal(back.features("jetson-tx2"), counts.features("jetson-tx2"))
+  assert nk.load_feature_cache(path, "other-key") is None
+  with pytest.raises(ValueError, match="distinct arch_index"):
+    nk.save_feature_cache(path, "k", np.array([5, 5]), counts)
   (tmp_path / "bad.npz").write_bytes(b"not an npz")
   with pytest.raises(DataError, match="bad.npz"):
     nk.load_feature_cache(str(tmp_path / "bad.npz"), "k")
+  # A cache of the previous format (feature rows only) is stale, not an error.
+  np.savez(tmp_path / "old.npz", key=np.array("k0"), arch_index=np.array([1]),
+           features=np.zeros((1, len(em.FEATURE_NAMES))))
+  assert nk.load_feature_cache(str(tmp_path / "old.npz"), nk.cache_key("jetson-tx2")) is None
+  assert nk.cache_key("jetson-tx2").endswith(":jetson-tx2")
+
+
+def test_table_model_select_fit_and_ablation_pieces():
+  rng = np.random.default_rng(0)
+  ops = rng.integers(0, 5, size=(60, 6))
+  counts = nk.compute_kernel_counts(ops)
+  prior = em.prior_model("jetson-tx2")
+  # Synthetic measurements: the prior plus a known extra cost per 3x3-conv launch (op level).
+  conv3 = [k for k in counts.kernels if k.kernel_class == "conv" and k.in_shapes[1][:2] == (3, 3)]
+  extra = em.KernelTable(("op",), {"op": {em.signature_key(k, "op"): 2e-4 for k in conv3}},
+                         {"op": {}}, {"op": 1.0})
+  y = em.predict_energy_j(dataclasses.replace(prior, table=extra), counts)
+  choice, scores = nk.select_table(counts, y, prior, kind="energy", class_ridge=1e2,
+                                   candidates=[((), 0.0), (("op",), 1e-6), (("op",), 1e2)])
+  assert choice == (("op",), 1e-6) and set(scores) == {"none", "op@1e-06", "op@100"}
+  fitted = nk.fit_table_model(counts, y, prior, kind="energy", class_ridge=1e2, table=choice)
+  np.testing.assert_allclose(nk.predict_table_model(fitted, counts, kind="energy"), y, rtol=1e-3)
+  only = nk.fit_table_model(counts, y, prior, kind="energy", class_ridge=None,
+                            table=(("full",), 1e-6))
+  assert only.static_power_w == 0 and only.table is not None
+  assert nk.table_label((("class", "op"), 1e-3)) == "class+op@0.001"
+  with pytest.raises(ValueError, match="kind"):
+    nk.predict_table_model(fitted, counts, kind="power")
 
 
 def test_fingerprint_is_stable_and_depends_on_config():
@@ -127,3 +179,50 @@ def test_fit_time_model_recovers_scaled_efficiencies():
   np.testing.assert_allclose(em.predict_time_s(fit, feats), t_true, rtol=1e-3)
   np.testing.assert_allclose(em.predict_time_s(truth, feats), em.predict_time_s(prior, feats),
                              rtol=1e-6)
+
+
+def test_edge_kernels_describe_live_edges_and_node_sums():
+  full = nk.edge_kernels((3, 2, 4, 1, 3, 3))
+  assert len(full) == 3 * (6 + 3)  # per stage: 6 live edges, nodes summing 1, 2 and 3 edges
+  assert all(k.kernel_class == "other" and k.flops == 0 and k.bytes_accessed == 0 and k.repeat == 5
+             for k in full)
+  stage1 = [k.fused_ops[0] for k in full if k.out_shapes == ((1, 32, 32, 16),)]
+  assert stage1 == ["edge1<-0:nor_conv_3x3", "edge2<-0:nor_conv_1x1", "edge2<-1:avg_pool_3x3",
+                    "edge3<-0:skip_connect", "edge3<-1:nor_conv_3x3", "edge3<-2:nor_conv_3x3",
+                    "node1:sum1", "node2:sum2", "node3:sum3"]
+  assert {k.out_shapes for k in full} == {((1, 32, 32, 16),), ((1, 16, 16, 32),), ((1, 8, 8, 64),)}
+  # Dead edges (node 2 feeds nothing here) get no placeholder.
+  dead = nk.edge_kernels((3, 2, 4, 0, 1, 0))
+  assert [k.fused_ops[0] for k in dead[:4]] == ["edge1<-0:nor_conv_3x3", "edge3<-1:skip_connect",
+                                                "node1:sum1", "node3:sum1"]
+  assert dead == nk.edge_kernels((3, 0, 0, 0, 1, 0))
+  assert nk.edge_kernels((0, 0, 0, 0, 0, 0)) == ()
+  assert nk.runtime_kernels((1, 0, 1, 0, 0, 1)) == (nk.network_kernels((1, 0, 1, 0, 0, 1)) +
+                                                     nk.edge_kernels((1, 0, 1, 0, 0, 1)))
+  ops = np.array([[3, 2, 4, 1, 3, 3], [1, 0, 1, 0, 0, 1]])
+  both = nk.with_edge_kernels(nk.compute_kernel_counts(ops), ops)
+  for row, ks in zip(ops, both.kernel_lists()):
+    assert sum(k.repeat for k in ks) == sum(k.repeat for k in nk.runtime_kernels(tuple(row)))
+  with pytest.raises(ValueError, match="cells for"):
+    nk.with_edge_kernels(nk.compute_kernel_counts(ops), ops[:1])
+  # Keyed by op only: the same signatures wherever the edge sits, and node sums by arity.
+  by_op = nk.edge_kernels((3, 2, 4, 1, 3, 3), keys="op")
+  assert [k.fused_ops[0] for k in by_op[:9]] == [
+      "edge:nor_conv_3x3", "edge:nor_conv_1x1", "edge:avg_pool_3x3", "edge:skip_connect",
+      "edge:nor_conv_3x3", "edge:nor_conv_3x3", "sum1", "sum2", "sum3"]
+  assert [dataclasses.replace(k, fused_ops=()) for k in by_op] == [
+      dataclasses.replace(k, fused_ops=()) for k in full]
+  with pytest.raises(ValueError, match="edge kernel keys"):
+    nk.edge_kernels((3, 2, 4, 1, 3, 3), keys="edge")
+
+
+def test_duplicate_noise_floor_from_repeated_live_cells():
+  # Two cells share a live cell (node 2 feeds nothing in both); the third is alone.
+  ops = np.array([[3, 2, 4, 0, 1, 0], [3, 0, 0, 0, 1, 0], [1, 1, 1, 1, 1, 1]])
+  floor = nk.duplicate_noise_floor(ops, np.array([1.0, 1.2, 5.0]))
+  assert floor["n_groups"] == 1 and floor["n_cells"] == 2
+  d = 0.1 * np.sqrt(2.0)  # deviation from the mean 1.1, corrected for the group size
+  rel = np.array([-d / (1.1 - d), d / (1.1 + d)])
+  assert floor["rmspe"] == pytest.approx(np.sqrt(np.mean(rel**2)))
+  assert floor["acc10"] == pytest.approx(np.mean(np.abs(rel) <= 0.1))
+  assert np.isnan(nk.duplicate_noise_floor(ops[2:], np.array([5.0]))["rmspe"])

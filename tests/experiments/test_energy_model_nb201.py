@@ -39,12 +39,39 @@ def test_default_targets_write_metrics_predictions_plot_and_reuse_cache(tmp_path
   summary = json.loads((wd / "summary.json").read_text())
   assert summary["provenance"]["seed"] == 0
   assert summary["timings"]["extracted_cells"] == 40
+  # The ablation (same split) and the table chosen by CV on the training cells.
+  for name in on_disk:
+    assert set(summary["ablation"][name]) == set(exp.ABLATION)
+    assert summary["ablation"][name]["roofline_table_and_position_edges"] == pytest.approx(
+        on_disk[name]["kernel_model"])
+    assert summary["noise_floor"][name]["n_cells"] >= 0
+    info = summary["models"][name]
+    assert info["table"] in info["table_cv_rmspe"]
+    assert min(info["table_cv_rmspe"].values()) == info["table_cv_rmspe"][info["table"]]
+  # The saved model (with its table) predicts a cell from its kernels as in predictions.csv.
+  from cenas_jax.data.nasbench import load_nb201_table
+  from cenas_jax.energy import model as em
+  from cenas_jax.energy import nb201_kernels as nk
+
+  model = em.load_energy_model(wd / "kernel_model_edgegpu_energy.json")
+  assert summary["models"]["edgegpu_energy"]["edge_kernels"] == "position"
+  row = energy[0]
+  ops = load_nb201_table().ops[int(row["arch_index"])]
+  assert em.predict_energy_j(model, nk.runtime_kernels(tuple(ops))) * 1e3 == pytest.approx(
+      float(row["pred_kernel_model"]), rel=1e-6)
   out = capsys.readouterr().out
   assert "kernel_model" in out and "flops_linear" in out
   # Rerun: every feature row comes from features.npz, and the numbers are the same.
   again = exp.run(str(wd), limit=40, workers=1)
   assert json.loads((wd / "summary.json").read_text())["timings"]["extracted_cells"] == 0
   assert again == metrics
+  # Without edge kernels the kernel model is roofline + table on XLA's kernels alone.
+  plain = exp.run(str(wd), limit=40, workers=1, edge_kernels="none")
+  summary = json.loads((wd / "summary.json").read_text())
+  assert set(summary["ablation"]["edgegpu_energy"]) == set(exp.ABLATION) - {
+      "roofline_table_and_op_edges", "roofline_table_and_position_edges"}
+  assert summary["ablation"]["edgegpu_energy"]["roofline_and_table"] == pytest.approx(
+      plain["edgegpu_energy"]["kernel_model"])
 
 
 def test_targets_csv_by_arch_str_with_missing_values(tmp_path, shared_data):
