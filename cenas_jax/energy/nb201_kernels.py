@@ -39,7 +39,7 @@ import functools
 import hashlib
 import math
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -419,6 +419,50 @@ def _features_chunk(args: tuple[list[tuple[int, ...]], str, NB201NetConfig]) -> 
   return np.stack([network_features(ops, spec, config) for ops in ops_list])
 
 
+def _map_live_cells(ops_rows: np.ndarray, fn: Callable[[tuple[Any, ...]], Any], extra: tuple[Any, ...],
+                    *, workers: int, chunk_size: int,
+                    progress: Callable[[int, int], None] | None
+                    ) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]], list[Any]]:
+  """Runs ``fn((chunk, *extra))`` over chunks of the distinct live cells of ``ops_rows``.
+
+  Returns ``(live, unique, parts)``: each row's live cell, the sorted distinct live cells, and
+  ``fn``'s result per chunk of ``unique`` in order. ``workers > 1`` uses spawned processes (``fn``
+  must be a module-level function).
+
+  Raises:
+    ValueError: bad ``ops_rows`` shape, ``workers`` or ``chunk_size``.
+  """
+  ops_rows = np.asarray(ops_rows)
+  if ops_rows.ndim != 2 or ops_rows.shape[1] != NUM_EDGES:
+    raise ValueError(f"ops_rows must have shape (n, {NUM_EDGES}), got {ops_rows.shape}")
+  if workers < 1 or chunk_size < 1:
+    raise ValueError(f"workers and chunk_size must be >= 1, got {workers}, {chunk_size}")
+  live = [live_ops(tuple(int(o) for o in r)) for r in ops_rows]
+  unique = sorted(set(live))
+  chunks = [unique[i:i + chunk_size] for i in range(0, len(unique), chunk_size)]
+  parts: list[Any] = []
+  done = 0
+
+  def collect(results: Iterable[Any]) -> None:
+    nonlocal done
+    for c, part in zip(chunks, results):
+      parts.append(part)
+      done += len(c)
+      if progress is not None:
+        progress(done, len(unique))
+
+  if workers == 1 or len(chunks) <= 1:
+    collect(fn((c, *extra)) for c in chunks)
+  else:
+    import concurrent.futures  # pylint: disable=g-import-not-at-top
+    import multiprocessing  # pylint: disable=g-import-not-at-top
+
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+      collect(pool.map(fn, [(c, *extra) for c in chunks]))
+  return live, unique, parts
+
+
 def compute_features(ops_rows: np.ndarray, spec: str, config: NB201NetConfig = NB201NetConfig(), *,
                      workers: int = 1, chunk_size: int = 64,
                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -435,36 +479,11 @@ def compute_features(ops_rows: np.ndarray, spec: str, config: NB201NetConfig = N
   Returns:
     ``(n, len(FEATURE_NAMES))`` float64.
   """
-  ops_rows = np.asarray(ops_rows)
-  if ops_rows.ndim != 2 or ops_rows.shape[1] != NUM_EDGES:
-    raise ValueError(f"ops_rows must have shape (n, {NUM_EDGES}), got {ops_rows.shape}")
-  if workers < 1 or chunk_size < 1:
-    raise ValueError(f"workers and chunk_size must be >= 1, got {workers}, {chunk_size}")
-  live = [live_ops(tuple(int(o) for o in r)) for r in ops_rows]
-  unique = sorted(set(live))
-  chunks = [unique[i:i + chunk_size] for i in range(0, len(unique), chunk_size)]
-  results: list[np.ndarray] = []
-  done = 0
-  if workers == 1 or len(chunks) <= 1:
-    for c in chunks:
-      results.append(_features_chunk((c, spec, config)))
-      done += len(c)
-      if progress is not None:
-        progress(done, len(unique))
-  else:
-    import concurrent.futures  # pylint: disable=g-import-not-at-top
-    import multiprocessing  # pylint: disable=g-import-not-at-top
-
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-      for c, rows in zip(chunks, pool.map(_features_chunk, [(c, spec, config) for c in chunks])):
-        results.append(rows)
-        done += len(c)
-        if progress is not None:
-          progress(done, len(unique))
+  live, unique, parts = _map_live_cells(ops_rows, _features_chunk, (spec, config), workers=workers,
+                                        chunk_size=chunk_size, progress=progress)
   if not unique:
     return np.zeros((0, len(_feature_names())), np.float64)
-  table = np.concatenate(results)
+  table = np.concatenate(parts)
   pos = {ops: i for i, ops in enumerate(unique)}
   return table[[pos[ops] for ops in live]]
 
@@ -484,35 +503,9 @@ def compute_kernel_counts(ops_rows: np.ndarray, config: NB201NetConfig = NB201Ne
   What the kernel table and the feature rows are computed from (``KernelCounts.features`` gives
   the ``FEATURE_NAMES`` rows). Arguments as ``compute_features``.
   """
-  ops_rows = np.asarray(ops_rows)
-  if ops_rows.ndim != 2 or ops_rows.shape[1] != NUM_EDGES:
-    raise ValueError(f"ops_rows must have shape (n, {NUM_EDGES}), got {ops_rows.shape}")
-  if workers < 1 or chunk_size < 1:
-    raise ValueError(f"workers and chunk_size must be >= 1, got {workers}, {chunk_size}")
-  live = [live_ops(tuple(int(o) for o in r)) for r in ops_rows]
-  unique = sorted(set(live))
-  chunks = [unique[i:i + chunk_size] for i in range(0, len(unique), chunk_size)]
-  results: list[KernelCounts] = []
-  done = 0
-  if workers == 1 or len(chunks) <= 1:
-    parts = (_counts_chunk((c, config)) for c in chunks)
-  else:
-    import concurrent.futures  # pylint: disable=g-import-not-at-top
-    import multiprocessing  # pylint: disable=g-import-not-at-top
-
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    parts = pool.map(_counts_chunk, [(c, config) for c in chunks])
-  try:
-    for c, part in zip(chunks, parts):
-      results.append(part)
-      done += len(c)
-      if progress is not None:
-        progress(done, len(unique))
-  finally:
-    if workers > 1 and len(chunks) > 1:
-      pool.shutdown()
-  table = KernelCounts.concat(results) if results else count_kernels([])
+  live, unique, parts = _map_live_cells(ops_rows, _counts_chunk, (config,), workers=workers,
+                                        chunk_size=chunk_size, progress=progress)
+  table = KernelCounts.concat(parts) if parts else count_kernels([])
   pos = {ops: i for i, ops in enumerate(unique)}
   return table.rows(np.array([pos[ops] for ops in live], np.int64))
 
