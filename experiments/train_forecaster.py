@@ -26,6 +26,14 @@ path, early stopping and quantile calibration look at ``--region`` only) and sav
 ``--restore_from=DIR`` evaluates an already trained forecaster (a ``forecaster/`` folder) on any
 trace without retraining; a workdir that already holds a finished ``forecaster/`` is evaluated again
 the same way (rerunning a finished job never retrains).
+
+``--refit_every_hours=N`` evaluates the forecaster as an operational one: at the first test origin and
+then every N hours of test time, the closed-form parts of the model (its linear ridge path and, when
+the model is calibrated, its P10/P90 calibration) are refitted on all hours strictly before that
+time (training period + the test hours already past), with the network's weights frozen; the linear
+AR baseline is refitted on the same schedule and data. ``models`` then holds the refitted forecasts
+and ``models_without_refit`` the frozen ones; ``refit`` in metrics.json records the mode. The test
+trace must continue the training trace (same series, no gap).
 """
 
 from __future__ import annotations
@@ -72,6 +80,13 @@ _TRAIN_REGIONS = flags.DEFINE_list("train_regions", [], "Other regions whose for
                                    "(same --train_start/--train_end) are added to the training windows "
                                    "of one global model (empty: train on --region only).")
 _EVAL_STEP_HOURS = flags.DEFINE_integer("eval_step_hours", 24, "Hours between rolling test origins.")
+_REFIT_EVERY_HOURS = flags.DEFINE_integer(
+    "refit_every_hours", 0, "Refit the model's closed-form parts (linear path, P10/P90 calibration; the "
+    "network frozen) and the linear AR baseline every this many hours of test time, on all data before "
+    "the refit time (0: never refit, the models stay as trained).", lower_bound=0)
+_REFIT_TARGET = flags.DEFINE_enum(
+    "refit_target", "residual", ["residual", "target"], "What the refitted linear path fits: what the "
+    "frozen network leaves unexplained (residual) or the targets on its own, as at training (target).")
 _PLOT_WEEK_START = flags.DEFINE_string("plot_week_start", None, "Start (UTC) of the plotted test week "
                                        "(default: the first test origin).")
 # Model.
@@ -103,6 +118,9 @@ _WARMUP_STEPS = flags.DEFINE_integer("warmup_steps", 200, "Linear learning-rate 
 _CALIBRATE = flags.DEFINE_bool("calibrate_quantiles", True, "Recalibrate P10/P90 per horizon hour on "
                                "the validation slice (saved with the forecaster).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
+
+
+_LINEAR_L2_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,8 +277,7 @@ def _fit_linear(trace: carbon_traces.CarbonTrace, length: int, horizon: int,
     hist_extra = None if extra_z is None else fm.make_windows(extra_z, origins, length, horizon)[0]
     return baselines.linear_ar_features(hist, hours[origins], hist_extra), fut
 
-  model = baselines.fit_linear_ar_with_validation(
-      data(train_o), data(val_o), l2_grid=(0.01, 0.1, 1.0, 10.0, 100.0, 1000.0))
+  model = baselines.fit_linear_ar_with_validation(data(train_o), data(val_o), l2_grid=_LINEAR_L2_GRID)
   logging.info("Linear AR: ridge l2=%g chosen on the validation slice.", model.l2)
   return model, norm
 
@@ -292,9 +309,83 @@ def _plot(path: Path, t: pd.DatetimeIndex, actual, p10, p50, p90, title: str) ->
   plt.close(fig)
 
 
+def _refit_series(train: carbon_traces.CarbonTrace, test: carbon_traces.CarbonTrace) -> pd.Series:
+  """The training trace continued by the test trace: what the refits may read (before each cutoff)."""
+  a, b = train.ci_g_per_kwh, test.ci_g_per_kwh
+  overlap = b.index[b.index <= a.index[-1]]
+  if len(overlap) and not np.allclose(a.reindex(overlap).to_numpy(), b.loc[overlap].to_numpy(), rtol=1e-9):
+    raise app.UsageError(f"--refit_every_hours: the test trace {test.path} disagrees with the training trace "
+                         f"{train.path} on the hours they share; refitting needs one series. Use the same "
+                         "file for --train_trace and --test_trace, or --refit_every_hours=0.")
+  series = pd.concat([a, b[b.index > a.index[-1]]])
+  try:
+    fm.check_hourly(series, name="training + test trace")
+  except ValueError as e:
+    raise app.UsageError(f"--refit_every_hours needs a test trace that continues the training trace "
+                         f"without a gap ({e}); set --train_end to --test_start or use "
+                         "--refit_every_hours=0.") from e
+  return series
+
+
+def _refit_forecasts(model: fc.TrainedForecaster, linear_norm: fm.Normalization, series: pd.Series,
+                     origin_times: pd.DatetimeIndex, val_hours: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+  """Forecasts of the transformer and of the linear AR with their closed-form parts refitted on a schedule.
+
+  Returns:
+    ``(q, linear_pred, info)``: ``(M, H, Q)`` and ``(M, H)`` forecasts (gCO2eq/kWh) at ``origin_times``
+    and what the refits did.
+  """
+  cfg = model.config
+  horizon = cfg.horizon_hours
+  t0 = time.perf_counter()
+  values = series.to_numpy()
+  hours = fm.hours_since_epoch(series.index)
+  windows = fc.frozen_network_windows(model.params, values, hours, config=cfg, normalization=model.normalization)
+  positions = series.index.get_indexer(origin_times)
+  eval_rows = positions - windows.origins[0]
+  cutoffs = fm.refit_cutoffs(positions, _REFIT_EVERY_HOURS.value)
+  calibrate = model.calibration is not None
+  q_z, parts = fc.rolling_refit_quantiles(windows, eval_rows, cutoffs, config=cfg, val_hours=val_hours,
+                                          fit_target=_REFIT_TARGET.value,
+                                          calibration_hours=val_hours if calibrate else None)
+  # The linear AR baseline: same windows, same cutoffs, same penalty rule as its first fit.
+  lin_z = linear_norm.transform(values)
+  hist, fut = fm.make_windows(lin_z, windows.origins, cfg.history_hours, horizon)
+  features = baselines.linear_ar_features(hist, hours[windows.origins])
+  lin_pred, lin_refits = baselines.rolling_refit_linear_ar(
+      features, fut, windows.origins, eval_rows, cutoffs, horizon_hours=horizon, val_hours=val_hours,
+      l2_grid=_LINEAR_L2_GRID)
+  refit_s = time.perf_counter() - t0
+  info = {
+      "mode": "rolling", "every_hours": _REFIT_EVERY_HOURS.value, "fit_target": _REFIT_TARGET.value,
+      "parts": ["linear_skip"] + (["quantile_calibration"] if calibrate else []),
+      "network": "frozen", "val_hours": val_hours, "num_refits": len(parts), "refit_s": refit_s,
+      "data": "all hours strictly before each refit time (training period + test hours already past)",
+      "refits": [{"cutoff": series.index[p.cutoff].isoformat(), "transformer_l2": p.l2,
+                  "linear_ar_l2": r["l2"], "num_windows": p.num_windows}
+                 for p, r in zip(parts, lin_refits)],
+  }
+  logging.info("Refitted %d times (every %d h) in %.1f s.", len(parts), _REFIT_EVERY_HOURS.value, refit_s)
+  return model.normalization.inverse(q_z), linear_norm.inverse(lin_pred), info
+
+
+def _targets(tr: list[float], lin: list[float], best_naive: np.ndarray) -> dict[str, Any]:
+  day1 = tr[0] / best_naive[0]
+  days2to4 = float(np.mean(tr[1:]) / np.mean(best_naive[1:]))
+  return {"day1_ratio_to_best_naive": float(day1), "days2to4_ratio_to_best_naive": days2to4,
+          "day1_target_met": bool(day1 <= 0.8), "days2to4_target_met": bool(days2to4 <= 0.9),
+          "beats_linear_every_day": bool(all(a < b for a, b in zip(tr, lin)))}
+
+
 def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_norm: fm.Normalization,
-             trace: carbon_traces.CarbonTrace, test_start: pd.Timestamp, workdir: Path) -> dict[str, Any]:
-  """Rolling-origin metrics of the transformer and the baselines on ``trace`` from ``test_start``."""
+             trace: carbon_traces.CarbonTrace, test_start: pd.Timestamp, workdir: Path,
+             refit_series: pd.Series | None = None, refit_val_hours: int = 0) -> dict[str, Any]:
+  """Rolling-origin metrics of the transformer and the baselines on ``trace`` from ``test_start``.
+
+  With ``refit_series`` (the training trace continued by ``trace``), the transformer's closed-form
+  parts and the linear AR are refitted every ``--refit_every_hours`` on the hours of ``refit_series``
+  before each refit time; the frozen models' metrics go to ``models_without_refit``.
+  """
   cfg = model.config
   length, horizon = cfg.history_hours, cfg.horizon_hours
   ci = trace.ci_g_per_kwh
@@ -330,7 +421,8 @@ def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_nor
           np.asarray(cfg.quantiles) * (actual[..., None] - q),
           (np.asarray(cfg.quantiles) - 1) * (actual[..., None] - q)))),
   }}
-  # Ablation: the same forecaster with the network's median residual removed (its ridge path alone).
+  # Ablation: the forecaster as trained with the network's median residual removed (its ridge path
+  # alone; never refitted).
   linear_path = fc.predict_quantiles(fc.scale_median_residual(model.params, cfg, 0.0), hist, origin_hours,
                                      config=cfg, normalization=model.normalization, hist_extra=hist_extra)
   ablation = {"transformer_linear_path_only": fm.point_metrics(actual, linear_path[..., mid])}
@@ -341,17 +433,27 @@ def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_nor
     models[name] = fm.point_metrics(actual, p)
   best_naive = np.minimum(models["seasonal_naive_24h"]["mape_by_day"],
                           models["seasonal_naive_168h"]["mape_by_day"])
+  refit_out: dict[str, Any] = {"refit": {"mode": "off", "every_hours": 0}}
+  if refit_series is not None:
+    frozen = {name: models[name] for name in ("transformer", "linear_ar")}
+    refit_out["models_without_refit"] = frozen
+    refit_out["targets_without_refit"] = _targets(frozen["transformer"]["mape_by_day"],
+                                              frozen["linear_ar"]["mape_by_day"], best_naive)
+    q, lin_pred, refit_out["refit"] = _refit_forecasts(model, linear_norm, refit_series, ci.index[origins],
+                                                   refit_val_hours)
+    models["transformer"] = {
+        **fm.point_metrics(actual, q[..., mid]),
+        "coverage_p10_p90": fm.interval_coverage(actual, q[..., 0], q[..., -1]),
+        "quantiles_calibrated": model.calibration is not None,
+        "p10_le_p50_le_p90": bool(np.all(np.diff(q, axis=-1) >= 0)),
+        "pinball_loss_g_per_kwh": float(np.mean(np.maximum(
+            np.asarray(cfg.quantiles) * (actual[..., None] - q),
+            (np.asarray(cfg.quantiles) - 1) * (actual[..., None] - q)))),
+    }
+    models["linear_ar"] = fm.point_metrics(actual, lin_pred)
   ratios = {name: [float(a / b) for a, b in zip(models[name]["mape_by_day"], best_naive)]
             for name in ("transformer", "linear_ar")}
-  tr = models["transformer"]["mape_by_day"]
-  lin = models["linear_ar"]["mape_by_day"]
-  targets = {
-      "day1_ratio_to_best_naive": ratios["transformer"][0],
-      "days2to4_ratio_to_best_naive": float(np.mean(tr[1:]) / np.mean(best_naive[1:])),
-      "day1_target_met": ratios["transformer"][0] <= 0.8,
-      "days2to4_target_met": float(np.mean(tr[1:]) / np.mean(best_naive[1:])) <= 0.9,
-      "beats_linear_every_day": bool(all(a < b for a, b in zip(tr, lin))),
-  }
+  targets = _targets(models["transformer"]["mape_by_day"], models["linear_ar"]["mape_by_day"], best_naive)
 
   # A test week: day-ahead forecasts (hours 1-24 of seven consecutive daily origins).
   week0 = _utc(_PLOT_WEEK_START.value, "plot_week_start") if _PLOT_WEEK_START.value else ci.index[origins[0]]
@@ -368,7 +470,7 @@ def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_nor
         week[names[mid]].to_numpy(), week[names[-1]].to_numpy(),
         f"{trace.region or trace.path}: day-ahead forecast vs actual, week of {t[0]:%Y-%m-%d}")
   return {"models": models, "ratio_to_best_seasonal_naive": ratios, "targets": targets, "ablation": ablation,
-          "num_test_origins": int(len(origins)),
+          **refit_out, "num_test_origins": int(len(origins)),
           "first_origin": ci.index[origins[0]].isoformat(), "last_origin": ci.index[origins[-1]].isoformat()}
 
 
@@ -408,7 +510,16 @@ def run(workdir: Path) -> dict[str, Any]:
     logging.warning("The test trace has no %d h of history before --test_start; the first origins "
                     "move later.", cfg.history_hours)
     test_trace = _load(_TEST_TRACE.value, test_start, test_end, "test_trace")
-  results = evaluate(model, linear, linear_norm, test_trace, test_start, workdir)
+  refit_series = None
+  refit_val_hours = 0
+  if _REFIT_EVERY_HOURS.value:
+    if _USE_GENERATION.value:
+      raise app.UsageError("--refit_every_hours refits models without extra columns; drop --use_generation.")
+    refit_series = _refit_series(train_trace, test_trace)
+    # The refits pick their ridge penalty (and fit the calibration) on as many hours as the
+    # training's validation slice.
+    refit_val_hours = len(train_trace) - int(round(len(train_trace) * (1.0 - _VAL_FRACTION.value)))
+  results = evaluate(model, linear, linear_norm, test_trace, test_start, workdir, refit_series, refit_val_hours)
 
   metrics = {
       "region": _REGION.value if _TEST_TRACE.value is None else (test_trace.region or _REGION.value),
@@ -419,7 +530,9 @@ def run(workdir: Path) -> dict[str, Any]:
       **results,
       "metric_notes": ("Fractions, not percent. mape_by_day: hours 1-24, 25-48, 49-72, 73-96 after "
                        "each origin; origins every eval_step_hours over the test period. ape_p90: 90th "
-                       "percentile of the absolute percentage error over all origins and hours."),
+                       "percentile of the absolute percentage error over all origins and hours. With "
+                       "refit.mode 'rolling', models.transformer and models.linear_ar are refitted on the "
+                       "past every refit.every_hours (models_without_refit: as trained)."),
       "eval_step_hours": _EVAL_STEP_HOURS.value,
       "forecaster": {"config": cfg.to_dict(), "normalization": model.normalization.to_dict(), **train_info},
       "linear_ar_l2": linear.l2,
@@ -433,6 +546,9 @@ def run(workdir: Path) -> dict[str, Any]:
   for name, m in {**results["models"], "transformer_linear_path_only":
                   results["ablation"]["transformer_linear_path_only"]}.items():
     logging.info("%-20s MAPE days 1-4: %s", name, " ".join(f"{100 * v:5.2f}%" for v in m["mape_by_day"]))
+  for name, m in results.get("models_without_refit", {}).items():
+    logging.info("%-20s MAPE days 1-4: %s (without refit)", name,
+                 " ".join(f"{100 * v:5.2f}%" for v in m["mape_by_day"]))
   logging.info("Targets: %s", json.dumps(results["targets"]))
   return metrics
 

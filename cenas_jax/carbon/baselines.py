@@ -4,6 +4,10 @@ All work on batches of history windows ``(N, history_hours)`` and return ``(N, h
 forecasts. The linear model sees the same inputs as the transformer (normalized history plus the
 calendar features of the forecast origin) and predicts every horizon directly (one ridge regression
 per output hour, solved jointly in closed form with NumPy).
+
+For an operational (refitted) forecaster, ``fit_linear_ar_before`` refits the ridge on the windows
+whose targets end strictly before a cutoff hour and ``rolling_refit_linear_ar`` runs that refit on a
+schedule over a rolling-origin evaluation (see ``forecast_metrics.refit_cutoffs``).
 """
 
 from __future__ import annotations
@@ -91,6 +95,20 @@ def fit_linear_ar(features: np.ndarray, targets: np.ndarray, *, l2: float = 1.0)
   Returns:
     The fitted ``LinearAR``.
   """
+  return fit_linear_ar_grid(features, targets, (l2,))[0]
+
+
+def fit_linear_ar_grid(features: np.ndarray, targets: np.ndarray, l2_grid: Sequence[float]) -> list[LinearAR]:
+  """``fit_linear_ar`` for every penalty of ``l2_grid``, sharing one Gram matrix.
+
+  Args:
+    features: ``(N, D)`` inputs (see ``linear_ar_features``).
+    targets: ``(N, H)`` normalized future values.
+    l2_grid: ridge penalties on standardized features.
+
+  Returns:
+    One fitted ``LinearAR`` per penalty, in the order of ``l2_grid``.
+  """
   x = np.asarray(features, np.float64)
   y = np.asarray(targets, np.float64)
   if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
@@ -102,9 +120,11 @@ def fit_linear_ar(features: np.ndarray, targets: np.ndarray, *, l2: float = 1.0)
   std = np.where(std > 0, std, 1.0)
   xs = (x - mean) / std
   y_mean = y.mean(axis=0)
-  gram = xs.T @ xs + l2 * np.eye(xs.shape[1])
-  weights = np.linalg.solve(gram, xs.T @ (y - y_mean))
-  return LinearAR(weights=weights, bias=y_mean, feature_mean=mean, feature_std=std, l2=float(l2))
+  gram = xs.T @ xs
+  rhs = xs.T @ (y - y_mean)
+  eye = np.eye(xs.shape[1])
+  return [LinearAR(weights=np.linalg.solve(gram + l2 * eye, rhs), bias=y_mean, feature_mean=mean,
+                   feature_std=std, l2=float(l2)) for l2 in l2_grid]
 
 
 def fit_linear_ar_with_validation(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
@@ -123,10 +143,124 @@ def fit_linear_ar_with_validation(train: tuple[np.ndarray, np.ndarray], val: tup
   """
   score = score or (lambda p, t: float(np.mean((p - t) ** 2)))
   best, best_score = None, np.inf
-  for l2 in l2_grid:
-    model = fit_linear_ar(*train, l2=l2)
+  for model in fit_linear_ar_grid(*train, l2_grid):
     s = score(model.predict(val[0]), val[1])
     if s < best_score:
       best, best_score = model, s
   assert best is not None
   return best
+
+
+# ----------------------------------------------------------------------------------------------
+# Refitting on the past only.
+# ----------------------------------------------------------------------------------------------
+def windows_before(origins: np.ndarray, *, cutoff: int, horizon_hours: int) -> np.ndarray:
+  """Mask of the windows whose targets end strictly before ``cutoff``.
+
+  A window at origin position ``o`` reads history ``[o - L, o)`` and targets ``[o, o + H)``; it is
+  usable for a fit at ``cutoff`` when ``o + H <= cutoff``, so it touches no hour at or after ``cutoff``.
+
+  Args:
+    origins: ``(N,)`` origin positions (hours into the series).
+    cutoff: position of the first hour the fit must not see.
+    horizon_hours: H.
+  """
+  return np.asarray(origins, np.int64) + int(horizon_hours) <= int(cutoff)
+
+
+def past_split(origins: np.ndarray, *, cutoff: int, horizon_hours: int,
+               val_hours: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Row indices of the windows a refit at ``cutoff`` may use, and their time-ordered split.
+
+  Args:
+    origins: ``(N,)`` origin positions.
+    cutoff: position of the first hour the refit must not see.
+    horizon_hours: H.
+    val_hours: length of the validation slice, the last ``val_hours`` hours before ``cutoff``.
+
+  Returns:
+    ``(all_rows, fit_rows, val_rows)``: every window with targets before ``cutoff``; those with
+    targets before the validation slice; those with origins inside it.
+  """
+  origins = np.asarray(origins, np.int64)
+  val_start = int(cutoff) - int(val_hours)
+  all_rows = np.flatnonzero(windows_before(origins, cutoff=cutoff, horizon_hours=horizon_hours))
+  fit_rows = all_rows[origins[all_rows] + horizon_hours <= val_start]
+  val_rows = all_rows[origins[all_rows] >= val_start]
+  return all_rows, fit_rows, val_rows
+
+
+def fit_linear_ar_before(features: np.ndarray, targets: np.ndarray, origins: np.ndarray, *, cutoff: int,
+                         horizon_hours: int, val_hours: int, l2_grid: Sequence[float],
+                         score: Any = None) -> tuple[LinearAR, int]:
+  """Refits the ridge on every window whose targets end strictly before ``cutoff``.
+
+  The penalty is picked on the windows of the last ``val_hours`` before ``cutoff`` (fitting on the
+  windows whose targets end before them), then the ridge is refitted with it on all usable windows.
+  Rows of ``features``/``targets`` at or after the cutoff are never read (they may hold NaN).
+
+  Args:
+    features: ``(N, D)`` features of every window (see ``linear_ar_features``).
+    targets: ``(N, H)`` normalized future values of every window.
+    origins: ``(N,)`` origin positions of the windows.
+    cutoff: position of the first hour the fit must not see (the forecast origin, or earlier).
+    horizon_hours: H.
+    val_hours: hours before ``cutoff`` whose windows pick the penalty.
+    l2_grid: penalties to try (one penalty: no selection).
+    score: ``score(pred, target) -> float`` to minimize (default: mean squared error).
+
+  Returns:
+    ``(model, num_windows)``: the refitted ridge and the number of windows it was fitted on.
+  """
+  all_rows, fit_rows, val_rows = past_split(origins, cutoff=cutoff, horizon_hours=horizon_hours,
+                                            val_hours=val_hours)
+  if len(l2_grid) > 1 and (len(fit_rows) == 0 or len(val_rows) == 0):
+    raise ValueError(f"Refit at position {cutoff}: {len(fit_rows)} fitting and {len(val_rows)} validation "
+                     f"windows before it (val_hours={val_hours}); start the refits later or shorten val_hours.")
+  if len(all_rows) == 0:
+    raise ValueError(f"Refit at position {cutoff}: no window ends before it.")
+  features = np.asarray(features)
+  targets = np.asarray(targets)
+  l2 = float(l2_grid[0])
+  if len(l2_grid) > 1:
+    l2 = fit_linear_ar_with_validation((features[fit_rows], targets[fit_rows]),
+                                       (features[val_rows], targets[val_rows]), l2_grid=l2_grid,
+                                       score=score).l2
+  return fit_linear_ar(features[all_rows], targets[all_rows], l2=l2), int(len(all_rows))
+
+
+def rolling_refit_linear_ar(features: np.ndarray, targets: np.ndarray, origins: np.ndarray,
+                            eval_rows: np.ndarray, cutoffs: np.ndarray, *, horizon_hours: int, val_hours: int,
+                            l2_grid: Sequence[float],
+                            score: Any = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+  """Forecasts of a linear AR model refitted at every distinct cutoff of a rolling evaluation.
+
+  Args:
+    features: ``(N, D)`` features of every window of the series.
+    targets: ``(N, H)`` normalized targets of every window (read only before each cutoff).
+    origins: ``(N,)`` origin positions of the windows.
+    eval_rows: ``(M,)`` rows of the evaluated origins, in time order.
+    cutoffs: ``(M,)`` refit cutoff of each evaluated origin (``<=`` its origin; see
+      ``forecast_metrics.refit_cutoffs``).
+    horizon_hours: H.
+    val_hours: see ``fit_linear_ar_before``.
+    l2_grid: see ``fit_linear_ar_before``.
+    score: see ``fit_linear_ar_before``.
+
+  Returns:
+    ``(pred, refits)``: ``(M, H)`` normalized forecasts and one dict per refit (cutoff, l2, windows).
+  """
+  eval_rows = np.asarray(eval_rows, np.int64)
+  cutoffs = np.asarray(cutoffs, np.int64)
+  origins = np.asarray(origins, np.int64)
+  if np.any(cutoffs > origins[eval_rows]):
+    raise ValueError("A refit cutoff lies after the origin it forecasts from.")
+  pred = np.zeros((len(eval_rows), np.asarray(targets).shape[1]))
+  refits = []
+  for cutoff in np.unique(cutoffs):
+    sel = cutoffs == cutoff
+    model, n = fit_linear_ar_before(features, targets, origins, cutoff=int(cutoff), horizon_hours=horizon_hours,
+                                    val_hours=val_hours, l2_grid=l2_grid, score=score)
+    pred[sel] = model.predict(np.asarray(features)[eval_rows[sel]])
+    refits.append({"cutoff": int(cutoff), "l2": model.l2, "num_windows": n})
+  return pred, refits

@@ -6,7 +6,8 @@ Holds what the transformer forecaster, the baselines and the experiment binary s
   training data only and stored next to a trained model.
 - ``calendar_features``: hour of day, day of week and day of year as sin/cos pairs, computed from
   integer hours since the Unix epoch (works on NumPy and ``jax.numpy`` arrays alike).
-- Window helpers: ``hours_since_epoch``, ``check_hourly``, ``rolling_origins``, ``make_windows``.
+- Window helpers: ``hours_since_epoch``, ``check_hourly``, ``rolling_origins``, ``make_windows``,
+  ``refit_cutoffs`` (the refit schedule of an operational, refitted forecaster).
 - ``QuantileCalibration``: per-horizon-hour shifts of the non-median quantiles, fitted on validation
   windows (split-conformal style) so that each quantile level's empirical frequency matches it.
 - Metrics (fractions, not percent): ``mape_by_day``, ``interval_coverage``, ``ape_quantile``.
@@ -343,6 +344,31 @@ def rolling_origins(index: pd.DatetimeIndex, *, start: pd.Timestamp, end: pd.Tim
   if last_h < start_h:
     return np.zeros((0,), np.int64)
   return np.arange(start_h, last_h + 1, step_hours, dtype=np.int64) - int(hours[0])
+
+
+def refit_cutoffs(origins: np.ndarray, every_hours: int) -> np.ndarray:
+  """The refit each origin of a rolling evaluation forecasts with, as a cutoff position.
+
+  Refits happen at the first origin and then every ``every_hours`` hours of test time; an origin
+  uses the latest refit at or before it. A refit at cutoff ``c`` may only read hours before ``c``
+  (windows whose targets end before ``c``), so no forecast ever depends on data at or after its origin.
+
+  Args:
+    origins: ``(N,)`` increasing origin positions (hours into the series).
+    every_hours: hours between refits (> 0).
+
+  Returns:
+    ``(N,)`` int64 cutoff positions, each ``<=`` its origin.
+  """
+  origins = np.asarray(origins, np.int64)
+  if every_hours <= 0:
+    raise ValueError(f"every_hours={every_hours} must be > 0 (refitting off needs no cutoffs).")
+  if origins.size == 0:
+    return origins.copy()
+  if np.any(np.diff(origins) <= 0):
+    raise ValueError("Origins must be strictly increasing.")
+  first = int(origins[0])
+  return first + (origins - first) // int(every_hours) * int(every_hours)
 
 
 def make_windows(values: np.ndarray, origins: np.ndarray, history_hours: int,

@@ -416,3 +416,132 @@ def test_series_linear_path_starts_from_the_plain_ridge(ciso):
   x = np.concatenate([hist_z, fm.calendar_features(hours)], axis=-1)
   ridge = res.normalization.inverse(x @ np.asarray(skip["kernel"]) + np.asarray(skip["bias"]))
   np.testing.assert_allclose(q[..., 1], ridge, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Refitting the closed-form parts on the past.
+# ----------------------------------------------------------------------------------------------
+def test_refit_cutoffs_follow_the_schedule_and_never_pass_the_origin():
+  origins = np.arange(500, 500 + 24 * 40, 24)
+  cutoffs = fm.refit_cutoffs(origins, 168)
+  assert np.all(cutoffs <= origins) and cutoffs[0] == origins[0]
+  assert np.all((cutoffs - origins[0]) % 168 == 0)
+  assert np.all(origins - cutoffs < 168)
+  assert len(np.unique(cutoffs)) == int(np.ceil((origins[-1] - origins[0] + 1) / 168))
+  np.testing.assert_array_equal(fm.refit_cutoffs(origins, 24), origins)
+  with pytest.raises(ValueError, match="every_hours"):
+    fm.refit_cutoffs(origins, 0)
+
+
+def test_linear_ar_grid_matches_single_fits():
+  rng = np.random.default_rng(1)
+  x, y = rng.normal(size=(200, 6)), rng.normal(size=(200, 3))
+  for model in baselines.fit_linear_ar_grid(x, y, (0.1, 10.0)):
+    np.testing.assert_allclose(model.weights, baselines.fit_linear_ar(x, y, l2=model.l2).weights, rtol=1e-12)
+
+
+def _linear_ar_windows(values: np.ndarray, hours: np.ndarray, length: int, horizon: int):
+  z = np.log(values)
+  origins = np.arange(length, len(values) - horizon + 1)
+  hist, fut = fm.make_windows(z, origins, length, horizon)
+  return baselines.linear_ar_features(hist, hours[origins]), fut, origins
+
+
+def test_linear_ar_refit_reads_nothing_at_or_after_the_cutoff(ciso):
+  """Poisoning every hour from the cutoff on (NaN) leaves the refitted ridge unchanged."""
+  values, hours = ciso.to_numpy(), fm.hours_since_epoch(ciso.index)
+  cutoff = 700
+  poisoned = values.copy()
+  poisoned[cutoff:] = np.nan
+  fits = []
+  for v in (values, poisoned):
+    x, y, origins = _linear_ar_windows(v, hours, 168, 48)
+    fits.append(baselines.fit_linear_ar_before(x, y, origins, cutoff=cutoff, horizon_hours=48, val_hours=120,
+                                               l2_grid=(0.1, 1.0, 10.0)))
+  (clean, n), (dirty, n2) = fits
+  assert n == n2 == cutoff - 48 - 168 + 1 and np.all(np.isfinite(dirty.weights))
+  np.testing.assert_array_equal(clean.weights, dirty.weights)
+  assert clean.l2 == dirty.l2
+  all_rows, fit_rows, val_rows = baselines.past_split(origins, cutoff=cutoff, horizon_hours=48, val_hours=120)
+  assert origins[all_rows].max() + 48 <= cutoff and origins[fit_rows].max() + 48 <= cutoff - 120
+  assert origins[val_rows].min() >= cutoff - 120
+
+
+@pytest.fixture(scope="module")
+def series_model(ciso):
+  cfg = dataclasses.replace(TINY, instance_norm=True, linear_skip_input="series")
+  res = fc.train_forecaster(ciso.iloc[:600], config=cfg, train_config=dataclasses.replace(TINY_TRAIN, max_epochs=1))
+  return cfg, res
+
+
+@pytest.mark.parametrize("skip_input", ["series", "window"])
+def test_closed_form_parts_equal_the_model_with_the_refitted_path(ciso, trained, series_model, skip_input):
+  cfg, params, norm = ((series_model[0], series_model[1].params, series_model[1].normalization)
+                       if skip_input == "series" else (TINY, trained.params, trained.normalization))
+  values, hours = ciso.to_numpy(), fm.hours_since_epoch(ciso.index)
+  windows = fc.frozen_network_windows(params, values, hours, config=cfg, normalization=norm)
+  parts = fc.refit_closed_form_parts(windows, cutoff=800, config=cfg, val_hours=120, calibration_hours=200)
+  assert parts.calibration is not None and parts.num_windows == 800 - 48 - 168 + 1
+  rows = np.arange(len(windows.origins) - 20, len(windows.origins))
+  origins = windows.origins[rows]
+  hist, _ = fm.make_windows(values, origins, 168, 48)
+  expect = fc.predict_quantiles(fc.with_closed_form_parts(params, parts), hist, hours[origins], config=cfg,
+                                normalization=norm, calibration=parts.calibration)
+  got = norm.inverse(fc.closed_form_quantiles(windows, rows, parts))
+  np.testing.assert_allclose(got, expect, rtol=2e-4)
+  # With the linear path zeroed out, the windows hold the network alone.
+  zero = fc.ClosedFormParts(kernel=np.zeros_like(parts.kernel), bias=np.zeros_like(parts.bias), l2=0.0,
+                            calibration=None, cutoff=0, num_windows=0)
+  np.testing.assert_allclose(fc.closed_form_quantiles(windows, rows, zero), windows.net_q_z[rows], rtol=1e-6)
+
+
+@pytest.mark.parametrize("fit_target", ["residual", "target"])
+def test_rolling_refit_never_sees_data_at_or_after_the_origin(ciso, series_model, fit_target):
+  """Each forecast (model and linear AR) is unchanged when every hour from its origin on is NaN."""
+  cfg, res = series_model
+  values, hours = ciso.to_numpy(), fm.hours_since_epoch(ciso.index)
+  origins = fm.rolling_origins(ciso.index, start=ciso.index[600], end=ciso.index[-1], history_hours=168,
+                               horizon_hours=48, step_hours=24)
+  cutoffs = fm.refit_cutoffs(origins, 48)
+  assert len(np.unique(cutoffs)) > 1
+
+  def run(v, count):  # The rolling evaluation of the first ``count`` origins on the series ``v``.
+    windows = fc.frozen_network_windows(res.params, v, hours, config=cfg, normalization=res.normalization)
+    rows = origins[:count] - windows.origins[0]
+    q, parts = fc.rolling_refit_quantiles(windows, rows, cutoffs[:count], config=cfg, val_hours=96,
+                                          fit_target=fit_target, calibration_hours=120)
+    x, y, w_origins = _linear_ar_windows(v, hours, 168, 48)
+    lin, refits = baselines.rolling_refit_linear_ar(x, y, w_origins, rows, cutoffs[:count], horizon_hours=48,
+                                                    val_hours=96, l2_grid=(0.1, 1.0, 10.0))
+    return q, lin, parts, refits
+
+  q, lin, parts, refits = run(values, len(origins))
+  assert np.all(np.isfinite(q)) and np.all(np.diff(q, axis=-1) >= 0)
+  assert [p.cutoff for p in parts] == [r["cutoff"] for r in refits] == sorted(set(cutoffs.tolist()))
+  # A later refit has seen more windows than an earlier one.
+  assert all(a.num_windows < b.num_windows for a, b in zip(parts, parts[1:]))
+  # Origins right at a refit (cutoff == origin) and between refits are both checked.
+  assert np.any(cutoffs == origins) and np.any(cutoffs < origins)
+  for k in range(len(origins)):
+    poisoned = values.copy()
+    poisoned[origins[k]:] = np.nan
+    q_k, lin_k, _, _ = run(poisoned, k + 1)
+    # Equal up to BLAS rounding (the batches differ in size); any read of a poisoned hour gives NaN.
+    np.testing.assert_allclose(q_k[k], q[k], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lin_k[k], lin[k], rtol=1e-10, atol=1e-12)
+  # The check has teeth: poisoning the last history hour of an origin changes its forecasts; and a
+  # schedule whose cutoff passes its origin is refused.
+  k = int(np.flatnonzero(cutoffs < origins)[0])
+  poisoned = values.copy()
+  poisoned[origins[k] - 1:] = np.nan
+  q_k, lin_k, _, _ = run(poisoned, k + 1)
+  assert not np.any(np.isfinite(q_k[k])) and not np.any(np.isfinite(lin_k[k]))
+  with pytest.raises(ValueError, match="after the origin"):
+    windows = fc.frozen_network_windows(res.params, values, hours, config=cfg, normalization=res.normalization)
+    fc.rolling_refit_quantiles(windows, origins - windows.origins[0], cutoffs + 25, config=cfg, val_hours=96)
+
+
+def test_refit_refuses_models_it_cannot_refit(trained_global, ciso):
+  with pytest.raises(ValueError, match="single-region"):
+    fc.frozen_network_windows(trained_global.params, ciso.to_numpy(), fm.hours_since_epoch(ciso.index),
+                              config=GLOBAL, normalization=trained_global.normalization)

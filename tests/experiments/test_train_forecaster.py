@@ -110,3 +110,34 @@ def test_train_regions_with_generation_is_refused(shared_data, tmp_path):
   assert proc.returncode != 0
   assert "--train_regions" in proc.stderr and "--use_generation" in proc.stderr
   assert not (tmp_path / "w" / "metrics.json").exists()
+
+
+def test_refit_every_hours_records_both_modes(trained_workdir, shared_data, tmp_path):
+  """--refit_every_hours: refitted models in ``models``, frozen ones in ``models_without_refit``."""
+  proc = _run(["--region=US-CAL-CISO", f"--workdir={tmp_path}", f"--restore_from={trained_workdir / 'forecaster'}",
+               "--train_start=2022-05-01T00:00Z", "--train_end=2022-06-20T00:00Z",
+               "--test_start=2022-06-20T00:00Z", "--test_end=2022-07-04T00:00Z", "--refit_every_hours=72",
+               *_TINY], shared_data)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  m = json.loads((tmp_path / "metrics.json").read_text())
+  refit = m["refit"]
+  assert refit["mode"] == "rolling" and refit["every_hours"] == 72 and refit["network"] == "frozen"
+  assert refit["parts"] == ["linear_skip", "quantile_calibration"]
+  # 11 daily origins from 2022-06-20, a refit every 3 days: 4 refits, the first at the first origin.
+  assert refit["num_refits"] == 4 and refit["refits"][0]["cutoff"].startswith("2022-06-20T00:00")
+  assert all(a["num_windows"] < b["num_windows"] for a, b in zip(refit["refits"], refit["refits"][1:]))
+  assert set(m["models_without_refit"]) == {"transformer", "linear_ar"}
+  assert set(m["models"]) == {"transformer", "seasonal_naive_24h", "seasonal_naive_168h", "linear_ar"}
+  assert m["models"]["transformer"]["p10_le_p50_le_p90"]
+  assert m["models"]["transformer"]["mape_by_day"] != m["models_without_refit"]["transformer"]["mape_by_day"]
+  assert all(0 < v < 1 for v in m["models"]["linear_ar"]["mape_by_day"])
+
+
+def test_refit_needs_a_test_trace_that_continues_the_training_trace(trained_workdir, shared_data, tmp_path):
+  proc = _run(["--region=US-CAL-CISO", f"--workdir={tmp_path / 'w'}",
+               f"--restore_from={trained_workdir / 'forecaster'}", "--train_start=2022-05-01T00:00Z",
+               "--train_end=2022-06-10T00:00Z", "--test_start=2022-06-20T00:00Z",
+               "--test_end=2022-07-04T00:00Z", "--refit_every_hours=72", *_TINY], shared_data)
+  assert proc.returncode != 0
+  assert "--refit_every_hours" in proc.stderr and "gap" in proc.stderr
+  assert not (tmp_path / "w" / "metrics.json").exists()
