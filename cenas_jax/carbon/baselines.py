@@ -251,15 +251,11 @@ def rolling_refit_linear_ar(features: np.ndarray, targets: np.ndarray, origins: 
     ``(pred, refits)``: ``(M, H)`` normalized forecasts and one dict per refit (cutoff, l2, windows).
   """
   eval_rows = np.asarray(eval_rows, np.int64)
-  cutoffs = np.asarray(cutoffs, np.int64)
   origins = np.asarray(origins, np.int64)
-  if np.any(cutoffs > origins[eval_rows]):
-    raise ValueError("A refit cutoff lies after the origin it forecasts from.")
   pred = np.zeros((len(eval_rows), np.asarray(targets).shape[1]))
   refits = []
-  for cutoff in np.unique(cutoffs):
-    sel = cutoffs == cutoff
-    model, n = fit_linear_ar_before(features, targets, origins, cutoff=int(cutoff), horizon_hours=horizon_hours,
+  for cutoff, sel in fm.refit_groups(cutoffs, origins[eval_rows]):
+    model, n = fit_linear_ar_before(features, targets, origins, cutoff=cutoff, horizon_hours=horizon_hours,
                                     val_hours=val_hours, l2_grid=l2_grid, score=score)
     pred[sel] = model.predict(np.asarray(features)[eval_rows[sel]])
     refits.append({"cutoff": int(cutoff), "l2": model.l2, "num_windows": n})

@@ -371,6 +371,18 @@ def refit_cutoffs(origins: np.ndarray, every_hours: int) -> np.ndarray:
   return first + (origins - first) // int(every_hours) * int(every_hours)
 
 
+def refit_groups(cutoffs: np.ndarray, eval_origins: np.ndarray) -> list[tuple[int, np.ndarray]]:
+  """``(cutoff, mask)`` per distinct refit cutoff, in time order: the evaluated origins it serves.
+
+  Raises:
+    ValueError: a cutoff lies after the origin it forecasts from (the refit would see the future).
+  """
+  cutoffs = np.asarray(cutoffs, np.int64)
+  if np.any(cutoffs > np.asarray(eval_origins, np.int64)):
+    raise ValueError("A refit cutoff lies after the origin it forecasts from.")
+  return [(int(c), cutoffs == c) for c in np.unique(cutoffs)]
+
+
 def make_windows(values: np.ndarray, origins: np.ndarray, history_hours: int,
                  horizon_hours: int) -> tuple[np.ndarray, np.ndarray]:
   """Gathers ``(history, future)`` windows of ``values`` (first axis is time) at ``origins``.

@@ -1054,14 +1054,10 @@ def rolling_refit_quantiles(windows: FrozenNetworkWindows, eval_rows: np.ndarray
     the parts of every refit, in time order.
   """
   eval_rows = np.asarray(eval_rows, np.int64)
-  cutoffs = np.asarray(cutoffs, np.int64)
-  if np.any(cutoffs > windows.origins[eval_rows]):
-    raise ValueError("A refit cutoff lies after the origin it forecasts from.")
   q = np.zeros((len(eval_rows), config.horizon_hours, len(config.quantiles)))
   fitted = []
-  for cutoff in np.unique(cutoffs):
-    sel = cutoffs == cutoff
-    parts = refit_closed_form_parts(windows, cutoff=int(cutoff), config=config, val_hours=val_hours,
+  for cutoff, sel in fm.refit_groups(cutoffs, windows.origins[eval_rows]):
+    parts = refit_closed_form_parts(windows, cutoff=cutoff, config=config, val_hours=val_hours,
                                     l2_grid=l2_grid, fit_target=fit_target, calibration_hours=calibration_hours)
     q[sel] = closed_form_quantiles(windows, eval_rows[sel], parts)
     fitted.append(parts)

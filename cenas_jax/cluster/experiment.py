@@ -44,15 +44,16 @@ class ExperimentConfig:
   trace_path: str = ""  # overrides region/dataset when set
   start: str = "2021-07-02T06:00:00+00:00"
   hours: int = 80
-  n_gpus: int = 8
-  queue_capacity: int = 10
-  sample_time_s: float = 60.0
-  train_power_w: float = 300.0
-  sample_power_w: float = 250.0
-  idle_power_w: float = 60.0
-  pue: float = 1.0
-  switch_overhead_s: float = 0.0
-  screen_per_gpu_hour: int = 0
+  # The simulated pool (``pool_lib.PoolConfig``'s fields and defaults, flat for the flags).
+  n_gpus: int = pool_lib.PoolConfig.n_gpus
+  queue_capacity: int = pool_lib.PoolConfig.queue_capacity
+  sample_time_s: float = pool_lib.PoolConfig.sample_time_s
+  train_power_w: float = pool_lib.PoolConfig.train_power_w
+  sample_power_w: float = pool_lib.PoolConfig.sample_power_w
+  idle_power_w: float = pool_lib.PoolConfig.idle_power_w
+  pue: float = pool_lib.PoolConfig.pue
+  switch_overhead_s: float = pool_lib.PoolConfig.switch_overhead_s
+  screen_per_gpu_hour: int = pool_lib.PoolConfig.screen_per_gpu_hour
   oneshot_per_gpu_hour: int = 5
   sampling: str = "oneshot"  # supernet table for sampling-fidelity scores: oneshot | fewshot
   train_time_model: str = "flops_affine"
@@ -96,11 +97,9 @@ class ExperimentConfig:
       raise ValueError("--hours must be >= 1 and --seeds non-empty")
 
   def pool(self) -> pool_lib.PoolConfig:
-    return pool_lib.PoolConfig(
-        n_gpus=self.n_gpus, queue_capacity=self.queue_capacity, sample_time_s=self.sample_time_s,
-        train_power_w=self.train_power_w, sample_power_w=self.sample_power_w,
-        idle_power_w=self.idle_power_w, pue=self.pue, switch_overhead_s=self.switch_overhead_s,
-        screen_per_gpu_hour=self.screen_per_gpu_hour)
+    """The pool of this experiment: every ``PoolConfig`` field it has (``step_s`` keeps its default)."""
+    return pool_lib.PoolConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(pool_lib.PoolConfig)
+                                  if hasattr(self, f.name)})
 
   def search(self) -> search.SearchConfig:
     return search.SearchConfig(hours=self.hours, n_init=self.n_init, pool=self.pool(),

@@ -26,26 +26,14 @@ import pytest  # noqa: E402
 from cenas_jax.energy import hlo  # noqa: E402
 from cenas_jax.energy.hlo import GpuFusionConfig  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when run as a script
+from test_hlo import attention, conv_bn_relu, dense_relu  # noqa: E402  # pylint: disable=g-bad-import-order
+
 
 def _f32(*shape):
   return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
-def dense_relu(x, w, b):
-  return jax.nn.relu(x @ w + b)
-
-
-def attention(x, wq, wk, wv, wo):
-  q, k, v = x @ wq, x @ wk, x @ wv
-  p = jax.nn.softmax((q @ k.T) * 0.125, axis=-1)
-  return (p @ v) @ wo
-
-
-def conv_bn_relu(x, kernel, mean, var, gamma, beta):
-  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  y = (y - mean) * jax.lax.rsqrt(var + 1e-5) * gamma + beta
-  return jax.nn.relu(y)
 
 
 FUNCTIONS = {
