@@ -392,23 +392,13 @@ class KernelCounts:
     import scipy.sparse  # pylint: disable=g-import-not-at-top
 
     vocab: dict[Kernel, int] = {}
+    cols = [np.array([vocab.setdefault(k, len(vocab)) for k in p.kernels], np.int64) for p in parts]
     blocks = []
-    for p in parts:
-      col = np.array([vocab.setdefault(k, len(vocab)) for k in p.kernels], np.int64)
+    for p, col in zip(parts, cols):
       c = p.counts.tocoo()
-      blocks.append((c.row, col[c.col] if len(col) else c.col, c.data, len(p)))
-    rows, cols, data, off = [], [], [], 0
-    for r, cc, d, n in blocks:
-      rows.append(r + off)
-      cols.append(cc)
-      data.append(d)
-      off += n
-    counts = scipy.sparse.csr_matrix(
-        (np.concatenate(data) if data else np.zeros(0), (np.concatenate(rows) if rows else
-                                                         np.zeros(0, np.int64),
-                                                         np.concatenate(cols) if cols else
-                                                         np.zeros(0, np.int64))),
-        shape=(off, len(vocab)))
+      blocks.append(scipy.sparse.csr_matrix((c.data, (c.row, col[c.col])), shape=(len(p), len(vocab))))
+    counts = (scipy.sparse.vstack(blocks, format="csr") if blocks else
+              scipy.sparse.csr_matrix((0, 0), dtype=np.float64))
     batch = np.concatenate([p.batch_size for p in parts]) if parts else np.zeros(0, np.int64)
     return KernelCounts(tuple(vocab), counts, batch.astype(np.int64))
 
