@@ -377,6 +377,18 @@ def _targets(tr: list[float], lin: list[float], best_naive: np.ndarray) -> dict[
           "beats_linear_every_day": bool(all(a < b for a, b in zip(tr, lin)))}
 
 
+def _quantile_metrics(actual: np.ndarray, q: np.ndarray, model: fc.TrainedForecaster) -> dict[str, Any]:
+  """Point metrics of the median plus interval coverage, ordering and pinball loss of ``(N, H, Q)``
+  quantile forecasts (gCO2eq/kWh) against ``(N, H)`` actual values."""
+  tau = np.asarray(model.config.quantiles)
+  diff = actual[..., None] - q
+  return {**fm.point_metrics(actual, q[..., model.config.median_index]),
+          "coverage_p10_p90": fm.interval_coverage(actual, q[..., 0], q[..., -1]),
+          "quantiles_calibrated": model.calibration is not None,
+          "p10_le_p50_le_p90": bool(np.all(np.diff(q, axis=-1) >= 0)),
+          "pinball_loss_g_per_kwh": float(np.mean(np.maximum(tau * diff, (tau - 1) * diff)))}
+
+
 def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_norm: fm.Normalization,
              trace: carbon_traces.CarbonTrace, test_start: pd.Timestamp, workdir: Path,
              refit_series: pd.Series | None = None, refit_val_hours: int = 0) -> dict[str, Any]:
@@ -411,16 +423,9 @@ def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_nor
       "linear_ar": linear_norm.inverse(linear.predict(
           baselines.linear_ar_features(linear_norm.transform(hist), origin_hours, lin_extra))),
   }
-  models: dict[str, Any] = {"transformer": {
-      **fm.point_metrics(actual, q[..., mid]),
-      "coverage_p10_p90": fm.interval_coverage(actual, q[..., 0], q[..., -1]),
-      "coverage_p10_p90_uncalibrated": fm.interval_coverage(actual, q_raw[..., 0], q_raw[..., -1]),
-      "quantiles_calibrated": model.calibration is not None,
-      "p10_le_p50_le_p90": bool(np.all(np.diff(q, axis=-1) >= 0)),
-      "pinball_loss_g_per_kwh": float(np.mean(np.maximum(
-          np.asarray(cfg.quantiles) * (actual[..., None] - q),
-          (np.asarray(cfg.quantiles) - 1) * (actual[..., None] - q)))),
-  }}
+  models: dict[str, Any] = {"transformer": _quantile_metrics(actual, q, model)}
+  models["transformer"]["coverage_p10_p90_uncalibrated"] = fm.interval_coverage(actual, q_raw[..., 0],
+                                                                                q_raw[..., -1])
   # Ablation: the forecaster as trained with the network's median residual removed (its ridge path
   # alone; never refitted).
   linear_path = fc.predict_quantiles(fc.scale_median_residual(model.params, cfg, 0.0), hist, origin_hours,
@@ -441,15 +446,7 @@ def evaluate(model: fc.TrainedForecaster, linear: baselines.LinearAR, linear_nor
                                               frozen["linear_ar"]["mape_by_day"], best_naive)
     q, lin_pred, refit_out["refit"] = _refit_forecasts(model, linear_norm, refit_series, ci.index[origins],
                                                    refit_val_hours)
-    models["transformer"] = {
-        **fm.point_metrics(actual, q[..., mid]),
-        "coverage_p10_p90": fm.interval_coverage(actual, q[..., 0], q[..., -1]),
-        "quantiles_calibrated": model.calibration is not None,
-        "p10_le_p50_le_p90": bool(np.all(np.diff(q, axis=-1) >= 0)),
-        "pinball_loss_g_per_kwh": float(np.mean(np.maximum(
-            np.asarray(cfg.quantiles) * (actual[..., None] - q),
-            (np.asarray(cfg.quantiles) - 1) * (actual[..., None] - q)))),
-    }
+    models["transformer"] = _quantile_metrics(actual, q, model)
     models["linear_ar"] = fm.point_metrics(actual, lin_pred)
   ratios = {name: [float(a / b) for a, b in zip(models[name]["mape_by_day"], best_naive)]
             for name in ("transformer", "linear_ar")}
