@@ -22,3 +22,14 @@ class DataUnavailableError(CenasError, FileNotFoundError):
 
 class ChecksumError(DataError):
   """A file's sha256 does not match the expected value."""
+
+
+class ConfigError(CenasError, ValueError):
+  """A configuration value is invalid. ``field`` is the config field's name, which binaries expose
+  as the flag ``--<field>``; ``message`` says what is wrong and what to do.
+  """
+
+  def __init__(self, field: str, message: str):
+    super().__init__(f"{field}: {message}")
+    self.field = field
+    self.message = message

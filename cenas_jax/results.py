@@ -396,18 +396,36 @@ def write_pareto_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, A
         raise DataError(f"{path}: row {i} has objective {name!r} = {v!r}; need a finite number.")
       vals[i, j] = fv
   mask = pareto_mask(vals.reshape(len(rows), len(objectives)), maximize) if rows else np.zeros(0, bool)
-  columns: list[str] = []
-  for row in rows:
-    columns.extend(c for c in row if c not in columns)
-  if "is_pareto" in columns:
+  if any("is_pareto" in row for row in rows):
     raise ValueError("write_pareto_csv: rows already have an 'is_pareto' column.")
+  write_csv(path, [{**row, "is_pareto": bool(m)} for row, m in zip(rows, mask)])
+  return mask
+
+
+def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]],
+              columns: Sequence[str] | None = None) -> Path:
+  """Writes ``rows`` as a CSV file atomically: the one CSV writer of the library.
+
+  Args:
+    path: the CSV file.
+    rows: one mapping per row. Values go through ``to_json_safe``: ``None`` and NaN become empty
+      cells, lists and dicts become JSON text.
+    columns: the header, in order; by default the union of the rows' keys in first-seen order. A
+      row's missing column is an empty cell.
+
+  Returns:
+    The path written.
+  """
+  if columns is None:
+    columns = []
+    for row in rows:
+      columns.extend(c for c in row if c not in columns)
   buf = io.StringIO()
   w = csv.writer(buf, lineterminator="\n")
-  w.writerow([*columns, "is_pareto"])
-  for row, m in zip(rows, mask):
-    w.writerow([_csv_cell(row.get(c)) for c in columns] + [bool(m)])
-  atomic_write_text(path, buf.getvalue())
-  return mask
+  w.writerow(list(columns))
+  for row in rows:
+    w.writerow([_csv_cell(row.get(c)) for c in columns])
+  return atomic_write_text(path, buf.getvalue())
 
 
 def _csv_cell(v: Any) -> Any:
