@@ -1,4 +1,5 @@
-"""Tests for cenas_jax.plots: each figure is written as a valid, non-empty PNG."""
+"""Tests for cenas_jax.plots: each figure holds the axes, series and labels it promises, and is
+written as a valid PNG."""
 
 from __future__ import annotations
 
@@ -15,6 +16,24 @@ from cenas_jax import plots
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture
+def saved(monkeypatch):
+  """The figures the plot functions save, captured as they are written (in call order)."""
+  figures = []
+  real_save = plots._save  # pylint: disable=protected-access
+
+  def capture(fig, path):
+    figures.append(fig)
+    return real_save(fig, path)
+
+  monkeypatch.setattr(plots, "_save", capture)
+  return figures
+
+
+def _legend(ax):
+  return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
 def _assert_png(path, min_width=200):
   data = path.read_bytes()
   assert len(data) > 1000
@@ -23,13 +42,21 @@ def _assert_png(path, min_width=200):
   assert width >= min_width and height >= 100
 
 
-def test_plot_hv_curves(tmp_path):
+def test_plot_hv_curves(tmp_path, saved):
   x = np.linspace(0, 80, 50)
   y = np.exp(-x / 30) + 0.01
   curves = {"CE-NAS": (x, y, y * 0.8, y * 1.2), "Vanilla": (x, y * 2, y * 1.5, y * 2.5)}
   _assert_png(plots.plot_hv_curves(tmp_path / "hv.png", curves, "time (h)", "HV regret"))
+  (ax,) = saved[0].axes
+  assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale()) == ("time (h)", "HV regret", "log")
+  assert [line.get_label() for line in ax.get_lines()] == ["CE-NAS", "Vanilla"]
+  np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), y * 2)
+  assert len(ax.collections) == 2  # one shaded band per curve
+  assert _legend(ax) == ["CE-NAS", "Vanilla"]
   _assert_png(plots.plot_hv_curves(tmp_path / "hv_lin.png", {"a": (x, y - 0.5, y - 0.6, y)},
                                    "carbon (g)", "HV", logy=False, title="t"))
+  (ax,) = saved[1].axes
+  assert (ax.get_title(), ax.get_yscale(), ax.get_xlabel()) == ("t", "linear", "carbon (g)")
   with pytest.raises(ValueError, match="logy=False"):
     plots.plot_hv_curves(tmp_path / "bad.png", {"a": (x, y - 0.5, y - 0.6, y)}, "x", "y")
   with pytest.raises(ValueError, match="expected 50"):
@@ -37,29 +64,48 @@ def test_plot_hv_curves(tmp_path):
   assert not (tmp_path / "bad.png").exists()
 
 
-def test_plot_allocation_vs_ci(tmp_path):
+def test_plot_allocation_vs_ci(tmp_path, saved):
   hours = np.arange(48)
   ci = 200 + 80 * np.sin(hours / 24 * 2 * np.pi)
   n_train = np.where(ci < 200, 6, 2)
   out = plots.plot_allocation_vs_ci(tmp_path / "alloc.png", hours, 8 - n_train, n_train, ci)
   _assert_png(out)
+  ax, ax_ci = saved[0].axes
+  assert ax.get_ylabel() == "GPUs" and ax.get_xlabel() == "time (h)"
+  assert ax_ci.get_ylabel() == "carbon intensity (gCO2eq/kWh)"
+  assert _legend(ax) == ["training GPUs", "sampling GPUs", "carbon intensity"]
+  assert len(ax.collections) == 2  # training and sampling stacked
+  np.testing.assert_allclose(ax_ci.get_lines()[0].get_ydata(), ci)
 
 
-def test_plot_pareto(tmp_path):
+def test_plot_pareto(tmp_path, saved):
   from cenas_jax.results import pareto_mask
   rng = np.random.default_rng(0)
   pts = rng.uniform(size=(200, 2))
   mask = pareto_mask(pts, [False, True])
   _assert_png(plots.plot_pareto(tmp_path / "front.png", pts, mask, ("energy (mJ)", "accuracy (%)")))
+  (ax,) = saved[0].axes
+  assert (ax.get_xlabel(), ax.get_ylabel()) == ("energy (mJ)", "accuracy (%)")
+  assert _legend(ax) == ["evaluated", "Pareto front"]
+  (front,) = ax.get_lines()
+  assert len(front.get_xdata()) == mask.sum()
+  assert np.all(np.diff(front.get_xdata()) >= 0)  # joined left to right
+  assert len(ax.collections[0].get_offsets()) == (~mask).sum()
   with pytest.raises(ValueError, match="front_mask"):
     plots.plot_pareto(tmp_path / "f2.png", pts, mask[:5], ("a", "b"))
 
 
-def test_plot_forecast_with_datetimes(tmp_path):
+def test_plot_forecast_with_datetimes(tmp_path, saved):
   t = pd.date_range("2021-07-02", periods=72, freq="h", tz="UTC")
   actual = 200 + 50 * np.sin(np.arange(72) / 4)
   _assert_png(plots.plot_forecast(tmp_path / "fc.png", t.to_numpy(), actual, actual - 20,
                                   actual + 3, actual + 25))
+  (ax,) = saved[0].axes
+  assert ax.get_ylabel() == "carbon intensity (gCO2eq/kWh)"
+  assert _legend(ax) == ["p10-p90", "p50 forecast", "actual"]
+  p50, observed = ax.get_lines()
+  np.testing.assert_allclose(p50.get_ydata(), actual + 3)
+  np.testing.assert_allclose(observed.get_ydata(), actual)
   _assert_png(plots.plot_forecast(tmp_path / "fc2.png", np.arange(72), actual, actual - 20,
                                   actual, actual + 25))
 

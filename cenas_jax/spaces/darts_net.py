@@ -1,0 +1,212 @@
+"""``NetworkCIFAR``: the standalone DARTS-space network of a genotype, in Flax Linen (NHWC).
+
+The structure is the DARTS evaluation network (Liu et al., ICLR 2019): a 3x3 conv stem to ``3C``
+channels, ``layers`` cells with reduction cells at ``layers // 3`` and ``2 * layers // 3`` (channels
+doubled there), an auxiliary classifier after the second reduction, global average pooling and a
+linear classifier. Each cell preprocesses its two inputs to ``C`` channels (ReLU-conv1x1-BN, or a
+factorized reduction when the previous cell halved the resolution), applies the genotype's ops and
+concatenates the chosen nodes. Convolutions have no bias (BatchNorm follows each); pooling ops have
+no BatchNorm; BatchNorm uses PyTorch's defaults (momentum 0.1, i.e. Flax ``momentum=0.9``, eps 1e-5)
+so trained statistics mean the same as in the reference recipe.
+
+Drop-path (per example, on every non-identity op of a cell) takes its probability as a call argument,
+so the schedule ``drop_path_prob * epoch / epochs`` changes it without recompiling.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cenas_jax.spaces.darts import Genotype, check_channels
+
+_BN = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+def _conv(features: int, kernel: int, stride: int = 1, dilation: int = 1, groups: int = 1,
+          name: str | None = None) -> nn.Conv:
+  pad = dilation * (kernel - 1) // 2
+  return nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
+                 kernel_dilation=dilation, feature_group_count=groups, use_bias=False, name=name)
+
+
+class ReLUConvBN(nn.Module):
+  features: int
+  kernel: int = 1
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = _conv(self.features, self.kernel, self.stride)(nn.relu(x))
+    return _BN(use_running_average=not train)(x)
+
+
+class FactorizedReduce(nn.Module):
+  """Halves the resolution with two stride-2 1x1 convs on offset grids, concatenated (``features``
+  must be even)."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.relu(x)
+    a = nn.Conv(self.features // 2, (1, 1), strides=2, padding="VALID", use_bias=False)(x)
+    b = nn.Conv(self.features // 2, (1, 1), strides=2, padding="VALID", use_bias=False)(x[:, 1:, 1:, :])
+    return _BN(use_running_average=not train)(jnp.concatenate([a, b], axis=-1))
+
+
+class SepConv(nn.Module):
+  """Two (ReLU, depthwise kxk, pointwise 1x1, BN) blocks; only the first one strides."""
+
+  features: int
+  kernel: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    c_in = x.shape[-1]
+    for stride, c_out in ((self.stride, c_in), (1, self.features)):
+      x = _conv(c_in, self.kernel, stride, groups=c_in)(nn.relu(x))
+      x = _conv(c_out, 1)(x)
+      x = _BN(use_running_average=not train)(x)
+    return x
+
+
+class DilConv(nn.Module):
+  """ReLU, dilated depthwise kxk (dilation 2), pointwise 1x1, BN."""
+
+  features: int
+  kernel: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    c_in = x.shape[-1]
+    x = _conv(c_in, self.kernel, self.stride, dilation=2, groups=c_in)(nn.relu(x))
+    return _BN(use_running_average=not train)(_conv(self.features, 1)(x))
+
+
+def _pool(kind: str, stride: int) -> Callable[[jax.Array], jax.Array]:
+  if kind == "max":
+    return lambda x: nn.max_pool(x, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)))
+  return lambda x: nn.avg_pool(x, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
+                               count_include_pad=False)
+
+
+def make_op(name: str, features: int, stride: int) -> Callable[..., jax.Array]:
+  """The op ``name`` as a callable ``op(x, train)``; parametric ops are Linen submodules.
+
+  Must be called inside a compact method (the submodules bind to the caller).
+  """
+  if name == "none":
+    return lambda x, train: jnp.zeros_like(x[:, ::stride, ::stride, :])
+  if name in ("max_pool_3x3", "avg_pool_3x3"):
+    pool = _pool(name[:3], stride)
+    return lambda x, train: pool(x)
+  if name == "skip_connect":
+    return (lambda x, train: x) if stride == 1 else FactorizedReduce(features)
+  kernel = int(name[-1])
+  if name.startswith("sep_conv"):
+    return SepConv(features, kernel, stride)
+  if name.startswith("dil_conv"):
+    return DilConv(features, kernel, stride)
+  raise ValueError(f"unknown DARTS op {name!r}")
+
+
+def drop_path(x: jax.Array, drop_prob: jax.Array, rng: jax.Array) -> jax.Array:
+  """Zeroes whole examples with probability ``drop_prob`` and rescales the rest by
+  ``1 / (1 - drop_prob)`` so the expectation is unchanged."""
+  keep = 1.0 - drop_prob
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0], 1, 1, 1))
+  return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+
+
+class Cell(nn.Module):
+  """One normal or reduction cell of a genotype."""
+
+  genotype: Genotype
+  features: int
+  reduction: bool
+  reduction_prev: bool
+
+  @nn.compact
+  def __call__(self, s0, s1, train: bool, drop_prob: jax.Array | float = 0.0):
+    pairs = self.genotype.reduce if self.reduction else self.genotype.normal
+    concat = self.genotype.reduce_concat if self.reduction else self.genotype.normal_concat
+    s0 = (FactorizedReduce(self.features) if self.reduction_prev else ReLUConvBN(self.features))(s0, train)
+    s1 = ReLUConvBN(self.features)(s1, train)
+    states = [s0, s1]
+    for k in range(0, len(pairs), 2):
+      node = 0.0
+      for name, index in pairs[k:k + 2]:
+        stride = 2 if self.reduction and index < 2 else 1
+        h = make_op(name, self.features, stride)(states[index], train)
+        if train and not (name == "skip_connect" and stride == 1):  # identities are never dropped
+          h = drop_path(h, drop_prob, self.make_rng("drop_path"))
+        node = node + h
+      states.append(node)
+    return jnp.concatenate([states[i] for i in concat], axis=-1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+  """Auxiliary classifier on the 8x8 maps after the second reduction (DARTS' layout)."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.avg_pool(nn.relu(x), (5, 5), strides=(3, 3), padding="VALID")
+    x = nn.relu(_BN(use_running_average=not train)(_conv(128, 1)(x)))
+    x = nn.Conv(768, (2, 2), padding="VALID", use_bias=False)(x)
+    x = nn.relu(_BN(use_running_average=not train)(x))
+    return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+
+class NetworkCIFAR(nn.Module):
+  """The standalone CIFAR network of ``genotype``.
+
+  Attributes:
+    genotype: the cells.
+    init_channels: ``C``, channels of the first cells (36 in the paper recipe).
+    layers: number of cells (20 in the paper recipe).
+    num_classes: classifier outputs.
+    auxiliary: build the auxiliary head (its logits are returned in training only).
+
+  ``__call__(x, train, drop_prob=0.)`` takes ``(B, 32, 32, 3)`` images and returns ``(logits,
+  aux_logits)``; ``aux_logits`` is ``None`` unless ``auxiliary and train``. Training needs the
+  ``drop_path`` RNG stream when ``drop_prob`` may be non-zero and ``mutable=["batch_stats"]``.
+  """
+
+  genotype: Genotype
+  init_channels: int = 36
+  layers: int = 20
+  num_classes: int = 10
+  auxiliary: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, drop_prob: jax.Array | float = 0.0) -> tuple[Any, Any]:
+    check_channels(self.init_channels, self.layers)
+    c = self.init_channels
+    s = _BN(use_running_average=not train)(_conv(3 * c, 3)(x))
+    s0 = s1 = s
+    reductions = (self.layers // 3, 2 * self.layers // 3)
+    reduction_prev, aux_logits = False, None
+    for i in range(self.layers):
+      reduction = i in reductions
+      if reduction:
+        c *= 2
+      cell = Cell(self.genotype, c, reduction, reduction_prev, name=f"cell_{i}")
+      s0, s1 = s1, cell(s0, s1, train, drop_prob)
+      reduction_prev = reduction
+      if i == reductions[1] and self.auxiliary:
+        head = AuxiliaryHeadCIFAR(self.num_classes, name="auxiliary_head")
+        # Built in eval too, so that train and eval share one parameter tree.
+        aux = head(s1, train)
+        aux_logits = aux if train else None
+    pooled = jnp.mean(s1, axis=(1, 2))
+    return nn.Dense(self.num_classes, name="classifier")(pooled), aux_logits
