@@ -4,7 +4,7 @@ Runs, in one process and without checkpointing, 80-hour 8-GPU episodes on the re
 HW-NAS-Bench table and the CE-NAS window (US-CAL-CISO from 2021-07-02 06:00 UTC), built exactly as
 ``cenas_jax.cluster.experiment`` builds them from the default ``ExperimentConfig``:
 
-- ``cenas``: LaMOO proposals + the allocation agent (fixed mode, perfect 24 h forecast), learning
+- ``cenas``: LaMOO proposals + the allocation agent (repaired mode, perfect 24 h forecast), learning
   online every hour; run twice: *cold* (first episode in the process: JIT compilation of the SVM
   solver and of the agent included) and *warm* (another seed, everything compiled);
 - ``vanilla``: LaMOO proposals, every GPU trains;
@@ -79,14 +79,14 @@ def instrumented(timers: Timers):
   """Patches the timed functions (module attributes, looked up at call time) and restores them."""
   import importlib
 
-  from cenas_jax.controller import allocation_agent as agent_lib
+  from cenas_jax.cluster.agent_strategy import AgentStrategy
 
   saved = []
   for mod_name, attr, label in _TIMED:
     mod = importlib.import_module(mod_name)
     saved.append((mod, attr, getattr(mod, attr)))
     setattr(mod, attr, timers.wrap(getattr(mod, attr), label))
-  cls = agent_lib.AgentStrategy
+  cls = AgentStrategy
   for attr, label in (("init", "agent: init (once per episode)"), ("act", "agent: act"),
                       ("learn", "agent: learn (update)")):
     saved.append((cls, attr, getattr(cls, attr)))
@@ -103,8 +103,8 @@ def run_episode(name: str, seed: int, config, inputs, timers: Timers, optimizer=
   from cenas_jax.cluster import experiment, search
 
   strategy = experiment.make_strategy(name, config, inputs)
-  optimizer = optimizer or experiment._optimizer(config)  # pylint: disable=protected-access
-  scfg = config.search()
+  optimizer = optimizer or config.lamoo.optimizer()
+  scfg = config.search
   fc = experiment.forecast_fn_for(config, inputs.ci_g_per_kwh)
   ci_ref = experiment.ci_reference(config, name, inputs)
   timers.reset()
@@ -152,10 +152,12 @@ def main() -> None:
   from cenas_jax.cluster import experiment, search
 
   t0 = time.perf_counter()
-  config = dataclasses.replace(experiment.ExperimentConfig(), hours=args.hours)
+  default = experiment.ExperimentConfig()
+  config = dataclasses.replace(default, search=dataclasses.replace(default.search, hours=args.hours))
   inputs = experiment.load_inputs(config)
   print(f"inputs: {inputs.problem.n} candidates, max HV {inputs.problem.max_hv:.2f}; trace "
-        f"{inputs.trace_info.get('source')} from {config.start}, {config.hours} h, {config.n_gpus} "
+        f"{inputs.trace_info.get('source')} from {config.start}, {config.hours} h, "
+        f"{config.pool.n_gpus} "
         f"GPUs; loaded in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} CPUs visible, load "
         f"average {os.getloadavg()[0]:.1f} (shared machine: wall times are noisy)")
   timers = Timers()

@@ -35,10 +35,14 @@ import numpy as np
 
 from cenas_jax.carbon.accounting import J_PER_KWH
 
-KNOWN_KINDS = ("sampling", "training", "idle", "switch")
+# Kinds of GPU time, in the order the simulated pool charges them within an hour (sums over an hour
+# run in this order). Any other non-empty string is a valid kind too.
+TRAINING, SAMPLING, IDLE, SWITCH = "training", "sampling", "idle", "switch"
+KINDS = (TRAINING, SAMPLING, IDLE, SWITCH)
+# Accounting policies by name: the kinds each counts (None: every kind).
 POLICIES: Mapping[str, frozenset[str] | None] = {
+    "paper": frozenset({TRAINING}),  # the CE-NAS code charges training only
     "full": None,  # every kind
-    "paper": frozenset({"training"}),
 }
 _MAX_GPU_ID = 63  # gpu_ids are stored as a uint64 bit mask.
 
@@ -178,7 +182,7 @@ class Ledger:
 
 def empty_ledger(capacity: int = _INITIAL_CAPACITY) -> Ledger:
   """A ledger with no entries (``capacity`` rows preallocated)."""
-  return Ledger(_Buffer(max(int(capacity), 1), list(KNOWN_KINDS)), 0)
+  return Ledger(_Buffer(max(int(capacity), 1), list(KINDS)), 0)
 
 
 def _finite(name: str, value: Any, *, minimum: float | None = 0.0) -> float:

@@ -13,7 +13,8 @@ The semantics follow the official CE-NAS simulator (``cake-lab/CE-NAS``, ``main_
   fewest dominators (on the one-shot *predicted* objectives) goes first;
 - a job longer than the GPU's remaining budget trains for that budget and is carried over with its
   remainder; a finished job reveals its true objectives;
-- the whole hour is charged at the carbon intensity of that hour.
+- the whole hour is charged at the carbon intensity of that hour (``charge`` enters the hour's
+  GPU-seconds into the carbon ledger, which computes energy and carbon).
 
 What the official code leaves out is here as switches (``PoolConfig``): power per job type and idle
 power, PUE, a switching overhead when a GPU changes role, and ``screen_per_gpu_hour``: sampling GPUs
@@ -26,17 +27,18 @@ Everything is plain numpy and Python lists, so the state is trivially checkpoint
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from cenas_jax.carbon.accounting import carbon_g as _carbon_g
+from cenas_jax.carbon import ledger as ledger_lib
+from cenas_jax.carbon.ledger import IDLE, KINDS, SWITCH
+from cenas_jax.carbon.ledger import SAMPLING as SAMPLE
+from cenas_jax.carbon.ledger import TRAINING as TRAIN
+from cenas_jax.errors import ConfigError
 from cenas_jax.moo.pareto import dominance_counts
 
-# Kinds of GPU-seconds recorded per hour; "paper" accounting charges only TRAIN.
-TRAIN, SAMPLE, IDLE, SWITCH = "training", "sampling", "idle", "switch"
-KINDS = (TRAIN, SAMPLE, IDLE, SWITCH)
-ACCOUNTING = {"paper": (TRAIN,), "full": KINDS}
+RELEASED = "released"  # the role of a GPU the search does not hold (charged nothing)
 # Stand-in objective of unscored jobs: dominated by every scored job.
 _UNSCORED = -np.finfo(np.float64).max
 
@@ -72,17 +74,45 @@ class PoolConfig:
   screen_per_gpu_hour: int = 0
 
   def __post_init__(self):
-    if self.n_gpus < 1 or self.queue_capacity < 0 or self.step_s <= 0 or self.sample_time_s <= 0:
-      raise ValueError(f"invalid PoolConfig: {self}")
-    for name in ("train_power_w", "sample_power_w", "idle_power_w", "switch_overhead_s"):
+    for name in ("n_gpus", "step_s", "sample_time_s"):
+      if not getattr(self, name) >= (1 if name == "n_gpus" else 1e-12):
+        raise ConfigError(name, f"must be {'>= 1' if name == 'n_gpus' else '> 0'}, got "
+                          f"{getattr(self, name)}")
+    for name in ("queue_capacity", "screen_per_gpu_hour", "train_power_w", "sample_power_w",
+                 "idle_power_w", "switch_overhead_s"):
       if getattr(self, name) < 0:
-        raise ValueError(f"PoolConfig.{name} must be >= 0, got {getattr(self, name)}")
+        raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
     if self.pue < 1.0:
-      raise ValueError(f"PoolConfig.pue must be >= 1, got {self.pue}")
+      raise ConfigError("pue", f"must be >= 1, got {self.pue}")
 
   def power_w(self, kind: str) -> float:
     return {TRAIN: self.train_power_w, SAMPLE: self.sample_power_w, IDLE: self.idle_power_w,
             SWITCH: self.sample_power_w}[kind]
+
+
+class Job(NamedTuple):
+  """A candidate waiting for a training GPU.
+
+  Attributes:
+    candidate: the candidate's position in the problem.
+    pred: its predicted (supernet) objectives, maximized; NaN when it was not scored.
+    remaining_s: training seconds left for a job carried over from an earlier hour; None for a
+      fresh job (it needs the candidate's full training time).
+  """
+
+  candidate: int
+  pred: tuple[float, ...]
+  remaining_s: float | None = None
+
+  def to_dict(self) -> dict:
+    """JSON-safe form (NaN predictions become null)."""
+    return {"candidate": self.candidate, "pred": [None if np.isnan(x) else x for x in self.pred],
+            "remaining_s": self.remaining_s}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Job":
+    return cls(int(d["candidate"]), tuple(np.nan if x is None else float(x) for x in d["pred"]),
+               None if d["remaining_s"] is None else float(d["remaining_s"]))
 
 
 @dataclasses.dataclass
@@ -90,68 +120,63 @@ class PoolState:
   """Mutable-by-copy state of the pool between steps (all JSON-serializable once ``to_dict``'ed).
 
   Attributes:
-    queue: fresh jobs, each ``[candidate, pred_obj_0, pred_obj_1, ...]`` (NaN when not scored).
-    halfwork: carried-over jobs, each ``[candidate, remaining_s, pred_obj_0, ...]``.
-    roles: role of each of the ``n_gpus`` GPUs in the last step ("training", "sampling", "released").
+    queue: fresh jobs (``remaining_s`` None), oldest first.
+    halfwork: carried-over jobs (``remaining_s`` set), oldest first.
+    roles: role of each of the ``n_gpus`` GPUs in the last step (``TRAIN``, ``SAMPLE``, ``RELEASED``).
   """
 
-  queue: list[list[float]] = dataclasses.field(default_factory=list)
-  halfwork: list[list[float]] = dataclasses.field(default_factory=list)
+  queue: list[Job] = dataclasses.field(default_factory=list)
+  halfwork: list[Job] = dataclasses.field(default_factory=list)
   roles: list[str] = dataclasses.field(default_factory=list)
 
   def to_dict(self) -> dict:
     """JSON-safe form (NaN predictions become null)."""
-    enc = lambda job: [None if np.isnan(x) else float(x) for x in job]
-    return {"queue": [enc(q) for q in self.queue], "halfwork": [enc(h) for h in self.halfwork],
-            "roles": list(self.roles)}
+    return {"queue": [j.to_dict() for j in self.queue],
+            "halfwork": [j.to_dict() for j in self.halfwork], "roles": list(self.roles)}
 
   @classmethod
   def from_dict(cls, d: dict) -> "PoolState":
-    dec = lambda job: [np.nan if x is None else float(x) for x in job]
-    return cls(queue=[dec(q) for q in d["queue"]], halfwork=[dec(h) for h in d["halfwork"]],
-               roles=list(d["roles"]))
+    return cls(queue=[Job.from_dict(j) for j in d["queue"]],
+               halfwork=[Job.from_dict(j) for j in d["halfwork"]], roles=list(d["roles"]))
 
 
 @dataclasses.dataclass(frozen=True)
 class HourReport:
-  """What happened in one step.
+  """What happened in one step (``charge`` turns its GPU-seconds into ledger entries).
 
   Attributes:
     finished: candidate indices whose training finished this step, in order.
     gpu_seconds: GPU-seconds per kind (``KINDS``).
-    energy_j: energy per kind (J), PUE included.
-    carbon_g: carbon per kind (g CO2eq), PUE included.
     n_scored: proposals scored by the sampling GPUs this step.
     scored: the candidates scored this step (each also entered or competed for the queue).
   """
 
   finished: tuple[int, ...]
   gpu_seconds: dict[str, float]
-  energy_j: dict[str, float]
-  carbon_g: dict[str, float]
   n_scored: int
   scored: tuple[int, ...]
-
-  def carbon_under(self, accounting: str) -> float:
-    return float(sum(self.carbon_g[k] for k in ACCOUNTING[accounting]))
 
 
 # A proposer returns up to k fresh candidate indices (never ones already excluded), best region first.
 ProposeFn = Callable[[int], np.ndarray]
 
 
-def _pop_least_dominated(jobs: list[list[float]], obj_start: int) -> list[float]:
-  """Pops the job with the fewest weak dominators on its predicted objectives.
+def _dominance_counts(jobs: list[Job]) -> np.ndarray:
+  """Weak dominators of each job on its predicted objectives.
 
   Unscored jobs (NaN predictions: proposed in an hour without sampling GPUs) count as dominated by
-  every scored job and tie among themselves, so they go after scored ones, first in first out.
+  every scored job and tie among themselves.
   """
+  y = np.array([j.pred for j in jobs], dtype=np.float64)
+  y[np.isnan(y)] = _UNSCORED
+  return dominance_counts(y, weak=True)
+
+
+def _pop_least_dominated(jobs: list[Job]) -> Job:
+  """Pops the job with the fewest weak dominators (unscored ones after scored ones, oldest first)."""
   if len(jobs) == 1:
     return jobs.pop(0)
-  y = np.array([j[obj_start:] for j in jobs], dtype=np.float64)
-  y[np.isnan(y)] = _UNSCORED
-  counts = dominance_counts(y, weak=True)
-  return jobs.pop(int(np.argmin(counts)))  # argmin takes the first (oldest) among ties
+  return jobs.pop(int(np.argmin(_dominance_counts(jobs))))  # argmin: the oldest among ties
 
 
 def run_step(
@@ -159,7 +184,6 @@ def run_step(
     *,
     n_train: int,
     n_sample: int,
-    ci_g_per_kwh: float,
     propose: ProposeFn,
     predict: Callable[[np.ndarray], np.ndarray] | None,
     train_time_s: np.ndarray,
@@ -174,7 +198,6 @@ def run_step(
     n_sample: GPUs sampling this step. ``n_train + n_sample <= config.n_gpus``; the rest is released.
       With ``n_sample == 0`` proposals come straight from the optimizer at no GPU cost and are queued
       first-in first-out (vanilla NAS).
-    ci_g_per_kwh: carbon intensity charged for the whole step (gCO2eq/kWh).
     propose: ``propose(k)`` returns up to ``k`` new candidate indices (no repeats across calls).
     predict: maps candidate indices to predicted (one-shot) objectives, shape (k, m), maximized.
       ``None`` with ``n_sample == 0``.
@@ -189,15 +212,15 @@ def run_step(
     raise ValueError(
         f"allocation n_train={n_train}, n_sample={n_sample} does not fit {config.n_gpus} GPUs")
   step_s, cap = config.step_s, config.queue_capacity
-  roles = [TRAIN] * n_train + [SAMPLE] * n_sample + ["released"] * (config.n_gpus - n_train - n_sample)
-  switched = [bool(state.roles) and state.roles[i] != r and r != "released"
+  roles = [TRAIN] * n_train + [SAMPLE] * n_sample + [RELEASED] * (config.n_gpus - n_train - n_sample)
+  switched = [bool(state.roles) and state.roles[i] != r and r != RELEASED
               for i, r in enumerate(roles)]
   switch_s = config.switch_overhead_s
   budgets = [step_s - (switch_s if switched[i] else 0.0) for i in range(n_train)]
   sample_budget_s = sum(step_s - (switch_s if switched[n_train + i] else 0.0)
                         for i in range(n_sample))
-  queue = [list(q) for q in state.queue]
-  halfwork = [list(h) for h in state.halfwork]
+  queue = list(state.queue)
+  halfwork = list(state.halfwork)
   sample_busy_s = 0.0
   scored: list[int] = []
   screen = config.screen_per_gpu_hour > 0 and n_sample > 0
@@ -215,9 +238,9 @@ def run_step(
     if n_sample > 0:
       sample_busy_s += len(idx) * config.sample_time_s
       preds = np.asarray(predict(idx), dtype=np.float64)
-      queue.extend([float(i), *map(float, p)] for i, p in zip(idx, preds))
+      queue.extend(Job(int(i), tuple(map(float, p))) for i, p in zip(idx, preds))
     else:
-      queue.extend([float(i), *([np.nan] * n_obj)] for i in idx)
+      queue.extend(Job(int(i), (np.nan,) * n_obj) for i in idx)
     scored.extend(int(i) for i in idx)
     return len(idx)
 
@@ -225,9 +248,7 @@ def run_step(
     # Scoring beyond the queue's room: sampling GPUs screen a batch, the queue keeps the best.
     score(config.screen_per_gpu_hour * n_sample)
     if len(queue) > cap + 1:
-      y = np.array([q[1:] for q in queue], dtype=np.float64)
-      y[np.isnan(y)] = _UNSCORED
-      counts = dominance_counts(y, weak=True)
+      counts = _dominance_counts(queue)
       keep = np.sort(np.argsort(counts, kind="stable")[: cap + 1])
       queue = [queue[i] for i in keep]
 
@@ -244,23 +265,23 @@ def run_step(
       if budgets[g] <= 0:
         continue
       if halfwork:
-        job = _pop_least_dominated(halfwork, 2)
-        cand, remaining, pred = int(job[0]), job[1], job[2:]
+        job = _pop_least_dominated(halfwork)
+        remaining = job.remaining_s
       else:
         refill()
         if not queue:
           continue
-        job = _pop_least_dominated(queue, 1)
-        cand, remaining, pred = int(job[0]), float(train_time_s[int(job[0])]), job[1:]
+        job = _pop_least_dominated(queue)
+        remaining = float(train_time_s[job.candidate])
       progress = True
       if remaining > budgets[g]:
         train_busy_s += budgets[g]
-        halfwork.append([float(cand), remaining - budgets[g], *pred])
+        halfwork.append(job._replace(remaining_s=remaining - budgets[g]))
         budgets[g] = 0.0
       else:
         train_busy_s += remaining
         budgets[g] -= remaining
-        finished.append(cand)
+        finished.append(job.candidate)
   if n_sample > 0 and not screen:
     refill()  # sampling keeps the queue full for the next step while it has budget
 
@@ -268,14 +289,33 @@ def run_step(
   held_s = step_s * (n_train + n_sample)
   gpu_seconds = {TRAIN: train_busy_s, SAMPLE: sample_busy_s, SWITCH: switch_busy_s,
                  IDLE: max(0.0, held_s - train_busy_s - sample_busy_s - switch_busy_s)}
-  energy_j = {k: gpu_seconds[k] * config.power_w(k) * config.pue for k in KINDS}
-  carbon = {k: float(_carbon_g(energy_j[k], ci_g_per_kwh)) for k in KINDS}
   new_state = PoolState(queue=queue, halfwork=halfwork, roles=roles)
-  report = HourReport(finished=tuple(finished), gpu_seconds=gpu_seconds, energy_j=energy_j,
-                      carbon_g=carbon, n_scored=len(scored), scored=tuple(scored))
+  report = HourReport(finished=tuple(finished), gpu_seconds=gpu_seconds, n_scored=len(scored),
+                      scored=tuple(scored))
   return new_state, report
+
+
+def charge(ledger: ledger_lib.Ledger, report: HourReport, *, hour: int, ci_g_per_kwh: float,
+           config: PoolConfig) -> ledger_lib.Ledger:
+  """The ledger with the hour's GPU-seconds charged: one entry per kind used, in ``KINDS`` order.
+
+  Args:
+    ledger: the episode's ledger so far.
+    report: the hour's report.
+    hour: the hour's index in the episode (entries start at ``hour * config.step_s``).
+    ci_g_per_kwh: carbon intensity charged for the whole hour (gCO2eq/kWh).
+    config: the pool (power per kind, PUE).
+  """
+  for kind in KINDS:
+    gpu_s = float(report.gpu_seconds[kind])
+    if gpu_s > 0:
+      ledger = ledger_lib.ledger_add(
+          ledger, t_start_s=hour * config.step_s, duration_s=gpu_s, kind=kind,
+          ci_g_per_kwh=ci_g_per_kwh, n_gpus=1, power_w=config.power_w(kind), pue=config.pue,
+          tag=f"hour{hour}")
+  return ledger
 
 
 def queued_candidates(state: PoolState) -> Sequence[int]:
   """Candidates waiting in either queue (they must not be proposed again)."""
-  return [int(q[0]) for q in state.queue] + [int(h[0]) for h in state.halfwork]
+  return [j.candidate for j in state.queue] + [j.candidate for j in state.halfwork]

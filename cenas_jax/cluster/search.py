@@ -3,10 +3,13 @@
 The episode is a loop of pure-ish steps over an explicit ``EpisodeState`` (JSON-serializable apart
 from the strategy's pytree), so a runner can checkpoint after every simulated hour and resume:
 
-    state = init_episode(problem, config, seed)
-    for _ in range(config.hours):
-      state = step_episode(state, problem, ci, strategy, optimizer, config)
-    record = episode_record(state, problem, config)
+    state = init_episode(problem, config, seed, strategy)
+    while state.hour < config.hours:
+      state, _ = step_episode(state, problem, ci, hour0, strategy, optimizer, config)
+    record = episode_record(state, problem)
+
+Carbon has one source: the episode's carbon ledger (``EpisodeState.ledger``), one entry per hour and
+kind of GPU time charged; totals, curves and the learning strategies' reward all read it.
 
 Randomness is derived from ``(seed, hour)`` (numpy ``SeedSequence`` and ``jax.random.fold_in``), never
 carried as mutable state, so a resumed run draws exactly what an uninterrupted one would have.
@@ -15,13 +18,16 @@ carried as mutable state, so a resumed run draws exactly what an uninterrupted o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
+from cenas_jax.carbon import ledger as ledger_lib
 from cenas_jax.cluster import pool as pool_lib
 from cenas_jax.cluster.problem import SearchProblem
-from cenas_jax.cluster.strategies import Observation, Outcome, Strategy
+from cenas_jax.cluster.strategies import Strategy
+from cenas_jax.controller.types import Observation, Outcome
+from cenas_jax.errors import ConfigError
 from cenas_jax.moo.hypervolume import hypervolume_2d
 from cenas_jax.moo import lamoo as lamoo_lib
 from cenas_jax.moo.pareto import non_dominated_mask, non_dominated_sort
@@ -46,7 +52,18 @@ class SearchConfig:
   pool: pool_lib.PoolConfig = pool_lib.PoolConfig()
   history_hours: int = 168
   oneshot_per_gpu_hour: int = 5
-  reward_accounting: str = "paper"
+  reward_accounting: Literal["paper", "full"] = "paper"
+
+  def __post_init__(self):
+    for name in ("hours", "history_hours"):
+      if getattr(self, name) < 1:
+        raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+    for name in ("n_init", "oneshot_per_gpu_hour"):
+      if getattr(self, name) < 0:
+        raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+    if self.reward_accounting not in ledger_lib.POLICIES:
+      raise ConfigError("reward_accounting", f"must be one of {list(ledger_lib.POLICIES)}, got "
+                        f"{self.reward_accounting!r}")
 
 
 class Optimizer(Protocol):
@@ -116,8 +133,9 @@ class EpisodeState:
     scored: positions scored by the supernet (one-shot strategies use them as samples).
     pool: queues and GPU roles.
     history: per-hour lists (``hv``, ``n_train``, ``n_sample``, ``ci_g_per_kwh``, ``n_finished``,
-      ``carbon_g_<kind>``, ``energy_j_<kind>``, ``gpu_s_<kind>``).
+      ``n_scored``, ``gpu_s_<kind>``, ``info_<key>``).
     strategy_state: the strategy's pytree (agent parameters and optimizer state, or {}).
+    ledger: the carbon ledger: every hour's GPU time charged, per kind.
   """
 
   seed: int
@@ -127,18 +145,21 @@ class EpisodeState:
   pool: pool_lib.PoolState
   history: dict[str, list[float]]
   strategy_state: Any
+  ledger: ledger_lib.Ledger = dataclasses.field(default_factory=ledger_lib.empty_ledger)
 
   def to_dict(self) -> dict:
     """JSON-safe part of the state (the strategy state is saved separately)."""
     return {"seed": self.seed, "hour": self.hour, "evaluated": list(map(int, self.evaluated)),
             "scored": list(map(int, self.scored)), "pool": self.pool.to_dict(),
-            "history": {k: [float(x) for x in v] for k, v in self.history.items()}}
+            "history": {k: [float(x) for x in v] for k, v in self.history.items()},
+            "ledger": self.ledger.to_dict()}
 
   @classmethod
   def from_dict(cls, d: dict, strategy_state: Any) -> "EpisodeState":
     return cls(seed=int(d["seed"]), hour=int(d["hour"]), evaluated=list(d["evaluated"]),
                scored=list(d["scored"]), pool=pool_lib.PoolState.from_dict(d["pool"]),
-               history={k: list(v) for k, v in d["history"].items()}, strategy_state=strategy_state)
+               history={k: list(v) for k, v in d["history"].items()}, strategy_state=strategy_state,
+               ledger=ledger_lib.from_dict(d["ledger"]))
 
 
 def _rng(seed: int, hour: int, stream: int) -> np.random.Generator:
@@ -250,24 +271,24 @@ def step_episode(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.n
   ci = float(ci_g_per_kwh[hour0 + state.hour])
   if trains:
     new_pool, report = pool_lib.run_step(
-        state.pool, n_train=alloc.n_train, n_sample=alloc.n_sample, ci_g_per_kwh=ci,
-        propose=propose, predict=lambda idx: problem.y_pred[idx],
+        state.pool, n_train=alloc.n_train, n_sample=alloc.n_sample, propose=propose, predict=lambda idx: problem.y_pred[idx],
         train_time_s=problem.train_time_s, config=pcfg, n_obj=problem.y_true.shape[1])
   else:
     # One-shot search: the sampling GPUs score a batch; nothing is queued for training.
     oneshot_cfg = dataclasses.replace(pcfg, screen_per_gpu_hour=config.oneshot_per_gpu_hour)
     _, report = pool_lib.run_step(
         pool_lib.PoolState(roles=state.pool.roles), n_train=0, n_sample=alloc.n_sample,
-        ci_g_per_kwh=ci, propose=propose, predict=lambda idx: problem.y_pred[idx],
+        propose=propose, predict=lambda idx: problem.y_pred[idx],
         train_time_s=problem.train_time_s, config=oneshot_cfg)
     new_pool = pool_lib.PoolState(roles=[pool_lib.SAMPLE] * alloc.n_sample
-                                  + ["released"] * (pcfg.n_gpus - alloc.n_sample))
+                                  + [pool_lib.RELEASED] * (pcfg.n_gpus - alloc.n_sample))
+  ledger = pool_lib.charge(state.ledger, report, hour=state.hour, ci_g_per_kwh=ci, config=pcfg)
 
   new = EpisodeState(seed=state.seed, hour=state.hour + 1,
                      evaluated=state.evaluated + list(report.finished),
                      scored=state.scored + ([] if trains else list(report.scored)),
                      pool=new_pool, history={k: list(v) for k, v in state.history.items()},
-                     strategy_state=sstate)
+                     strategy_state=sstate, ledger=ledger)
   hv = current_hv(new, problem, trains)
   h = new.history
   h["hv"].append(hv)
@@ -275,85 +296,84 @@ def step_episode(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.n
                    ("n_finished", len(report.finished)), ("n_scored", report.n_scored)):
     h.setdefault(key, []).append(float(val))
   for kind in pool_lib.KINDS:
-    h.setdefault(f"carbon_g_{kind}", []).append(report.carbon_g[kind])
-    h.setdefault(f"energy_j_{kind}", []).append(report.energy_j[kind])
     h.setdefault(f"gpu_s_{kind}", []).append(report.gpu_seconds[kind])
   for key, val in info.items():
     if np.ndim(val) == 0:
       h.setdefault(f"info_{key}", []).append(float(val))
 
+  done = not (new.hour < config.hours and hour0 + new.hour < len(ci_g_per_kwh))
   outcome = Outcome(hv_gain=hv - h["hv"][-2],
-                    carbon_g=report.carbon_under(config.reward_accounting),
-                    n_finished=len(report.finished))
-  next_obs = observe(new, problem, ci_g_per_kwh, hour0, config, trains, forecast_fn, ci_ref) \
-      if new.hour < config.hours and hour0 + new.hour < len(ci_g_per_kwh) else obs
+                    carbon_g=charged_g(ledger, config.reward_accounting, start=len(state.ledger)),
+                    n_finished=len(report.finished), done=done)
+  next_obs = None if done else observe(new, problem, ci_g_per_kwh, hour0, config, trains,
+                                       forecast_fn, ci_ref)
   new.strategy_state = strategy.learn(sstate, obs, info, outcome, next_obs)
   return new, {"alloc": alloc, "report": report, "hv": hv}
 
 
-def carbon_curve(history: dict[str, list[float]], accounting: str) -> np.ndarray:
-  """Cumulative carbon (g) after each hour under ``accounting`` ("paper" or "full")."""
-  kinds = pool_lib.ACCOUNTING[accounting]
-  n = len(history.get("n_train", []))
-  per_hour = np.zeros(n)
-  for k in kinds:
-    per_hour += np.asarray(history.get(f"carbon_g_{k}", np.zeros(n)), dtype=np.float64)
-  return np.cumsum(per_hour)
+def charged_g(ledger: ledger_lib.Ledger, accounting: str, start: int = 0) -> float:
+  """Carbon (g) of the ledger's entries from ``start`` on that ``accounting`` counts, summed in
+  entry order (the reward of one hour: ``start`` is the ledger's length before the hour)."""
+  mask = ledger_lib.policy_mask(ledger, accounting)[start:]
+  return float(sum(ledger.column("carbon_g")[start:][mask]))
 
 
-def carbon_to_target(history: dict[str, list[float]], accounting: str, target_hv: float
-                     ) -> float | None:
-  """Carbon (g) spent when the HV first reaches ``target_hv`` (None if it never does)."""
-  hv = np.asarray(history["hv"][1:], dtype=np.float64)  # hv after each hour
-  if history["hv"][0] >= target_hv:
+def carbon_curve(ledger: ledger_lib.Ledger, accounting: str, hours: int,
+                 step_s: float = pool_lib.PoolConfig.step_s) -> np.ndarray:
+  """Cumulative carbon (g) after each of ``hours`` hours under ``accounting`` ("paper" or "full")."""
+  mask = ledger_lib.policy_mask(ledger, accounting)
+  hour = np.round(ledger.column("t_start_s")[mask] / step_s).astype(np.int64)
+  # bincount adds each hour's entries in ledger order (the pool's kind order).
+  per_hour = np.bincount(hour, weights=ledger.column("carbon_g")[mask], minlength=hours)
+  return np.cumsum(per_hour[:hours])
+
+
+def carbon_to_target(hv: list[float], carbon_curve_g: np.ndarray, target_hv: float) -> float | None:
+  """Carbon (g) spent when the HV first reaches ``target_hv`` (None if it never does).
+
+  Args:
+    hv: the HV before the first hour, then after each hour.
+    carbon_curve_g: cumulative carbon after each hour (``carbon_curve``).
+    target_hv: the HV to reach.
+  """
+  if hv[0] >= target_hv:
     return 0.0
-  hit = np.flatnonzero(hv >= target_hv)
+  hit = np.flatnonzero(np.asarray(hv[1:], dtype=np.float64) >= target_hv)
   if len(hit) == 0:
     return None
-  return float(carbon_curve(history, accounting)[hit[0]])
+  return float(carbon_curve_g[hit[0]])
 
 
-def episode_ledger(history: dict[str, list[float]], pool_config: pool_lib.PoolConfig):
-  """The carbon ledger of an episode: one entry per hour and kind of GPU-seconds charged."""
-  from cenas_jax.carbon import ledger as ledger_lib
-
-  led = ledger_lib.empty_ledger(4 * len(history.get("n_train", [])) + 1)
-  for t, ci in enumerate(history.get("ci_g_per_kwh", [])):
-    for kind in pool_lib.KINDS:
-      gpu_s = float(history[f"gpu_s_{kind}"][t])
-      if gpu_s > 0:
-        led = ledger_lib.ledger_add(
-            led, t_start_s=t * pool_config.step_s, duration_s=gpu_s, kind=kind, ci_g_per_kwh=ci,
-            n_gpus=1, power_w=pool_config.power_w(kind), pue=pool_config.pue, tag=f"hour{t}")
-  return led
+def record_carbon_curves(record: dict) -> dict[str, np.ndarray]:
+  """Cumulative carbon after each hour per accounting, from an ``episode_record``'s ledger."""
+  led = ledger_lib.from_dict(record["ledger"])
+  step_s = record.get("step_s", pool_lib.PoolConfig.step_s)  # episodes stored before it was recorded
+  return {acc: carbon_curve(led, acc, record["hours"], step_s)
+          for acc in ledger_lib.POLICIES}
 
 
 def episode_record(state: EpisodeState, problem: SearchProblem, hv_targets=(0.95, 0.97, 0.98, 0.99),
-                   pool_config: pool_lib.PoolConfig | None = None) -> dict:
-  """The per-episode summary that ``summary.json`` aggregates.
-
-  With ``pool_config`` the record also carries the episode's carbon ledger (``ledger``) and the
-  totals are taken from it (they equal the hourly history's sums).
-  """
+                   step_s: float = pool_lib.PoolConfig.step_s) -> dict:
+  """The per-episode summary that ``summary.json`` aggregates, with the episode's carbon ledger
+  (``ledger``, as ``Ledger.to_dict``): carbon totals and curves come from it."""
   h = state.history
-  rec = {
+  led = state.ledger
+  curves = {acc: carbon_curve(led, acc, state.hour, step_s) for acc in ledger_lib.POLICIES}
+  facility_j = led.column("energy_j") * led.column("pue")
+  kinds = led.kinds
+  return {
       "seed": state.seed,
       "hours": state.hour,
+      "step_s": step_s,
       "final_hv": h["hv"][-1],
       "n_trained": len(state.evaluated),
       "n_scored": len(state.scored),
-      "carbon_g": {acc: float(carbon_curve(h, acc)[-1]) if state.hour else 0.0
-                   for acc in pool_lib.ACCOUNTING},
+      "carbon_g": {acc: float(ledger_lib.totals(led, acc).carbon_g) for acc in ledger_lib.POLICIES},
       "carbon_to_target_g": {
-          acc: {f"{t:.2f}": carbon_to_target(h, acc, t * problem.max_hv) for t in hv_targets}
-          for acc in pool_lib.ACCOUNTING},
+          acc: {f"{t:.2f}": carbon_to_target(h["hv"], curves[acc], t * problem.max_hv)
+                for t in hv_targets}
+          for acc in ledger_lib.POLICIES},
       "gpu_hours": {k: float(np.sum(h.get(f"gpu_s_{k}", [0.0])) / 3600.0) for k in pool_lib.KINDS},
-      "energy_kwh": {k: float(np.sum(h.get(f"energy_j_{k}", [0.0])) / 3.6e6) for k in pool_lib.KINDS},
+      "energy_kwh": {k: float(np.sum(facility_j[kinds == k]) / 3.6e6) for k in pool_lib.KINDS},
+      "ledger": led.to_dict(),
   }
-  if pool_config is not None:
-    from cenas_jax.carbon import ledger as ledger_lib
-
-    led = episode_ledger(h, pool_config)
-    rec["carbon_g"] = {acc: float(ledger_lib.totals(led, acc).carbon_g) for acc in pool_lib.ACCOUNTING}
-    rec["ledger"] = led.to_dict()
-  return rec

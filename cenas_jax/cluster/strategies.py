@@ -4,11 +4,13 @@ A strategy is a small object with pure methods over an explicit state pytree:
 
 - ``init(key) -> state``;
 - ``act(state, obs, key) -> (state, Allocation, info)``: the allocation for the coming hour;
-- ``learn(state, obs, info, outcome, next_obs) -> state``: called after the hour (only learning
-  strategies do anything).
+- ``learn(state, obs, info, outcome, next_obs) -> state``: called after the hour (only strategies
+  with ``learns`` do anything; ``outcome.done`` marks the episode's last hour, whose ``next_obs`` is
+  None).
 
-``Observation`` is everything a strategy may look at when it decides; strategies that use the future
-(``oracle``, a perfect forecast) say so in their name and docstring.
+``Observation`` (``cenas_jax.controller.types``) is everything a strategy may look at when it
+decides; strategies that use the future (``oracle``, a perfect forecast) say so in their name and
+docstring. The allocation agent's adapter is ``cenas_jax.cluster.agent_strategy``.
 """
 
 from __future__ import annotations
@@ -18,85 +20,28 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cenas_jax.controller.types import Allocation, Observation, Outcome
 
-@dataclasses.dataclass(frozen=True)
-class Allocation:
-  """GPUs per role for one hour; ``n_gpus - n_train - n_sample`` are released (not held)."""
-
-  n_train: int
-  n_sample: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Observation:
-  """What a strategy sees at the start of an hour.
-
-  Attributes:
-    hour: index of the coming hour, 0-based.
-    hours_total: length of the search (h).
-    n_gpus: GPUs the search may hold.
-    ci_g_per_kwh: carbon intensity of the coming hour (gCO2eq/kWh), the value that will be charged.
-    ci_history: the trailing ``history`` hours up to and including the coming hour (gCO2eq/kWh).
-    ci_forecast: the next hours' intensity (P50) as forecast, starting at the coming hour, or None.
-    ci_ref_min: reference minimum intensity used to normalize (gCO2eq/kWh).
-    ci_ref_max: reference maximum intensity used to normalize (gCO2eq/kWh).
-    hv: hypervolume reached so far; hv_prev: the hour before; hv_init: after the initial random
-      evaluations; max_hv: of the whole space.
-    n_evaluated: architectures trained so far (including the initial ones).
-    n_queued: jobs waiting (fresh + carried over).
-  """
-
-  hour: int
-  hours_total: int
-  n_gpus: int
-  ci_g_per_kwh: float
-  ci_history: np.ndarray
-  ci_forecast: np.ndarray | None
-  ci_ref_min: float
-  ci_ref_max: float
-  hv: float
-  hv_prev: float
-  hv_init: float
-  max_hv: float
-  n_evaluated: int
-  n_queued: int
-
-  @property
-  def ci_norm(self) -> float:
-    """Current intensity scaled to [0, 1] by the reference min/max (clipped)."""
-    span = max(self.ci_ref_max - self.ci_ref_min, 1e-9)
-    return float(np.clip((self.ci_g_per_kwh - self.ci_ref_min) / span, 0.0, 1.0))
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-  """What happened in the hour (inputs to learning strategies).
-
-  Attributes:
-    hv_gain: hypervolume gained this hour.
-    carbon_g: carbon charged this hour under the strategy's accounting (g).
-    n_finished: architectures whose training finished this hour.
-  """
-
-  hv_gain: float
-  carbon_g: float
-  n_finished: int
+__all__ = ["Allocation", "Observation", "Outcome", "Strategy", "Vanilla", "OneShot", "Fixed",
+           "Heuristic", "Threshold"]
 
 
 class Strategy(Protocol):
   name: str
   trains: bool  # False for strategies that never train (one-shot only)
+  learns: bool  # True when ``learn`` changes the state (it is then checkpointed every hour)
 
   def init(self, key) -> Any: ...
 
   def act(self, state, obs: Observation, key) -> tuple[Any, Allocation, dict]: ...
 
   def learn(self, state, obs: Observation, info: dict, outcome: Outcome,
-            next_obs: Observation) -> Any: ...
+            next_obs: Observation | None) -> Any: ...
 
 
 class _Stateless:
   trains = True
+  learns = False
 
   def init(self, key):
     del key
@@ -147,8 +92,9 @@ class Fixed(_Stateless):
 class Heuristic(_Stateless):
   """The evaluation share falls linearly as normalized carbon intensity rises.
 
-  ``n_train = round(min_train + (max_train - min_train) * (1 - ci_norm))`` with ``ci_norm`` the current
-  intensity scaled by the min and max of the trailing history (known online); the rest sample.
+  ``n_train = round(min_train + (max_train - min_train) * (1 - ci_norm))`` with ``obs.ci_norm`` the
+  current intensity scaled by the observation's reference range (the min and max of the trailing
+  history, known online, unless the runner sets another); the rest sample.
   """
 
   min_train: int = 1
@@ -157,9 +103,7 @@ class Heuristic(_Stateless):
 
   def act(self, state, obs, key):
     del key
-    lo, hi = float(np.min(obs.ci_history)), float(np.max(obs.ci_history))
-    x = 0.5 if hi <= lo else (obs.ci_g_per_kwh - lo) / (hi - lo)
-    n_train = int(round(self.min_train + (self.max_train - self.min_train) * (1.0 - x)))
+    n_train = int(round(self.min_train + (self.max_train - self.min_train) * (1.0 - obs.ci_norm)))
     n_train = int(np.clip(n_train, 0, obs.n_gpus))
     return state, Allocation(n_train, obs.n_gpus - n_train), {}
 

@@ -9,11 +9,11 @@ Two modes (``AgentConfig.mode``):
   max(floor(8 a / 10), 1)``; sigmoid MLPs 100-150-200-100 without biases; RMSprop (actor lr 1e-4,
   critic lr 1e-1, alpha 0.9, eps 1e-10 outside the square root); entropy weight 0.5; one update per
   hour with a one-step return ``R = r``.
-- ``fixed`` replaces the saturating sigmoid MLP by a tanh actor-critic (64-64, biases), repairs the
+- ``repaired`` replaces the saturating sigmoid MLP by a tanh actor-critic (64-64, biases), repairs the
   state (live HV, normalized counts, the last hour's
   HV gain) and adds forecast features (the next 24 h median relative to now, and the rank of the
-  current intensity within the next 24 h), uses a TD(0) critic target ``r + gamma V(s')``, Adam with
-  a sane critic learning rate, and an action space that may release GPUs (``release=True``:
+  current intensity within the next 24 h), uses a TD(0) critic target ``r + gamma V(s')``, Adam
+  (actor lr 3e-4, critic lr 1e-3), and an action space that may release GPUs (``release=True``:
   ``n_train`` in 0..8, one GPU keeps sampling while anything is released).
 
 The reward is the official one in both modes:
@@ -21,7 +21,10 @@ The reward is the official one in both modes:
 ``C_t`` the hour's carbon per GPU in the official unit (GPU-hours x gCO2/kWh, i.e. grams at 1 kW per
 GPU) and ``n_t`` the architectures finished in the hour.
 
-Everything is a pure function of explicit pytrees; ``update`` is jitted once per config.
+Everything is a pure function of explicit pytrees (``features``, ``reward``, ``init_agent``, ``act``,
+``update``); ``act`` and ``update`` are jitted once per config. Observations, allocations and outcomes
+are the plain records of ``cenas_jax.controller.types``; the runner's adapter that makes the agent a
+strategy of the simulated pool is ``cenas_jax.cluster.agent_strategy``.
 """
 
 from __future__ import annotations
@@ -36,21 +39,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cenas_jax.cluster.strategies import Allocation, Observation, Outcome
+from cenas_jax.controller.types import Allocation, Observation, Outcome
 
-FAITHFUL, FIXED = "faithful", "fixed"
+FAITHFUL, REPAIRED = "faithful", "repaired"
+MODES = (FAITHFUL, REPAIRED)
 
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
-  """Hyper-parameters of the allocation agent (defaults: the official code's)."""
+  """Hyper-parameters of the allocation agent (defaults: the official code's, and the repaired mode's
+  own where it differs)."""
 
   mode: str = FAITHFUL
   n_gpus: int = 8
   hidden: tuple[int, ...] = (100, 150, 200, 100)
-  fixed_hidden: tuple[int, ...] = (64, 64)
+  repaired_hidden: tuple[int, ...] = (64, 64)
+  # Learning rates: RMSprop in the faithful mode (official), Adam in the repaired mode.
   actor_lr: float = 1e-4
   critic_lr: float = 1e-1
+  repaired_actor_lr: float = 3e-4
+  repaired_critic_lr: float = 1e-3
   rms_decay: float = 0.9
   rms_eps: float = 1e-10
   gamma: float = 0.99
@@ -62,19 +70,19 @@ class AgentConfig:
   reward_gpu_power_kw: float = 1.0  # grams -> official "GPU-hours x gCO2/kWh" unit
   # Faithful quirks.
   state_budget_hours: float = 40.0
-  # Fixed mode.
+  # Repaired mode.
   release: bool = True
   use_forecast: bool = True
   frozen: bool = False  # deploy a trained agent without further updates
   greedy: bool = False  # act by the most probable action instead of sampling (deployment)
 
   def __post_init__(self):
-    if self.mode not in (FAITHFUL, FIXED):
-      raise ValueError(f"AgentConfig.mode must be {FAITHFUL!r} or {FIXED!r}, got {self.mode!r}")
+    if self.mode not in MODES:
+      raise ValueError(f"AgentConfig.mode must be one of {MODES}, got {self.mode!r}")
 
   @property
   def n_actions(self) -> int:
-    return self.n_gpus + 1 if (self.mode == FIXED and self.release) else 10
+    return self.n_gpus + 1 if (self.mode == REPAIRED and self.release) else 10
 
   @property
   def obs_dim(self) -> int:
@@ -93,8 +101,8 @@ def action_to_allocation(config: AgentConfig, action: int) -> Allocation:
 
 def features(config: AgentConfig, obs: Observation) -> np.ndarray:
   """The agent's state vector for ``obs``."""
-  span = max(obs.ci_ref_max - obs.ci_ref_min, 1e-9)
-  ci_c = (obs.ci_g_per_kwh - obs.ci_ref_min) / span - 0.5
+  ci_c = obs.ci_norm - 0.5
+  span = obs.ci_span
   if config.mode == FAITHFUL:
     t_rem = obs.hours_total - obs.hour
     # Official quirk: the HV entry stays at its value after initialization.
@@ -129,7 +137,7 @@ class _Trunk(nn.Module):
 
   ``official=True``: the official MLP (bias-free sigmoid layers, Xavier-uniform init, then a linear
   head). Its four stacked sigmoids saturate: after training, the output hardly depends on the input
-  (measured: identical action probabilities for random states), so the fixed mode uses a standard
+  (measured: identical action probabilities for random states), so the repaired mode uses a standard
   actor-critic trunk instead: tanh layers with biases and orthogonal init.
   """
 
@@ -152,7 +160,7 @@ class _Trunk(nn.Module):
 def _trunk(config: "AgentConfig", out: int) -> _Trunk:
   if config.mode == FAITHFUL:
     return _Trunk(config.hidden, out, official=True)
-  return _Trunk(config.fixed_hidden, out, official=False)
+  return _Trunk(config.repaired_hidden, out, official=False)
 
 
 def _optimizers(config: AgentConfig):
@@ -160,7 +168,7 @@ def _optimizers(config: AgentConfig):
     mk = lambda lr: optax.rmsprop(lr, decay=config.rms_decay, eps=config.rms_eps,
                                   eps_in_sqrt=False)
     return mk(config.actor_lr), mk(config.critic_lr)
-  return optax.adam(config.actor_lr * 3), optax.adam(1e-3)
+  return optax.adam(config.repaired_actor_lr), optax.adam(config.repaired_critic_lr)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -216,38 +224,3 @@ def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done)
   new = {"actor": optax.apply_updates(agent["actor"], ua), "opt_actor": sa,
          "critic": optax.apply_updates(agent["critic"], uc), "opt_critic": sc}
   return new, {"actor_loss": la, "critic_loss": lc, "entropy": ent, "advantage": adv}
-
-
-@dataclasses.dataclass(frozen=True)
-class AgentStrategy:
-  """The ``cenas`` strategy: the agent decides, and (unless frozen) learns online every hour.
-
-  State pytree: the agent (``init_agent``); ``init_params`` deploys pre-trained parameters.
-  """
-
-  config: AgentConfig = AgentConfig()
-  init_params: Any = None
-  name: str = "cenas"
-  trains: bool = True
-
-  @property
-  def learns(self) -> bool:
-    """Whether the state changes during an episode (a frozen, deployed agent's does not)."""
-    return not self.config.frozen
-
-  def init(self, key):
-    return self.init_params if self.init_params is not None else init_agent(self.config, key)
-
-  def act(self, state, obs: Observation, key):
-    a, logp, _ = act(self.config, state, jnp.asarray(features(self.config, obs)), key)
-    return state, action_to_allocation(self.config, int(a)), {"action": int(a), "logp": float(logp)}
-
-  def learn(self, state, obs, info, outcome, next_obs):
-    if self.config.frozen:
-      return state
-    r = reward(self.config, obs, outcome)
-    done = float(next_obs is obs)
-    agent, _ = update(self.config, state, jnp.asarray(features(self.config, obs)),
-                      jnp.int32(info["action"]), jnp.float32(r),
-                      jnp.asarray(features(self.config, next_obs)), jnp.float32(done))
-    return agent

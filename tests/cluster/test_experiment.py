@@ -16,17 +16,20 @@ from pathlib import Path
 import pytest
 
 from cenas_jax.cluster import experiment
+from cenas_jax.cluster.config import ExperimentConfig, OracleConfig
+from cenas_jax.cluster.search import SearchConfig
 from cenas_jax.errors import CenasError
 
 _REPO = Path(__file__).resolve().parents[2]
 # Provenance that describes the moment and the command line of a run, not its results.
 _VOLATILE_PROVENANCE = ("time_utc", "argv", "git_dirty")
 
-TINY = experiment.ExperimentConfig(strategies=("vanilla", "heuristic", "cenas_faithful", "oracle"),
-                                   seeds=(0, 1), hours=6, oracle_quantiles=(0.3, 0.7),
-                                   oracle_splits=("8:1",))
+TINY = ExperimentConfig(strategies=("vanilla", "heuristic", "cenas_faithful", "oracle"),
+                        seeds=(0, 1), search=SearchConfig(hours=6),
+                        oracle=OracleConfig(oracle_quantiles=(0.3, 0.7), oracle_splits=("8:1",)))
 # The kill -9 run: a finished episode to reload, and an agent episode to resume mid-way.
-KILL = experiment.ExperimentConfig(strategies=("heuristic", "cenas_faithful"), seeds=(0,), hours=8)
+KILL = ExperimentConfig(strategies=("heuristic", "cenas_faithful"), seeds=(0,),
+                        search=SearchConfig(hours=8))
 KILL_FLAGS = ["--strategies=heuristic,cenas_faithful", "--seeds=0", "--hours=8"]
 
 
@@ -46,11 +49,11 @@ def _snapshot(root: Path) -> dict[str, str]:
 def tiny_run(tmp_path_factory, shared_data):
   del shared_data  # the runner reads the real table and trace from it
   workdir = tmp_path_factory.mktemp("tiny")
-  summary = experiment.run_experiment(TINY, workdir)
+  summary = experiment.run(TINY, workdir)
   return workdir, summary
 
 
-def test_run_experiment_writes_the_outputs(tiny_run):
+def test_run_writes_the_outputs(tiny_run):
   workdir, summary = tiny_run
   on_disk = json.loads((workdir / "summary.json").read_text())
   assert on_disk["max_hv"] == pytest.approx(4152.71, abs=0.1)
@@ -80,6 +83,10 @@ def test_run_experiment_writes_the_outputs(tiny_run):
   assert all(v > h for v, h in zip(van, heu))
   for key in ("seed", "energy_source", "ci_source", "data_hashes"):
     assert key in on_disk["provenance"]
+  # The settings are recorded flat, by flag name (as config.json).
+  assert on_disk["provenance"]["config"] == TINY.to_json()
+  assert on_disk["provenance"]["config"]["hours"] == 6
+  assert on_disk["provenance"]["config"]["oracle_splits"] == ["8:1"]
   assert summary["max_hv"] == on_disk["max_hv"]
 
   rows = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
@@ -116,15 +123,15 @@ def test_run_experiment_writes_the_outputs(tiny_run):
 def test_rerun_is_a_no_op_and_other_settings_are_refused(tiny_run):
   workdir, summary = tiny_run
   before = _snapshot(workdir)
-  other = dataclasses.replace(TINY, hours=7, seeds=(0, 1, 2))
+  other = dataclasses.replace(TINY, search=SearchConfig(hours=7), seeds=(0, 1, 2))
   with pytest.raises(CenasError) as err:
-    experiment.run_experiment(other, workdir)
+    experiment.run(other, workdir)
   msg = str(err.value)
   assert "--hours" in msg and "--seeds" in msg and str(workdir) in msg
   assert "--strategies" not in msg
   assert _snapshot(workdir) == before  # nothing touched
   # The same settings again: every episode is loaded, the summary is the same.
-  again = experiment.run_experiment(TINY, workdir)
+  again = experiment.run(TINY, workdir)
   assert again == summary
 
 
@@ -170,7 +177,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_summary(tmp_path, shared_dat
   assert "cenas_faithful__seed0: resumed at hour" in resumed.stdout + resumed.stderr
 
   reference = tmp_path / "reference"
-  experiment.run_experiment(KILL, reference)
+  experiment.run(KILL, reference)
   got = json.loads((killed / "summary.json").read_text())
   want = json.loads((reference / "summary.json").read_text())
   assert len(got["strategies"]["cenas_faithful"]["final_hv"]) == 1  # a real result

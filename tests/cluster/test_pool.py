@@ -1,4 +1,5 @@
-"""Tests of one simulated hour of the GPU pool, with hand-computed expected numbers."""
+"""Tests of one simulated hour of the GPU pool and its charge to the ledger, with hand-computed
+expected numbers."""
 
 from __future__ import annotations
 
@@ -7,10 +8,23 @@ import json
 import numpy as np
 import pytest
 
+from cenas_jax.carbon import ledger as ledger_lib
 from cenas_jax.cluster import pool as pool_lib
-from cenas_jax.cluster.pool import IDLE, KINDS, SAMPLE, SWITCH, TRAIN, PoolConfig, PoolState
+from cenas_jax.cluster.pool import (IDLE, KINDS, RELEASED, SAMPLE, SWITCH, TRAIN, Job, PoolConfig,
+                                    PoolState)
+from cenas_jax.errors import ConfigError
 
 NAN = float("nan")
+
+
+def Q(candidate, *pred):  # pylint: disable=invalid-name
+  """A fresh job."""
+  return Job(candidate, tuple(map(float, pred)))
+
+
+def H(candidate, remaining_s, *pred):  # pylint: disable=invalid-name
+  """A carried-over job."""
+  return Job(candidate, tuple(map(float, pred)), float(remaining_s))
 
 
 class ListProposer:
@@ -37,11 +51,17 @@ def _predictor(table: dict[int, tuple[float, float]]):
   return lambda idx: np.array([table[int(i)] for i in idx], dtype=np.float64)
 
 
-def _step(state, *, config, train_time_s, n_train=1, n_sample=0, ci=100.0, propose=_no_proposals,
+def _step(state, *, config, train_time_s, n_train=1, n_sample=0, propose=_no_proposals,
           predict=None):
-  return pool_lib.run_step(state, n_train=n_train, n_sample=n_sample, ci_g_per_kwh=ci,
-                           propose=propose, predict=predict,
-                           train_time_s=np.asarray(train_time_s, dtype=np.float64), config=config)
+  return pool_lib.run_step(state, n_train=n_train, n_sample=n_sample, propose=propose,
+                           predict=predict, train_time_s=np.asarray(train_time_s, dtype=np.float64),
+                           config=config)
+
+
+def _charged(rep, config, ci):
+  """The hour's ledger entries: (ledger, {kind: carbon_g})."""
+  led = pool_lib.charge(ledger_lib.empty_ledger(), rep, hour=0, ci_g_per_kwh=ci, config=config)
+  return led, {k: float(t.carbon_g) for k, t in ledger_lib.totals_by_kind(led).items()}
 
 
 def _total_gpu_s(report) -> float:
@@ -60,8 +80,8 @@ def test_long_job_is_carried_over_and_has_priority_next_hour():
   state, rep = _step(PoolState(), config=config, train_time_s=train_time_s, n_train=1, n_sample=1,
                      propose=propose, predict=_predictor(preds))
   assert rep.finished == ()
-  assert state.halfwork == [[0.0, 1400.0, 5.0, 5.0]]
-  assert [q[0] for q in state.queue] == [1.0, 2.0]
+  assert state.halfwork == [H(0, 1400.0, 5, 5)]
+  assert [q.candidate for q in state.queue] == [1, 2]
   assert rep.scored == (0, 1, 2) and rep.n_scored == 3
   assert rep.gpu_seconds[TRAIN] == 3600.0
   assert rep.gpu_seconds[SAMPLE] == 3 * 60.0
@@ -72,8 +92,8 @@ def test_long_job_is_carried_over_and_has_priority_next_hour():
   state, rep = _step(state, config=config, train_time_s=train_time_s, n_train=1, n_sample=1,
                      propose=propose, predict=_predictor(preds))
   assert rep.finished == (0, 2, 1)
-  assert state.halfwork == [[4.0, 800.0, 3.0, 3.0]]
-  assert [q[0] for q in state.queue] == [3.0, 5.0]
+  assert state.halfwork == [H(4, 800.0, 3, 3)]
+  assert [q.candidate for q in state.queue] == [3, 5]
   assert rep.scored == (3, 4, 5)
   assert rep.gpu_seconds[TRAIN] == 3600.0
   assert rep.gpu_seconds[SAMPLE] == 180.0
@@ -82,7 +102,7 @@ def test_long_job_is_carried_over_and_has_priority_next_hour():
 def test_least_dominated_first_on_predicted_objectives():
   config = PoolConfig(n_gpus=1)
   queue = [[0, 1, 1], [1, 3, 3], [2, 2, 2], [3, 0, 5]]
-  state = PoolState(queue=[list(map(float, q)) for q in queue])
+  state = PoolState(queue=[Q(*q) for q in queue])
   # Dominator counts: 0 -> 2, 1 -> 0, 2 -> 1, 3 -> 0; ties go to the older job.
   new, rep = _step(state, config=config, train_time_s=[900.0] * 4)
   assert rep.finished == (1, 2, 0, 3)
@@ -92,7 +112,7 @@ def test_least_dominated_first_on_predicted_objectives():
 
 def test_unscored_jobs_go_after_scored_ones_first_in_first_out():
   config = PoolConfig(n_gpus=1)
-  state = PoolState(queue=[[0.0, NAN, NAN], [1.0, 1.0, 1.0], [2.0, NAN, NAN], [3.0, 0.5, 2.0]])
+  state = PoolState(queue=[Q(0, NAN, NAN), Q(1, 1, 1), Q(2, NAN, NAN), Q(3, 0.5, 2.0)])
   new, rep = _step(state, config=config, train_time_s=[900.0] * 4)
   assert rep.finished == (1, 3, 0, 2)
   assert new.queue == []
@@ -104,8 +124,8 @@ def test_vanilla_queue_without_sampling_is_fifo_and_free():
   new, rep = _step(PoolState(), config=config, train_time_s=[1000.0] * 10, propose=propose)
   # Refill to 3 jobs, train 0, 1, 2 (1000 s each, refilling as the queue drains), 600 s into 3.
   assert rep.finished == (0, 1, 2)
-  assert new.halfwork[0][:2] == [3.0, 400.0]
-  assert np.isnan(new.halfwork[0][2:]).all()
+  assert (new.halfwork[0].candidate, new.halfwork[0].remaining_s) == (3, 400.0)
+  assert np.isnan(new.halfwork[0].pred).all()
   assert rep.gpu_seconds[SAMPLE] == 0.0
   assert rep.gpu_seconds[TRAIN] == 3600.0
 
@@ -113,7 +133,7 @@ def test_vanilla_queue_without_sampling_is_fifo_and_free():
 @pytest.mark.parametrize("queued, expect_scored", [(0, 11), (5, 6), (10, 1), (11, 0)])
 def test_queue_is_refilled_while_it_holds_at_most_capacity(queued, expect_scored):
   config = PoolConfig(n_gpus=1, queue_capacity=10, sample_time_s=60.0)
-  state = PoolState(queue=[[float(100 + i), 1.0, 1.0] for i in range(queued)])
+  state = PoolState(queue=[Q(100 + i, 1, 1) for i in range(queued)])
   propose = ListProposer(range(50))
   new, rep = _step(state, config=config, train_time_s=[1000.0] * 200, n_train=0, n_sample=1,
                    propose=propose, predict=lambda idx: np.ones((len(idx), 2)))
@@ -138,7 +158,7 @@ def test_sampling_budget_limits_proposals():
 
 @pytest.mark.parametrize("n_train, n_sample, roles", [
     (2, 1, []), (4, 2, []), (1, 0, []), (0, 2, []),
-    (3, 2, [TRAIN, SAMPLE, SAMPLE, "released", TRAIN, "released"]),
+    (3, 2, [TRAIN, SAMPLE, SAMPLE, RELEASED, TRAIN, RELEASED]),
 ])
 def test_gpu_seconds_add_up_to_held_gpus_times_step(n_train, n_sample, roles):
   config = PoolConfig(n_gpus=6, queue_capacity=4, sample_time_s=300.0, switch_overhead_s=120.0)
@@ -153,28 +173,35 @@ def test_gpu_seconds_add_up_to_held_gpus_times_step(n_train, n_sample, roles):
     assert _total_gpu_s(rep) == pytest.approx(3600.0 * (n_train + n_sample), abs=1e-6)
     assert all(v >= 0 for v in rep.gpu_seconds.values())
     assert state.roles == ([TRAIN] * n_train + [SAMPLE] * n_sample
-                           + ["released"] * (6 - n_train - n_sample))
+                           + [RELEASED] * (6 - n_train - n_sample))
 
 
-def test_carbon_per_kind_is_gpu_seconds_times_power_pue_ci():
+def test_charge_per_kind_is_gpu_seconds_times_power_pue_ci():
   config = PoolConfig(n_gpus=4, queue_capacity=3, sample_time_s=100.0, train_power_w=300.0,
                       sample_power_w=250.0, idle_power_w=60.0, pue=1.5)
-  state = PoolState(queue=[[0.0, 1.0, 1.0]])
+  state = PoolState(queue=[Q(0, 1, 1)])
   _, rep = _step(state, config=config, train_time_s=[2000.0] * 10, n_train=1, n_sample=1,
-                 ci=400.0, propose=ListProposer(range(1, 10)),
-                 predict=lambda idx: np.zeros((len(idx), 2)))
+                 propose=ListProposer(range(1, 10)), predict=lambda idx: np.zeros((len(idx), 2)))
   # Train: job 0 (2000 s), then job 1 for the remaining 1600 s -> 3600 s busy. Sample: the queue
   # (capacity 3) is refilled with 3 proposals, then 1 after job 0 left, then 1 at the end -> 500 s.
   assert rep.gpu_seconds == {TRAIN: 3600.0, SAMPLE: 500.0, IDLE: 3100.0, SWITCH: 0.0}
-  power = {TRAIN: 300.0, SAMPLE: 250.0, IDLE: 60.0, SWITCH: 250.0}
-  for kind in KINDS:
-    expect_j = rep.gpu_seconds[kind] * power[kind] * 1.5
-    assert rep.energy_j[kind] == pytest.approx(expect_j)
-    assert rep.carbon_g[kind] == pytest.approx(expect_j * 400.0 / 3.6e6)
+  led, carbon = _charged(rep, config, 400.0)
+  # One entry per kind used (SWITCH was not), in the pool's kind order, for hour 0.
+  assert list(led.kinds) == [TRAIN, SAMPLE, IDLE]
+  assert set(led.tags) == {"hour0"} and (led.t_start_s == 0.0).all()
+  power = {TRAIN: 300.0, SAMPLE: 250.0, IDLE: 60.0}
+  by_kind = ledger_lib.totals_by_kind(led)
+  for kind in (TRAIN, SAMPLE, IDLE):
+    it_j = rep.gpu_seconds[kind] * power[kind]
+    assert by_kind[kind].energy_j == pytest.approx(it_j)  # IT energy; PUE enters the carbon
+    assert carbon[kind] == pytest.approx(it_j * 1.5 * 400.0 / 3.6e6)
   # Hand check of the training share: 3600 s x 300 W x 1.5 x 400 g/kWh / 3.6e6 J/kWh = 180 g.
-  assert rep.carbon_g[TRAIN] == pytest.approx(180.0)
-  assert rep.carbon_under("paper") == pytest.approx(180.0)
-  assert rep.carbon_under("full") == pytest.approx(sum(rep.carbon_g.values()))
+  assert carbon[TRAIN] == pytest.approx(180.0)
+  assert ledger_lib.totals(led, "paper").carbon_g == pytest.approx(180.0)
+  assert ledger_lib.totals(led, "full").carbon_g == pytest.approx(sum(carbon.values()))
+  # A later hour starts one step later.
+  led2 = pool_lib.charge(led, rep, hour=3, ci_g_per_kwh=400.0, config=config)
+  assert list(led2.t_start_s[3:]) == [3 * 3600.0] * 3
 
 
 def test_released_gpus_cost_nothing():
@@ -182,28 +209,30 @@ def test_released_gpus_cost_nothing():
   out = {}
   for n_gpus in (1, 8):
     _, rep = _step(PoolState(), config=PoolConfig(n_gpus=n_gpus, **kw), train_time_s=[1000.0] * 20,
-                   n_train=1, n_sample=0, ci=250.0, propose=ListProposer(range(20)))
+                   n_train=1, n_sample=0, propose=ListProposer(range(20)))
     out[n_gpus] = rep
   assert out[8].gpu_seconds == out[1].gpu_seconds
-  assert out[8].carbon_g == out[1].carbon_g
   assert _total_gpu_s(out[8]) == 3600.0
   # 7 released GPUs, and the one that trained 3600 s: 3600 x 300 W x 250 / 3.6e6 = 75 g.
-  assert out[8].carbon_under("full") == pytest.approx(75.0)
+  led, carbon = _charged(out[8], PoolConfig(n_gpus=8, **kw), 250.0)
+  assert carbon == {TRAIN: pytest.approx(75.0)}
+  assert ledger_lib.totals(led, "full").carbon_g == pytest.approx(75.0)
 
 
 def test_switch_overhead():
   config = PoolConfig(n_gpus=3, switch_overhead_s=300.0)
-  state = PoolState(queue=[[0.0, 2.0, 2.0], [1.0, 1.0, 1.0]], roles=[TRAIN, SAMPLE, SAMPLE])
+  state = PoolState(queue=[Q(0, 2, 2), Q(1, 1, 1)], roles=[TRAIN, SAMPLE, SAMPLE])
   # GPU 0 keeps training (full 3600 s), GPU 1 switches sampling -> training (3300 s left), GPU 2 is
   # released (no overhead, no cost).
   new, rep = _step(state, config=config, train_time_s=[3600.0, 3600.0], n_train=2, n_sample=0)
   assert rep.finished == (0,)
-  assert new.halfwork == [[1.0, 300.0, 1.0, 1.0]]
+  assert new.halfwork == [H(1, 300.0, 1, 1)]
   assert rep.gpu_seconds == {TRAIN: 6900.0, SAMPLE: 0.0, SWITCH: 300.0, IDLE: 0.0}
-  assert rep.energy_j[SWITCH] == pytest.approx(300.0 * config.sample_power_w)
-  assert new.roles == [TRAIN, TRAIN, "released"]
+  led, _ = _charged(rep, config, 100.0)
+  assert ledger_lib.totals(led, {SWITCH}).energy_j == pytest.approx(300.0 * config.sample_power_w)
+  assert new.roles == [TRAIN, TRAIN, RELEASED]
   # The first step (no previous roles) never pays the overhead.
-  _, rep0 = _step(PoolState(queue=[[0.0, 1.0, 1.0]]), config=config, train_time_s=[3600.0],
+  _, rep0 = _step(PoolState(queue=[Q(0, 1, 1)]), config=config, train_time_s=[3600.0],
                   n_train=1)
   assert rep0.gpu_seconds[SWITCH] == 0.0 and rep0.finished == (0,)
 
@@ -215,7 +244,7 @@ def test_screening_keeps_the_least_dominated_capacity_plus_one():
   new, rep = _step(PoolState(), config=config, train_time_s=[1.0] * 5, n_train=0, n_sample=1,
                    propose=ListProposer(range(5)), predict=_predictor(preds))
   assert rep.n_scored == 5 and rep.scored == (0, 1, 2, 3, 4)
-  assert [q[0] for q in new.queue] == [1.0, 2.0, 4.0]
+  assert [q.candidate for q in new.queue] == [1, 2, 4]
   assert rep.gpu_seconds[SAMPLE] == 300.0
   # Screening is bounded by the sampling budget: at most 3600 / 60 = 60 proposals.
   big = PoolConfig(n_gpus=1, queue_capacity=2, sample_time_s=60.0, screen_per_gpu_hour=100)
@@ -232,10 +261,20 @@ def test_bad_allocation_raises(n_train, n_sample):
 
 
 def test_state_round_trips_through_json_with_nan_predictions():
-  state = PoolState(queue=[[3.0, NAN, NAN], [4.0, 1.5, -2.0]], halfwork=[[7.0, 120.0, NAN, NAN]],
-                    roles=[TRAIN, SAMPLE, "released"])
+  state = PoolState(queue=[Q(3, NAN, NAN), Q(4, 1.5, -2.0)], halfwork=[H(7, 120.0, NAN, NAN)],
+                    roles=[TRAIN, SAMPLE, RELEASED])
   back = PoolState.from_dict(json.loads(json.dumps(state.to_dict())))
   assert back.roles == state.roles
-  np.testing.assert_array_equal(np.array(back.queue), np.array(state.queue))
-  np.testing.assert_array_equal(np.array(back.halfwork), np.array(state.halfwork))
+  for got, want in zip(back.queue + back.halfwork, state.queue + state.halfwork):
+    assert (got.candidate, got.remaining_s) == (want.candidate, want.remaining_s)
+    np.testing.assert_array_equal(got.pred, want.pred)
+  assert back.queue[0].remaining_s is None and back.halfwork[0].remaining_s == 120.0
   assert pool_lib.queued_candidates(back) == [3, 4, 7]
+
+
+@pytest.mark.parametrize("field, value", [("n_gpus", 0), ("queue_capacity", -1), ("pue", 0.9),
+                                          ("idle_power_w", -1.0), ("sample_time_s", 0.0)])
+def test_bad_pool_config_names_the_field(field, value):
+  with pytest.raises(ConfigError) as err:
+    PoolConfig(**{field: value})
+  assert err.value.field == field

@@ -56,9 +56,10 @@ def run(problem, config, seed, strategy, optimizer, state=None, hours=None, fore
 
 
 def _agent_strategy():
-  from cenas_jax.controller.allocation_agent import AgentConfig, AgentStrategy
+  from cenas_jax.cluster.agent_strategy import AgentStrategy
+  from cenas_jax.controller.allocation_agent import AgentConfig
 
-  return AgentStrategy(AgentConfig(mode="fixed", n_gpus=4, hidden=(16, 16), use_forecast=True))
+  return AgentStrategy(AgentConfig(mode="repaired", n_gpus=4, hidden=(16, 16), use_forecast=True))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,9 @@ def test_resume_from_dict_equals_uninterrupted_run(problem):
   assert any(moved)
 
 
-def test_history_ledgers_add_up(problem):
+def test_the_ledger_is_the_episode_s_carbon(problem):
+  from cenas_jax.carbon import ledger as ledger_lib
+
   config = tiny_config(hours=5)
   state = run(problem, config, 1, strat_lib.Fixed(2, 1), search.RandomOptimizer())
   h = state.history
@@ -126,41 +129,66 @@ def test_history_ledgers_add_up(problem):
     total = sum(h[f"gpu_s_{k}"][t] for k in pool_lib.KINDS)
     assert total == pytest.approx(3600.0 * held)
   assert sum(h["n_finished"]) == len(state.evaluated) - config.n_init
-  rec = search.episode_record(state, problem)
-  assert rec["carbon_g"]["paper"] == pytest.approx(sum(h["carbon_g_training"]))
-  assert rec["carbon_g"]["full"] == pytest.approx(
-      sum(sum(h[f"carbon_g_{k}"]) for k in pool_lib.KINDS))
-  assert rec["gpu_hours"]["training"] == pytest.approx(sum(h["gpu_s_training"]) / 3600.0)
-  # The carbon ledger charges the same GPU-seconds, hour by hour and kind by kind.
-  rec_led = search.episode_record(state, problem, pool_config=config.pool)
-  for acc in ("paper", "full"):
-    assert rec_led["carbon_g"][acc] == pytest.approx(rec["carbon_g"][acc])
-  led = search.episode_ledger(h, config.pool)
-  from cenas_jax.carbon import ledger as ledger_lib
+  assert not [k for k in h if k.startswith(("carbon_g_", "energy_j_"))]  # no second copy
+  # The ledger charged every hour's GPU-seconds, kind by kind, at the hour's intensity.
+  led = state.ledger
   by_kind = ledger_lib.totals_by_kind(led)
   for k in pool_lib.KINDS:
     if k in by_kind:
       assert by_kind[k].gpu_seconds == pytest.approx(sum(h[f"gpu_s_{k}"]))
+  hours = np.round(led.t_start_s / 3600.0).astype(int)
+  np.testing.assert_array_equal(led.ci_g_per_kwh, np.asarray(h["ci_g_per_kwh"])[hours])
+  rec = search.episode_record(state, problem)
+  for acc in ("paper", "full"):
+    assert rec["carbon_g"][acc] == pytest.approx(ledger_lib.totals(led, acc).carbon_g)
+    curve = search.record_carbon_curves(rec)[acc]
+    assert len(curve) == config.hours and curve[-1] == pytest.approx(rec["carbon_g"][acc])
+  assert rec["carbon_g"]["paper"] < rec["carbon_g"]["full"]
+  assert rec["gpu_hours"]["training"] == pytest.approx(sum(h["gpu_s_training"]) / 3600.0)
+  assert ledger_lib.from_dict(rec["ledger"]).n == led.n
 
 
-def test_carbon_curve_and_carbon_to_target_on_a_handmade_history():
-  history = {
-      "hv": [1.0, 2.0, 3.0, 5.0],
-      "n_train": [1.0, 1.0, 1.0],
-      "carbon_g_training": [10.0, 20.0, 30.0],
-      "carbon_g_sampling": [1.0, 2.0, 3.0],
-      "carbon_g_idle": [0.5, 0.5, 0.5],
-      "carbon_g_switch": [0.0, 1.0, 0.0],
-  }
-  np.testing.assert_allclose(search.carbon_curve(history, "paper"), [10.0, 30.0, 60.0])
-  np.testing.assert_allclose(search.carbon_curve(history, "full"), [11.5, 35.0, 68.5])
-  assert search.carbon_to_target(history, "paper", 2.5) == 30.0
-  assert search.carbon_to_target(history, "full", 2.5) == 35.0
-  assert search.carbon_to_target(history, "paper", 3.0) == 30.0  # reached exactly
-  assert search.carbon_to_target(history, "paper", 2.0) == 10.0
-  assert search.carbon_to_target(history, "full", 5.0) == 68.5
-  assert search.carbon_to_target(history, "paper", 1.0) == 0.0  # already there after init
-  assert search.carbon_to_target(history, "paper", 5.1) is None
+def test_the_reward_sees_the_hour_s_charge_and_the_episode_end(problem):
+  seen = []
+
+  class Recorder(strat_lib.Fixed):
+    learns = True
+
+    def learn(self, state, obs, info, outcome, next_obs):
+      seen.append((outcome, next_obs))
+      return state
+
+  config = tiny_config(hours=3)
+  state = run(problem, config, 2, Recorder(2, 1), search.RandomOptimizer())
+  curve = search.carbon_curve(state.ledger, "paper", 3)
+  assert [o.carbon_g for o, _ in seen] == pytest.approx(np.diff(curve, prepend=0.0).tolist())
+  assert [o.done for o, _ in seen] == [False, False, True]
+  assert seen[-1][1] is None and seen[0][1].hour == 1
+
+
+def test_carbon_curve_and_carbon_to_target_on_a_handmade_ledger():
+  from cenas_jax.carbon import ledger as ledger_lib
+
+  led = ledger_lib.empty_ledger()
+  # Carbon per hour and kind (g) at 1 kW, 1 h, 1000 g/kWh -> grams = the power's kW x 1000.
+  for t, per_kind in enumerate([(10.0, 1.0, 0.5, 0.0), (20.0, 2.0, 0.5, 1.0), (30.0, 3.0, 0.5, 0.0)]):
+    for kind, c in zip(pool_lib.KINDS, per_kind):
+      if c:
+        led = ledger_lib.ledger_add(led, t_start_s=3600.0 * t, duration_s=3600.0, kind=kind,
+                                    ci_g_per_kwh=1000.0, n_gpus=1, power_w=c)
+  paper, full = (search.carbon_curve(led, a, 3) for a in ("paper", "full"))
+  np.testing.assert_allclose(paper, [10.0, 30.0, 60.0])
+  np.testing.assert_allclose(full, [11.5, 35.0, 68.5])
+  np.testing.assert_allclose(search.carbon_curve(led, "paper", 4), [10.0, 30.0, 60.0, 60.0])
+  assert search.charged_g(led, "full", start=7) == pytest.approx(33.5)  # the last hour's 3 entries
+  hv = [1.0, 2.0, 3.0, 5.0]
+  assert search.carbon_to_target(hv, paper, 2.5) == 30.0
+  assert search.carbon_to_target(hv, full, 2.5) == 35.0
+  assert search.carbon_to_target(hv, paper, 3.0) == 30.0  # reached exactly
+  assert search.carbon_to_target(hv, paper, 2.0) == 10.0
+  assert search.carbon_to_target(hv, full, 5.0) == 68.5
+  assert search.carbon_to_target(hv, paper, 1.0) == 0.0  # already there after init
+  assert search.carbon_to_target(hv, paper, 5.1) is None
 
 
 def test_oneshot_selection_reports_true_values_of_the_predicted_front():
@@ -190,7 +218,7 @@ def test_oneshot_episode_scores_without_training(problem):
   assert len(state.evaluated) == config.n_init
   assert len(state.scored) == 3 * 2 * 3  # oneshot_per_gpu_hour x GPUs x hours
   assert len(set(state.scored) | set(state.evaluated)) == len(state.scored) + config.n_init
-  assert sum(h["gpu_s_training"]) == 0.0 and sum(h["carbon_g_training"]) == 0.0
+  assert sum(h["gpu_s_training"]) == 0.0 and search.charged_g(state.ledger, "paper") == 0.0
   assert sum(h["gpu_s_sampling"]) == pytest.approx(18 * 60.0)
   sel = search.oneshot_selection(state, problem)
   assert h["hv"][-1] == pytest.approx(problem.hv(sel))

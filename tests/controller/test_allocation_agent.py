@@ -1,17 +1,15 @@
-"""Tests of the CE-NAS GPU-allocation agent (faithful and fixed modes)."""
+"""Tests of the CE-NAS GPU-allocation agent's pure functions (faithful and repaired modes)."""
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cenas_jax.cluster.strategies import Allocation, Observation, Outcome
 from cenas_jax.controller import allocation_agent as aa
-from cenas_jax.controller.allocation_agent import AgentConfig, AgentStrategy
+from cenas_jax.controller.allocation_agent import AgentConfig
+from cenas_jax.controller.types import Allocation, Observation, Outcome
 
 
 def _obs(**kw) -> Observation:
@@ -31,14 +29,14 @@ def test_faithful_action_mapping(action, n_train):
   assert aa.action_to_allocation(config, action) == Allocation(n_train, 8 - n_train)
 
 
-def test_fixed_action_mapping_may_release_gpus():
-  config = AgentConfig(mode="fixed")
+def test_repaired_action_mapping_may_release_gpus():
+  config = AgentConfig(mode="repaired")
   assert config.n_actions == 9
   assert aa.action_to_allocation(config, 0) == Allocation(0, 1)
   assert aa.action_to_allocation(config, 5) == Allocation(5, 1)
   assert aa.action_to_allocation(config, 8) == Allocation(8, 0)
-  # Without release, fixed mode uses the official mapping.
-  assert aa.action_to_allocation(AgentConfig(mode="fixed", release=False), 9) == Allocation(7, 1)
+  # Without release, the repaired mode uses the official mapping.
+  assert aa.action_to_allocation(AgentConfig(mode="repaired", release=False), 9) == Allocation(7, 1)
 
 
 def test_faithful_features_reproduce_the_official_quirks():
@@ -55,23 +53,8 @@ def test_faithful_features_reproduce_the_official_quirks():
   assert f.dtype == np.float32 and f.shape == (config.obs_dim,)
 
 
-def test_faithful_strategy_acts_within_the_official_range():
-  config = AgentConfig(mode="faithful", hidden=(8,))
-  strategy = AgentStrategy(config=config)
-  state = strategy.init(jax.random.key(0))
-  seen = set()
-  for hour in range(12):
-    state2, alloc, info = strategy.act(state, _obs(hour=hour), jax.random.key(hour))
-    assert state2 is state  # acting does not change the agent
-    assert 1 <= alloc.n_train <= 7 and alloc.n_train + alloc.n_sample == 8
-    assert alloc == aa.action_to_allocation(config, info["action"])
-    assert info["logp"] < 0.0
-    seen.add(info["action"])
-  assert len(seen) > 1  # a fresh policy is stochastic
-
-
-def test_fixed_features_are_live_and_normalized():
-  config = AgentConfig(mode="fixed", use_forecast=True)
+def test_repaired_features_are_live_and_normalized():
+  config = AgentConfig(mode="repaired", use_forecast=True)
   fc = np.array([300.0, 100.0, 200.0, 400.0])
   f = aa.features(config, _obs(hour=20, hv=3000.0, hv_prev=2900.0, ci_forecast=fc))
   expect = [1.0 - 20 / 80, -0.25, 3000.0 / 4152.71, 0.15, 10.0 * 100.0 / 4152.71, 0.4,
@@ -87,49 +70,19 @@ def test_reward_on_hand_numbers():
   # Faithful: t = 4 of a 40 h budget -> 20 x 0.01 x (0.8 x 0.1 + 0.8) = 0.176; carbon per GPU
   # 2400 / 8 = 300 at beta = 2 / 500 -> 1.2; 0.05 x 3 finished = 0.15.
   assert aa.reward(AgentConfig(mode="faithful"), obs, outcome) == pytest.approx(0.176 - 1.2 + 0.15)
-  # Fixed mode scales time by the real horizon (80 h): 20 x 0.01 x (0.8 x 0.05 + 0.8) = 0.168.
-  assert aa.reward(AgentConfig(mode="fixed"), obs, outcome) == pytest.approx(0.168 - 1.2 + 0.15)
+  # The repaired mode scales time by the real horizon (80 h): 20 x 0.01 x (0.8 x 0.05 + 0.8) = 0.168.
+  assert aa.reward(AgentConfig(mode="repaired"), obs, outcome) == pytest.approx(0.168 - 1.2 + 0.15)
   # Carbon is converted to the official unit (GPU-hours x gCO2/kWh) by the GPU power in kW.
   c300 = AgentConfig(mode="faithful", reward_gpu_power_kw=0.3)
   assert aa.reward(c300, obs, outcome) == pytest.approx(0.176 - 1.2 / 0.3 + 0.15)
 
 
-# One small fixed-mode configuration shared by the tests that compile ``act`` / ``update`` (each
+# One small repaired-mode configuration shared by the tests that compile ``act`` / ``update`` (each
 # distinct configuration is a static argument and compiles once).
-SMALL = AgentConfig(mode="fixed", n_gpus=4, hidden=(32, 32), use_forecast=False)
+SMALL = AgentConfig(mode="repaired", n_gpus=4, hidden=(32, 32), use_forecast=False)
 
 
-def test_update_is_compiled_once_across_calls():
-  strategy = AgentStrategy(config=SMALL)
-  state = strategy.init(jax.random.key(0))
-  rng = np.random.default_rng(0)
-  sizes = []
-  for hour in range(5):
-    obs = _obs(hour=hour, n_gpus=4, ci_g_per_kwh=float(rng.uniform(100, 500)),
-               hv=3000.0 + 10 * hour, n_evaluated=15 + hour)
-    nxt = _obs(hour=hour + 1, n_gpus=4, hv=3010.0 + 10 * hour, n_evaluated=16 + hour)
-    state, alloc, info = strategy.act(state, obs, jax.random.key(hour))
-    assert alloc.n_train + alloc.n_sample <= 4
-    state = strategy.learn(state, obs, info, Outcome(hv_gain=10.0 * hour, carbon_g=500.0 * hour,
-                                                     n_finished=hour), nxt)
-    sizes.append((aa.act._cache_size(), aa.update._cache_size()))
-  # Different observations, rewards and actions (Python floats and ints on the way in) reuse the
-  # executables compiled in the first hour.
-  assert sizes[0][0] >= 1 and sizes[0][1] >= 1
-  assert all(s == sizes[0] for s in sizes), sizes
-
-
-def test_frozen_agent_does_not_learn():
-  agent = aa.init_agent(SMALL, jax.random.key(0))
-  strategy = AgentStrategy(config=dataclasses.replace(SMALL, frozen=True), init_params=agent)
-  state = strategy.init(jax.random.key(1))
-  assert state is agent  # deploys the given parameters
-  after = strategy.learn(state, _obs(n_gpus=4), {"action": 2}, Outcome(1.0, 1.0, 1),
-                         _obs(hour=1, n_gpus=4))
-  assert after is state
-
-
-def test_fixed_agent_learns_a_two_armed_bandit():
+def test_repaired_agent_learns_a_two_armed_bandit():
   agent = aa.init_agent(SMALL, jax.random.key(0))
   feats = jnp.asarray(np.array([1.0, 0.1, 0.7, 0.2, 0.0, 0.3], np.float32))
 
@@ -151,9 +104,9 @@ def test_fixed_agent_learns_a_two_armed_bandit():
   assert float(metrics["advantage"]) < -0.2
 
 
-def test_fixed_agent_policy_depends_on_its_state():
-  """The fixed-mode policy reacts to the carbon intensity in its state."""
-  config = AgentConfig(mode="fixed", use_forecast=False)
+def test_repaired_agent_policy_depends_on_its_state():
+  """The repaired-mode policy reacts to the carbon intensity in its state."""
+  config = AgentConfig(mode="repaired", use_forecast=False)
   agent = aa.init_agent(config, jax.random.key(3))
   # A large initial output scale would hide the dependence; grow the head to make it visible.
   actor = jax.tree.map(lambda x: x, agent["actor"])
@@ -165,3 +118,37 @@ def test_fixed_agent_policy_depends_on_its_state():
   _, _, p1 = aa.act(config, agent, f1, jax.random.key(0))
   _, _, p2 = aa.act(config, agent, f2, jax.random.key(0))
   assert float(jnp.max(jnp.abs(p1 - p2))) > 1e-3
+
+
+def test_all_learning_rates_are_in_the_config():
+  config = AgentConfig(mode="repaired", n_gpus=4, hidden=(8,), use_forecast=False,
+                       repaired_actor_lr=0.0, repaired_critic_lr=0.0)
+  agent = aa.init_agent(config, jax.random.key(0))
+  feats = jnp.ones(config.obs_dim, jnp.float32)
+  new, _ = aa.update(config, agent, feats, jnp.int32(1), jnp.float32(1.0), feats, jnp.float32(0.0))
+  # Zero learning rates: nothing moves.
+  for a, b in zip(jax.tree.leaves(agent["actor"]) + jax.tree.leaves(agent["critic"]),
+                  jax.tree.leaves(new["actor"]) + jax.tree.leaves(new["critic"])):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ValueError, match="mode"):
+    AgentConfig(mode="fixed")  # the strategy of that name is a constant split, not an agent mode
+
+
+def test_ci_normalization_is_the_observation_s():
+  obs = _obs(ci_g_per_kwh=200.0, ci_ref_min=100.0, ci_ref_max=500.0)
+  assert obs.ci_norm == pytest.approx(0.25) and obs.ci_span == 400.0
+  assert aa.features(AgentConfig(mode="faithful"), obs)[1] == pytest.approx(obs.ci_norm - 0.5)
+  flat = _obs(ci_g_per_kwh=300.0, ci_ref_min=300.0, ci_ref_max=300.0)
+  assert flat.ci_norm == 0.0 and flat.ci_span == 1e-9
+
+
+def test_controller_imports_nothing_from_the_cluster():
+  import pathlib
+  import re
+
+  import cenas_jax.controller
+
+  root = pathlib.Path(cenas_jax.controller.__file__).parent
+  for path in root.rglob("*.py"):
+    imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", path.read_text(), re.M)
+    assert not [m for m in imports if m.startswith("cenas_jax.cluster")], path

@@ -1,0 +1,192 @@
+"""The summary of an experiment: per-strategy figures over seeds, ratios, the table and the figures.
+
+Works on the episode records of ``search.episode_record`` (each with its carbon ledger, the one source
+of its carbon figures).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cenas_jax.carbon.ledger import POLICIES
+from cenas_jax.cluster import search
+from cenas_jax.cluster.config import ExperimentConfig
+from cenas_jax.cluster.pool import KINDS
+
+
+def _median(xs) -> float | None:
+  xs = [x for x in xs if x is not None]
+  return float(np.median(xs)) if xs else None
+
+
+def _ratio(num, den) -> float | None:
+  if num is None or den is None or den <= 0:
+    return None
+  return float(num / den)
+
+
+def hv_at_budget(record: dict, curve: np.ndarray, budget_g: float) -> float:
+  """HV reached before the cumulative carbon (``curve``, after each hour) exceeds ``budget_g``."""
+  hv = np.asarray(record["history"]["hv"])
+  ok = np.flatnonzero(curve <= budget_g)
+  return float(hv[0] if len(ok) == 0 else hv[ok[-1] + 1])
+
+
+def summarize(records: dict[str, list[dict]], config: ExperimentConfig, max_hv: float) -> dict:
+  """The ``summary.json`` body (without provenance).
+
+  ``ratios_vs_vanilla[NAME]``: median over seeds of vanilla's carbon / NAME's (higher is better);
+  ``to_target_vs_oracle[NAME]``: median over seeds of NAME's carbon to a target / the oracle's (lower
+  is better; 1.25 means 25% more carbon than the offline bound).
+  """
+  accs = tuple(POLICIES)
+  targets = [f"{t:.2f}" for t in config.hv_targets]
+  out: dict[str, Any] = {"max_hv": max_hv, "seeds": list(config.seeds),
+                         "hv_targets": list(config.hv_targets), "strategies": {},
+                         "ratios_vs_vanilla": {}}
+  for name, recs in records.items():
+    curves = [search.record_carbon_curves(r) for r in recs]
+    entry = {
+        "final_hv": [r["final_hv"] for r in recs],
+        "final_hv_frac": [r["final_hv"] / max_hv for r in recs],
+        "n_trained": [r["n_trained"] for r in recs],
+        "carbon_g": {a: [r["carbon_g"][a] for r in recs] for a in accs},
+        "carbon_to_target_g": {a: {t: [r["carbon_to_target_g"][a][t] for r in recs]
+                                   for t in targets} for a in accs},
+        "hv_at_budget": {a: {f"{b:g}": [hv_at_budget(r, c[a], b) for r, c in zip(recs, curves)]
+                             for b in config.carbon_budgets_g} for a in accs},
+        "gpu_hours": {k: [r["gpu_hours"][k] for r in recs] for k in KINDS},
+    }
+    if name == "oracle":
+      entry["chosen_schedule"] = [r.get("chosen") for r in recs]
+    out["strategies"][name] = entry
+  if "vanilla" in records:
+    van = {r["seed"]: r for r in records["vanilla"]}
+    for name, recs in records.items():
+      by_seed = {r["seed"]: r for r in recs}
+      seeds = [s for s in config.seeds if s in van and s in by_seed]
+
+      def ratios(get):
+        return _median([_ratio(get(van[s]), get(by_seed[s])) for s in seeds])
+
+      out["ratios_vs_vanilla"][name] = {
+          "total": {a: ratios(lambda r, a=a: r["carbon_g"][a]) for a in accs},
+          "to_target": {a: {t: ratios(lambda r, a=a, t=t: r["carbon_to_target_g"][a][t])
+                            for t in targets} for a in accs},
+      }
+  if "oracle" in records:
+    ora = {r["seed"]: r for r in records["oracle"]}
+    out["to_target_vs_oracle"] = {}
+    for name, recs in records.items():
+      by_seed = {r["seed"]: r for r in recs}
+      seeds = [s for s in config.seeds if s in ora and s in by_seed]
+      out["to_target_vs_oracle"][name] = {
+          a: {t: _median([_ratio(by_seed[s]["carbon_to_target_g"][a][t],
+                                 ora[s]["carbon_to_target_g"][a][t]) for s in seeds])
+              for t in targets} for a in accs}
+  return out
+
+
+def summary_table(summary: dict) -> str:
+  """A Markdown table of a ``summary.json``: medians over seeds, with the spread (min-max)."""
+  def med(xs, fmt="{:.0f}"):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+      return "never"
+    return f"{fmt.format(np.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
+
+  def num(x, fmt="{:.2f}"):
+    return "n/a" if x is None else fmt.format(x)
+
+  lines = ["| strategy | final HV / max | trained | carbon paper (g) | carbon full (g) | "
+           "to 0.98 paper (g) | to 0.98 full (g) | ratio total paper / full | "
+           "ratio to 0.98 paper / full | to 0.98 vs oracle paper / full |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  rv = summary.get("ratios_vs_vanilla", {})
+  vo = summary.get("to_target_vs_oracle", {})
+  for name, e in summary["strategies"].items():
+    r = rv.get(name, {})
+    o = vo.get(name, {})
+    n_missing = {a: sum(x is None for x in e["carbon_to_target_g"][a]["0.98"]) for a in ("paper", "full")}
+    miss = f" [{n_missing['paper']} seeds never]" if n_missing["paper"] else ""
+    lines.append(
+        f"| {name} | {med(e['final_hv_frac'], '{:.4f}')} | {med(e['n_trained'])} | "
+        f"{med(e['carbon_g']['paper'])} | {med(e['carbon_g']['full'])} | "
+        f"{med(e['carbon_to_target_g']['paper']['0.98'])}{miss} | "
+        f"{med(e['carbon_to_target_g']['full']['0.98'])} | "
+        f"{num(r.get('total', {}).get('paper'))} / {num(r.get('total', {}).get('full'))} | "
+        f"{num(r.get('to_target', {}).get('paper', {}).get('0.98'))} / "
+        f"{num(r.get('to_target', {}).get('full', {}).get('0.98'))} | "
+        f"{num(o.get('paper', {}).get('0.98'))} / {num(o.get('full', {}).get('0.98'))} |")
+  return "\n".join(lines) + "\n"
+
+
+def oracle_pick(candidates: list[dict], accounting: str) -> dict:
+  """Best threshold schedule: least carbon to 0.98 of max HV (ties: higher final HV)."""
+  def key(r):
+    c = r["carbon_to_target_g"][accounting].get("0.98")
+    return (c is None, c if c is not None else 0.0, -r["final_hv"])
+  best = dict(min(candidates, key=key))
+  best["chosen"] = best["strategy"]
+  best["strategy"] = "oracle"
+  return best
+
+
+def write_results_and_plots(records: dict[str, list[dict]], config: ExperimentConfig, problem,
+                            workdir: Path) -> None:
+  """``results.jsonl`` (one row per strategy, seed and hour), ``pareto.csv`` and the figures."""
+  from cenas_jax import plots, results
+
+  rows = []
+  for name, recs in records.items():
+    for r in recs:
+      h = r["history"]
+      curves = search.record_carbon_curves(r)
+      cp, cf = curves["paper"], curves["full"]
+      for t in range(len(h.get("n_train", []))):
+        rows.append({"strategy": name, "seed": r["seed"], "hour": t + 1, "hv": h["hv"][t + 1],
+                     "n_train": h["n_train"][t], "n_sample": h["n_sample"][t],
+                     "ci_g_per_kwh": h["ci_g_per_kwh"][t], "n_finished": h["n_finished"][t],
+                     "carbon_g_paper_cum": float(cp[t]), "carbon_g_full_cum": float(cf[t])})
+  results.rewrite_results(workdir, rows)
+
+  max_hv = problem.max_hv
+  curves_h, curves_c = {}, {}
+  for name, recs in records.items():
+    logd = np.array([np.log10(np.maximum(max_hv - np.asarray(r["history"]["hv"]), 1e-3))
+                     for r in recs])
+    hours = np.arange(logd.shape[1])
+    curves_h[name] = (hours, np.median(logd, 0), np.quantile(logd, 0.25, 0), np.quantile(logd, 0.75, 0))
+    carbon = np.median(np.array([np.concatenate([[0.0], search.record_carbon_curves(r)["paper"]])
+                                 for r in recs]), 0)
+    curves_c[name] = (carbon, np.median(logd, 0), np.quantile(logd, 0.25, 0),
+                      np.quantile(logd, 0.75, 0))
+  plots.plot_hv_curves(workdir / "hv_vs_hours.png", curves_h, xlabel="simulated hours",
+                       ylabel="log10(max HV - HV)", logy=False)
+  plots.plot_hv_curves(workdir / "hv_vs_carbon.png", curves_c,
+                       xlabel="cumulative carbon, paper accounting (g)",
+                       ylabel="log10(max HV - HV)", logy=False)
+  for name in ("cenas", "heuristic", "oracle"):
+    if name in records:
+      r = records[name][0]
+      h = r["history"]
+      plots.plot_allocation_vs_ci(workdir / f"allocation_{name}.png",
+                                  np.arange(len(h["n_train"])), n_sampling=h["n_sample"],
+                                  n_training=h["n_train"], ci_g_per_kwh=h["ci_g_per_kwh"])
+  # Pareto front of what the first cenas (else first) run trained.
+  name = "cenas" if "cenas" in records else next(iter(records))
+  r = records[name][0]
+  idx = np.asarray(r["evaluated"], dtype=np.int64)
+  pos = np.searchsorted(problem.arch_index, idx)
+  y = problem.y_true[pos]
+  from cenas_jax.data.nasbench import load_nb201_table
+
+  table = load_nb201_table()
+  rows = [{"arch_index": int(i), "arch_str": str(table.arch_str[i]), "cifar10_test_acc_pct": float(a),
+           "edgegpu_energy_mj": float(-e)} for i, (a, e) in zip(idx, y)]
+  results.write_pareto_csv(workdir / "pareto.csv", rows,
+                           objectives=("cifar10_test_acc_pct", "edgegpu_energy_mj"),
+                           maximize=(True, False))
