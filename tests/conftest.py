@@ -7,15 +7,18 @@ the repository root). When it is missing they fail (not skip) with a message say
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
-
-# Keep JAX on the CPU with 8 fake devices for multi-device tests; must happen before JAX is imported.
+# Keep JAX on the CPU with 8 fake devices for the multi-device tests. Both must be set before any
+# JAX backend is initialised (the option refuses a change afterwards), so this comes first.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-_xla = os.environ.get("XLA_FLAGS", "")
-if "xla_force_host_platform_device_count" not in _xla:
-  os.environ["XLA_FLAGS"] = (_xla + " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 from cenas_jax.data.paths import shared_data_dir  # noqa: E402
 
