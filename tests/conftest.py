@@ -35,3 +35,22 @@ def shared_data() -> Path:
         pytrace=False,
     )
   return root
+
+
+# The real tabular datasets, loaded once per session: the loader, preprocessing and folds tests all
+# read them.
+
+
+@pytest.fixture(scope="session")
+def adult(shared_data):
+  """UCI Adult from the shared data (a ``TabularDataset``, read-only arrays)."""
+  from cenas_jax.data import tabular  # pylint: disable=g-import-not-at-top
+  return tabular.load_adult(shared_data / "tabular" / "adult")
+
+
+@pytest.fixture(scope="session")
+def housing(shared_data):
+  """California housing from the shared data (a ``TabularDataset``, read-only arrays)."""
+  from cenas_jax.data import tabular  # pylint: disable=g-import-not-at-top
+  return tabular.load_california_housing(
+      shared_data / "tabular" / "california_housing" / "housing.csv.gz")
