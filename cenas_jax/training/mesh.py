@@ -134,11 +134,13 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   leaves = jax.tree.leaves(batch)
   sizes = {int(np.shape(x)[0]) for x in leaves}
   if len(sizes) != 1:
-    raise ValueError(f"every leaf of a batch needs the same leading (example) size, got {sorted(sizes)}.")
+    raise ValueError("every leaf of a batch needs the same leading (example) size, got "
+                     f"{sorted(sizes)}.")
   global_size = sizes.pop() * jax.process_count()
   if global_size % data_size(mesh):
-    raise ValueError(f"the global batch size {global_size} is not a multiple of the {data_size(mesh)} "
-                     "devices along the data axis; pad the batch (see step.pad_batch).")
+    raise ValueError(f"the global batch size {global_size} is not a multiple of the "
+                     f"{data_size(mesh)} devices along the data axis; pad the batch (see "
+                     "step.pad_batch).")
   sharding = data_sharding(mesh)
   if jax.process_count() == 1:
     return jax.device_put(batch, sharding)

@@ -111,7 +111,8 @@ def pad_batch(batch: Batch, size: int) -> tuple[Batch, np.ndarray]:
     raise ValueError("the batch has no arrays.")
   sizes = {int(np.shape(x)[0]) for x in leaves}
   if len(sizes) != 1:
-    raise ValueError(f"every leaf of a batch needs the same leading (example) size, got {sorted(sizes)}.")
+    raise ValueError("every leaf of a batch needs the same leading (example) size, got "
+                     f"{sorted(sizes)}.")
   n = sizes.pop()
   if not 1 <= n <= size:
     raise ValueError(f"a batch of {n} rows does not fit the compiled batch size {size}.")

@@ -63,8 +63,11 @@ def _state(mesh):
 
 
 def _host(tree):
-  keys_as_data = lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x  # noqa: E731
-  return jax.tree.map(lambda x: np.asarray(keys_as_data(x)), tree)
+  def to_numpy(x):
+    is_key = jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return np.asarray(jax.random.key_data(x) if is_key else x)
+
+  return jax.tree.map(to_numpy, tree)
 
 
 def _run(mesh, batch_size, batches):
