@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 
 # Keep JAX on the CPU with 8 fake devices for the multi-device tests. Both must be set before any
-# JAX backend is initialised (the option refuses a change afterwards), so this comes first.
+# JAX backend is initialised (the option refuses a change afterwards), so this comes first. The
+# environment variable is for the binaries some tests start as subprocesses: they must see the same
+# devices as the in-process runs they are compared with.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 
 import jax  # noqa: E402
 
