@@ -7,15 +7,21 @@ the repository root). When it is missing they fail (not skip) with a message say
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
-
-# Keep JAX on the CPU with 8 fake devices for multi-device tests; must happen before JAX is imported.
+# Keep JAX on the CPU with 8 fake devices for the multi-device tests. Both must be set before any
+# JAX backend is initialised (the option refuses a change afterwards), so this comes first. The
+# environment variable is for the binaries some tests start as subprocesses: they must see the same
+# devices as the in-process runs they are compared with.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-_xla = os.environ.get("XLA_FLAGS", "")
-if "xla_force_host_platform_device_count" not in _xla:
-  os.environ["XLA_FLAGS"] = (_xla + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 from cenas_jax.data.paths import shared_data_dir  # noqa: E402
 
@@ -32,3 +38,22 @@ def shared_data() -> Path:
         pytrace=False,
     )
   return root
+
+
+# The real tabular datasets, loaded once per session: the loader, preprocessing and folds tests all
+# read them.
+
+
+@pytest.fixture(scope="session")
+def adult(shared_data):
+  """UCI Adult from the shared data (a ``TabularDataset``, read-only arrays)."""
+  from cenas_jax.data import tabular  # pylint: disable=g-import-not-at-top
+  return tabular.load_adult(shared_data / "tabular" / "adult")
+
+
+@pytest.fixture(scope="session")
+def housing(shared_data):
+  """California housing from the shared data (a ``TabularDataset``, read-only arrays)."""
+  from cenas_jax.data import tabular  # pylint: disable=g-import-not-at-top
+  return tabular.load_california_housing(
+      shared_data / "tabular" / "california_housing" / "housing.csv.gz")

@@ -245,16 +245,6 @@ def test_trace_helpers_and_provenance(shared_data):
     trace.slice("2021-07-02T06:00Z", "2021-07-02T06:00Z")
 
 
-def test_load_speed_is_reasonable(shared_data):
-  """Loose guard only (real targets live in benchmarks/): a 26k-row file loads in well under 1 s."""
-  import time  # pylint: disable=g-import-not-at-top
-
-  path = _ci_dir(shared_data) / "carbonx" / "forecasting-data" / "US-CAL-CISO.csv"
-  t0 = time.perf_counter()
-  ct.load_trace(path)
-  assert time.perf_counter() - t0 < 5.0
-
-
 # ----------------------------------------------------------------------------------------------
 # Synthetic files.
 
