@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from cenas_jax.training.mesh import like_batch
+
 # Per-channel statistics of the CIFAR-10 training set (the values the DARTS recipe normalizes with).
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
@@ -26,7 +28,7 @@ def random_crop(key: jax.Array, x: jax.Array, padding: int = 4) -> jax.Array:
   """Crops each image at a uniform offset out of its zero-padded copy (same output size)."""
   b, h, w, _ = x.shape
   padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  offsets = jax.random.randint(key, (b, 2), 0, 2 * padding + 1)
+  offsets = jax.random.randint(key, (b, 2), 0, 2 * padding + 1, out_sharding=like_batch(x, 2))
 
   def crop(img, off):
     return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, img.shape[-1]))
@@ -36,7 +38,7 @@ def random_crop(key: jax.Array, x: jax.Array, padding: int = 4) -> jax.Array:
 
 def random_flip(key: jax.Array, x: jax.Array) -> jax.Array:
   """Mirrors each image left-right with probability 1/2."""
-  flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
+  flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1), out_sharding=like_batch(x, 4))
   return jnp.where(flip, x[:, :, ::-1, :], x)
 
 
@@ -44,8 +46,8 @@ def cutout(key: jax.Array, x: jax.Array, length: int = 16) -> jax.Array:
   """Zeroes one ``length x length`` square per image, centred uniformly (clipped at the border)."""
   b, h, w, _ = x.shape
   ky, kx = jax.random.split(key)
-  cy = jax.random.randint(ky, (b, 1, 1), 0, h)
-  cx = jax.random.randint(kx, (b, 1, 1), 0, w)
+  cy = jax.random.randint(ky, (b, 1, 1), 0, h, out_sharding=like_batch(x, 3))
+  cx = jax.random.randint(kx, (b, 1, 1), 0, w, out_sharding=like_batch(x, 3))
   rows = jnp.arange(h)[None, :, None]
   cols = jnp.arange(w)[None, None, :]
   y0, x0 = cy - length // 2, cx - length // 2

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from cenas_jax.spaces.darts import Genotype, check_channels
+from cenas_jax.training.mesh import like_batch
 
 _BN = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
@@ -118,12 +119,13 @@ def make_op(name: str, features: int, stride: int) -> Callable[..., jax.Array]:
   raise ValueError(f"unknown DARTS op {name!r}")
 
 
-def drop_path(x: jax.Array, drop_prob: jax.Array, rng: jax.Array) -> jax.Array:
-  """Zeroes whole examples with probability ``drop_prob`` and rescales the rest by
-  ``1 / (1 - drop_prob)`` so the expectation is unchanged."""
-  keep = 1.0 - drop_prob
-  mask = jax.random.bernoulli(rng, keep, (x.shape[0], 1, 1, 1))
-  return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+def drop_path(x: jax.Array, drop_prob: jax.Array | float, rng: jax.Array) -> jax.Array:
+  """Zeroes whole examples with probability ``drop_prob`` (a scalar, or one per example ``(B,)``)
+  and rescales the rest by ``1 / (1 - drop_prob)`` so the expectation is unchanged."""
+  keep = jnp.broadcast_to(1.0 - jnp.asarray(drop_prob, jnp.float32), (x.shape[0],))
+  mask = jax.random.bernoulli(rng, keep, out_sharding=like_batch(x, 1))
+  scale = jnp.where(mask, 1.0 / keep, 0.0).reshape(-1, *([1] * (x.ndim - 1)))
+  return (x * scale).astype(x.dtype)
 
 
 class Cell(nn.Module):

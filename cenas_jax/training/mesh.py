@@ -146,3 +146,15 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     return jax.device_put(batch, sharding)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
                       batch)
+
+
+def like_batch(x: jax.Array, ndim: int) -> P | None:
+  """The sharding spec for a new ``ndim``-D per-example array that follows ``x``'s batch axis.
+
+  Random draws made inside a data-parallel step (crop offsets, drop-path masks) must be sharded
+  like the batch they modify: under explicit sharding, mixing a ``data``-sharded batch with a
+  replicated per-example array is an error. ``None`` when ``x`` is not sharded along its first axis.
+  """
+  spec = jax.typeof(x).sharding.spec
+  lead = spec[0] if len(spec) else None
+  return None if lead is None else P(lead, *([None] * (ndim - 1)))
