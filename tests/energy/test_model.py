@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import scipy.optimize
 
 from cenas_jax.energy import model as em
 from cenas_jax.energy.hlo import KERNEL_CLASSES, Kernel
@@ -81,14 +80,16 @@ def test_prediction_from_kernels_equals_prediction_from_features():
     em.predict_energy_j(m, rows[:, :10])
 
 
-def test_nnls_matches_scipy():
+def test_ridge_nnls_is_non_negative_and_pulled_towards_theta0():
   rng = np.random.default_rng(1)
-  a = rng.normal(size=(30, 8))
-  b = rng.normal(size=30)
-  ours = em.nnls(a, b)
-  ref, _ = scipy.optimize.nnls(a, b)
-  np.testing.assert_allclose(ours, ref, atol=1e-8)
-  assert (ours >= 0).all()
+  design = rng.uniform(0.0, 1.0, size=(30, 4))
+  theta0 = np.array([1.0, 2.0, 0.5, 3.0])
+  y = design @ (theta0 * np.array([1.5, 0.0, 1.0, 2.0])) + 0.1
+  free = em.ridge_nnls(design, y, theta0, 1e-9)
+  assert (free >= 0).all()
+  np.testing.assert_allclose(em.ridge_nnls(design, y, theta0, 1e9), theta0, rtol=1e-6)
+  strong = em.ridge_nnls(design, y, theta0, 1.0)
+  assert np.abs(strong / theta0 - 1).sum() < np.abs(free / theta0 - 1).sum()
 
 
 def _truth_from(prior, rng):
