@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.optimize
 
 from cenas_jax.energy import model as em
 from cenas_jax.energy.hlo import KERNEL_CLASSES, Kernel
@@ -78,6 +79,16 @@ def test_prediction_from_kernels_equals_prediction_from_features():
   np.testing.assert_allclose(batch, [em.predict_energy_j(m, ks) for ks in nets], rtol=1e-12)
   with pytest.raises(ValueError, match="columns"):
     em.predict_energy_j(m, rows[:, :10])
+
+
+def test_nnls_matches_scipy():
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=(30, 8))
+  b = rng.normal(size=30)
+  ours = em.nnls(a, b)
+  ref, _ = scipy.optimize.nnls(a, b)
+  np.testing.assert_allclose(ours, ref, atol=1e-8)
+  assert (ours >= 0).all()
 
 
 def test_ridge_nnls_is_non_negative_and_pulled_towards_theta0():
