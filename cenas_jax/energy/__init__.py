@@ -8,6 +8,12 @@ Typical use::
   kernels = energy.extract_kernels(apply_fn, params, x, mode="gpu")
   model = energy.prior_model("jetson-tx2")
   energy_j = energy.predict_energy_j(model, kernels, batch_size=x.shape[0])
+
+Modules: ``hlo`` (entry points; ``hlo_cost`` kernel types and per-op cost, ``hlo_compiled`` the
+compiled-HLO reader, ``hlo_gpu`` the gpu-mode fusion passes, ``hlo_ir`` the HLO reader), ``model``
+(features, prediction, fits), ``specs``, ``meter`` (NVML), ``nb201_kernels`` (NB201 networks composed
+per op), ``fitting`` / ``metrics`` (fits and scores for validation), ``validate`` (the NB201
+protocol), ``kernel_bench`` / ``kernel_fit`` (kernel microbenchmarks and the fit on their dataset).
 """
 
 from cenas_jax.energy.hlo import (

@@ -51,6 +51,9 @@ ONE_HOT_SIZE = NUM_EDGES * NUM_OPS  # 30
 
 OP_INDEX: dict[str, int] = {name: i for i, name in enumerate(OPS)}
 
+NONE, SKIP, CONV1X1, CONV3X3, AVG_POOL = (OP_INDEX[name] for name in OPS)
+"""Op indices by name, for code that builds or inspects cells."""
+
 ARCH_STR_FORMAT = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2| with op in " + ", ".join(OPS)
 GENOTYPE_STR_FORMAT = (
     "[((op, 0),), ((op, 0), (op, 1)), ((op, 0), (op, 1), (op, 2))] (Python str() of the genotype "

@@ -31,7 +31,6 @@ counter behind NB201's / HW-NAS-Bench's ``flops_M``: see its docstring.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -39,10 +38,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cenas_jax.spaces.nb201 import EDGES, OPS, validate_ops
-
-NONE, SKIP, CONV1X1, CONV3X3, AVG_POOL = range(5)
-assert OPS == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+from cenas_jax.spaces.nb201 import (  # noqa: F401  (the op indices are re-exported)
+    AVG_POOL,
+    CONV1X1,
+    CONV3X3,
+    EDGES,
+    NONE,
+    SKIP,
+    validate_ops,
+)
 
 INPUT_SHAPE_CIFAR: tuple[int, int, int] = (32, 32, 3)
 """Height, width, channels of a CIFAR-10 image (NHWC without the batch)."""
@@ -171,9 +175,7 @@ def make_nb201_net(ops: Sequence[int], num_classes: int = 10, C: int = 16, N: in
   Raises:
     ValueError: bad ``ops`` (length, values) or non-positive sizes.
   """
-  for name, v in (("num_classes", num_classes), ("C", C), ("N", N)):
-    if int(v) != v or v < 1:
-      raise ValueError(f"make_nb201_net: {name} must be a positive integer, got {v!r}.")
+  _check_sizes("make_nb201_net", num_classes=num_classes, C=C, N=N)
   return NB201Net(ops=validate_ops(ops), num_classes=int(num_classes), C=int(C), N=int(N))
 
 
@@ -195,13 +197,32 @@ def count_params(ops: Sequence[int], num_classes: int = 10, C: int = 16, N: int 
 
   Conv weights, BN scale/offset and the classifier's weights and bias; BN running statistics are
   not parameters (NB201 counts the same way: 0.073 M to 1.53 M over the space at C=16, N=5).
-  Computed from shapes only (``jax.eval_shape``), no weights are materialized.
+  Closed form over the layer shapes (the tests check it against the initialized variables); every
+  non-``none`` conv edge counts, dead ones included (they hold parameters).
+
+  Raises:
+    ValueError: bad ``ops`` or non-positive sizes.
   """
-  net = make_nb201_net(ops, num_classes=num_classes, C=C, N=N)
-  shapes = jax.eval_shape(
-      lambda: net.init(jax.random.key(0), jnp.zeros((1, *INPUT_SHAPE_CIFAR), jnp.float32))
-  )
-  return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes["params"])))
+  _check_sizes("count_params", num_classes=num_classes, C=C, N=N)
+  ops = validate_ops(ops)
+  total = 9 * 3 * C + 2 * C  # stem conv + BN
+  cin = C
+  for stage in range(3):
+    c = C * 2**stage
+    if stage > 0:
+      total += 9 * cin * c + 2 * c + 9 * c * c + 2 * c + cin * c  # conv_a+BN, conv_b+BN, shortcut
+    per_cell = sum((c * c if op == CONV1X1 else 9 * c * c) + 2 * c for op in ops
+                   if op in (CONV1X1, CONV3X3))
+    total += N * per_cell
+    cin = c
+  total += 2 * cin + cin * num_classes + num_classes  # last BN, classifier
+  return total
+
+
+def _check_sizes(where: str, **sizes: int) -> None:
+  for name, v in sizes.items():
+    if int(v) != v or v < 1:
+      raise ValueError(f"{where}: {name} must be a positive integer, got {v!r}.")
 
 
 def analytical_flops(

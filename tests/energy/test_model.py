@@ -91,6 +91,18 @@ def test_nnls_matches_scipy():
   assert (ours >= 0).all()
 
 
+def test_ridge_nnls_is_non_negative_and_pulled_towards_theta0():
+  rng = np.random.default_rng(1)
+  design = rng.uniform(0.0, 1.0, size=(30, 4))
+  theta0 = np.array([1.0, 2.0, 0.5, 3.0])
+  y = design @ (theta0 * np.array([1.5, 0.0, 1.0, 2.0])) + 0.1
+  free = em.ridge_nnls(design, y, theta0, 1e-9)
+  assert (free >= 0).all()
+  np.testing.assert_allclose(em.ridge_nnls(design, y, theta0, 1e9), theta0, rtol=1e-6)
+  strong = em.ridge_nnls(design, y, theta0, 1.0)
+  assert np.abs(strong / theta0 - 1).sum() < np.abs(free / theta0 - 1).sum()
+
+
 def _truth_from(prior, rng):
   classes = {c: dataclasses.replace(
       p, compute_power_w=p.compute_power_w * rng.uniform(0.5, 2.0),

@@ -1,4 +1,4 @@
-"""Composed NB201 kernels equal a whole-network extraction; helpers, cache and metrics."""
+"""Composed NB201 kernels equal a whole-network extraction; helpers, cache, edge kernels."""
 
 from __future__ import annotations
 
@@ -54,13 +54,6 @@ def test_live_ops_drops_edges_that_cannot_reach_the_output():
   assert nk.live_ops((3, 2, 4, 0, 0, 1)) == (3, 2, 4, 0, 0, 1)
   assert nk.live_ops((3, 2, 4, 0, 1, 0)) == (3, 0, 0, 0, 1, 0)  # node 2 feeds nothing
   assert nk.network_kernels((3, 2, 4, 0, 1, 0)) == nk.network_kernels((3, 0, 0, 0, 1, 0))
-
-
-def test_param_count_matches_flax_count_params():
-  from cenas_jax.spaces import nb201_net
-
-  for ops in [(3, 2, 4, 1, 3, 3), (0, 0, 0, 0, 0, 0), (2, 2, 2, 2, 2, 2)]:
-    assert nk.param_count(ops) == nb201_net.count_params(ops)
 
 
 def test_features_scale_with_batch_size():
@@ -122,63 +115,10 @@ def test_feature_cache_round_trip_and_stale_key(tmp_path):
   assert nk.cache_key("jetson-tx2").endswith(":jetson-tx2")
 
 
-def test_table_model_select_fit_and_ablation_pieces():
-  rng = np.random.default_rng(0)
-  ops = rng.integers(0, 5, size=(60, 6))
-  counts = nk.compute_kernel_counts(ops)
-  prior = em.prior_model("jetson-tx2")
-  # Synthetic measurements: the prior plus a known extra cost per 3x3-conv launch (op level).
-  conv3 = [k for k in counts.kernels if k.kernel_class == "conv" and k.in_shapes[1][:2] == (3, 3)]
-  extra = em.KernelTable(("op",), {"op": {em.signature_key(k, "op"): 2e-4 for k in conv3}},
-                         {"op": {}}, {"op": 1.0})
-  y = em.predict_energy_j(dataclasses.replace(prior, table=extra), counts)
-  choice, scores = nk.select_table(counts, y, prior, kind="energy", class_ridge=1e2,
-                                   candidates=[((), 0.0), (("op",), 1e-6), (("op",), 1e2)])
-  assert choice == (("op",), 1e-6) and set(scores) == {"none", "op@1e-06", "op@100"}
-  fitted = nk.fit_table_model(counts, y, prior, kind="energy", class_ridge=1e2, table=choice)
-  np.testing.assert_allclose(nk.predict_table_model(fitted, counts, kind="energy"), y, rtol=1e-3)
-  only = nk.fit_table_model(counts, y, prior, kind="energy", class_ridge=None,
-                            table=(("full",), 1e-6))
-  assert only.static_power_w == 0 and only.table is not None
-  assert nk.table_label((("class", "op"), 1e-3)) == "class+op@0.001"
-  with pytest.raises(ValueError, match="kind"):
-    nk.predict_table_model(fitted, counts, kind="power")
-
-
 def test_fingerprint_is_stable_and_depends_on_config():
   a = nk.fingerprint()
   assert a == nk.fingerprint() and len(a) == 64
   assert nk.fingerprint(nk.NB201NetConfig(batch_size=2)) != a
-
-
-def test_regression_metrics_known_values():
-  y = np.array([1.0, 2.0, 4.0, 8.0])
-  m = nk.regression_metrics(np.array([1.05, 2.4, 4.0, 7.0]), y)
-  rel = np.array([0.05, 0.2, 0.0, -0.125])
-  assert m["rmspe"] == pytest.approx(np.sqrt(np.mean(rel**2)))
-  assert m["acc10"] == pytest.approx(0.5)
-  assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
-  with pytest.raises(ValueError):
-    nk.regression_metrics(np.ones(3), np.array([1.0, 0.0, 1.0]))
-
-
-def test_linear_baseline_recovers_an_exact_line():
-  x = np.linspace(1, 10, 20)
-  fit = nk.fit_linear_baseline(x, 0.5 + 2 * x)
-  assert fit.intercept == pytest.approx(0.5) and fit.slope == pytest.approx(2.0)
-
-
-def test_fit_time_model_recovers_scaled_efficiencies():
-  rng = np.random.default_rng(0)
-  ops = [tuple(rng.integers(0, 5, 6)) for _ in range(40)]
-  feats = np.stack([nk.network_features(o, "jetson-tx2") for o in ops])
-  prior = em.prior_model("jetson-tx2")
-  truth = nk.fit_time_model(feats, em.predict_time_s(prior, feats) * 1.0, prior, ridge=1e-6)
-  t_true = em.predict_time_s(prior, feats) * 1.3  # every class 30 % slower, launch gap too
-  fit = nk.fit_time_model(feats, t_true, prior, ridge=1e-6)
-  np.testing.assert_allclose(em.predict_time_s(fit, feats), t_true, rtol=1e-3)
-  np.testing.assert_allclose(em.predict_time_s(truth, feats), em.predict_time_s(prior, feats),
-                             rtol=1e-6)
 
 
 def test_edge_kernels_describe_live_edges_and_node_sums():
@@ -214,15 +154,3 @@ def test_edge_kernels_describe_live_edges_and_node_sums():
       dataclasses.replace(k, fused_ops=()) for k in full]
   with pytest.raises(ValueError, match="edge kernel keys"):
     nk.edge_kernels((3, 2, 4, 1, 3, 3), keys="edge")
-
-
-def test_duplicate_noise_floor_from_repeated_live_cells():
-  # Two cells share a live cell (node 2 feeds nothing in both); the third is alone.
-  ops = np.array([[3, 2, 4, 0, 1, 0], [3, 0, 0, 0, 1, 0], [1, 1, 1, 1, 1, 1]])
-  floor = nk.duplicate_noise_floor(ops, np.array([1.0, 1.2, 5.0]))
-  assert floor["n_groups"] == 1 and floor["n_cells"] == 2
-  d = 0.1 * np.sqrt(2.0)  # deviation from the mean 1.1, corrected for the group size
-  rel = np.array([-d / (1.1 - d), d / (1.1 + d)])
-  assert floor["rmspe"] == pytest.approx(np.sqrt(np.mean(rel**2)))
-  assert floor["acc10"] == pytest.approx(np.mean(np.abs(rel) <= 0.1))
-  assert np.isnan(nk.duplicate_noise_floor(ops[2:], np.array([5.0]))["rmspe"])

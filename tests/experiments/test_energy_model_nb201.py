@@ -1,112 +1,37 @@
-"""End-to-end runs of experiments.energy_model_nb201 on a few cells (real HW-NAS-Bench table)."""
+"""experiments.energy_model_nb201 as a process: flag names, and a bad setting is one error line.
+
+The validation itself runs in-process in tests/energy/test_validate.py.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
+import subprocess
+import sys
+from pathlib import Path
 
-import numpy as np
-import pytest
+from absl import flags
 
-from cenas_jax.errors import DataError
-from experiments import energy_model_nb201 as exp
+from cenas_jax.energy.validate import ValidateConfig
+from experiments import cli
 
-METRIC_KEYS = {"rmspe", "acc10", "spearman", "kendall"}
-
-
-def test_default_targets_write_metrics_predictions_plot_and_reuse_cache(tmp_path, shared_data,
-                                                                         capsys):
-  del shared_data  # the run reads the table from the shared data folder
-  wd = tmp_path / "w"
-  metrics = exp.run(str(wd), limit=40, workers=1)
-  on_disk = json.loads((wd / "metrics.json").read_text())
-  assert set(on_disk) == {"edgegpu_energy", "edgegpu_latency"}
-  for target in on_disk.values():
-    assert set(target) == set(exp.MODELS)
-    for m in target.values():
-      assert set(m) == METRIC_KEYS
-      assert 0 <= m["acc10"] <= 1 and m["rmspe"] >= 0 and -1 <= m["spearman"] <= 1
-  assert on_disk["edgegpu_energy"]["kernel_model"]["rmspe"] == pytest.approx(
-      metrics["edgegpu_energy"]["kernel_model"]["rmspe"])
-  with open(wd / "predictions.csv", newline="") as f:
-    rows = list(csv.DictReader(f))
-  assert len(rows) == 80
-  assert {r["split"] for r in rows} == {"train", "test"}
-  assert sum(r["split"] == "test" for r in rows if r["target"] == "edgegpu_energy") == 12
-  energy = [r for r in rows if r["target"] == "edgegpu_energy"]
-  assert all(float(r["pred_kernel_model"]) > 0 and float(r["measured"]) > 0 for r in energy)
-  assert (wd / "scatter_edgegpu_energy.png").stat().st_size > 1000
-  summary = json.loads((wd / "summary.json").read_text())
-  assert summary["provenance"]["seed"] == 0
-  assert summary["timings"]["extracted_cells"] == 40
-  # The ablation (same split) and the table chosen by CV on the training cells.
-  for name in on_disk:
-    assert set(summary["ablation"][name]) == set(exp.ABLATION)
-    assert summary["ablation"][name]["roofline_table_and_position_edges"] == pytest.approx(
-        on_disk[name]["kernel_model"])
-    assert summary["noise_floor"][name]["n_cells"] >= 0
-    info = summary["models"][name]
-    assert info["table"] in info["table_cv_rmspe"]
-    assert min(info["table_cv_rmspe"].values()) == info["table_cv_rmspe"][info["table"]]
-  # The saved model (with its table) predicts a cell from its kernels as in predictions.csv.
-  from cenas_jax.data.nasbench import load_nb201_table
-  from cenas_jax.energy import model as em
-  from cenas_jax.energy import nb201_kernels as nk
-
-  model = em.load_energy_model(wd / "kernel_model_edgegpu_energy.json")
-  assert summary["models"]["edgegpu_energy"]["edge_kernels"] == "position"
-  row = energy[0]
-  ops = load_nb201_table().ops[int(row["arch_index"])]
-  assert em.predict_energy_j(model, nk.runtime_kernels(tuple(ops))) * 1e3 == pytest.approx(
-      float(row["pred_kernel_model"]), rel=1e-6)
-  out = capsys.readouterr().out
-  assert "kernel_model" in out and "flops_linear" in out
-  # Rerun: every feature row comes from features.npz, and the numbers are the same.
-  again = exp.run(str(wd), limit=40, workers=1)
-  assert json.loads((wd / "summary.json").read_text())["timings"]["extracted_cells"] == 0
-  assert again == metrics
-  # Without edge kernels the kernel model is roofline + table on XLA's kernels alone.
-  plain = exp.run(str(wd), limit=40, workers=1, edge_kernels="none")
-  summary = json.loads((wd / "summary.json").read_text())
-  assert set(summary["ablation"]["edgegpu_energy"]) == set(exp.ABLATION) - {
-      "roofline_table_and_op_edges", "roofline_table_and_position_edges"}
-  assert summary["ablation"]["edgegpu_energy"]["roofline_and_table"] == pytest.approx(
-      plain["edgegpu_energy"]["kernel_model"])
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_targets_csv_by_arch_str_with_missing_values(tmp_path, shared_data):
-  del shared_data
-  from cenas_jax.data.nasbench import load_nb201_table
-  from cenas_jax.energy import nb201_kernels as nk
-
-  table = load_nb201_table()
-  rng = np.random.default_rng(1)
-  idx = rng.choice(np.flatnonzero(table.has_hw), 24, replace=False)
-  path = tmp_path / "other_device.csv"
-  with open(path, "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["arch_str", "my_latency_ms"])
-    for k, i in enumerate(idx):
-      # A synthetic device whose latency is exactly linear in MACs.
-      value = "" if k == 0 else f"{1.0 + nk.macs(tuple(table.ops[i])) / 1e8:.6f}"
-      w.writerow([table.arch_str[i], value])
-  metrics = exp.run(str(tmp_path / "w"), targets_csv=str(path), target_column="my_latency_ms",
-                    workers=1)
-  assert set(metrics) == {"my_latency_ms"}
-  assert metrics["my_latency_ms"]["flops_linear"]["rmspe"] < 1e-6  # the exact model is found
-  summary = json.loads((tmp_path / "w" / "summary.json").read_text())
-  assert summary["split"]["my_latency_ms"]["n_cells"] == 23
-  assert summary["models"]["my_latency_ms"]["kind"] == "latency"
-  assert str(path) in summary["provenance"]["data_hashes"]
+def test_flag_names_and_list_syntax_are_kept():
+  fv = flags.FlagValues()
+  cli.define_flags(ValidateConfig, flag_values=fv)
+  assert {"workdir", "seed", "train_fraction", "device_spec", "batch_size", "targets_csv",
+          "target_column", "target_unit", "ridge", "ridge_grid", "table_levels_grid",
+          "table_ridge_grid", "edge_kernels", "limit", "workers"} <= set(fv)
+  fv(["prog", "--workdir=/w", "--ridge_grid=1e-3,1", "--table_levels_grid=class+op,none"])
+  config = cli.config_from_flags(ValidateConfig, flag_values=fv)
+  assert config.ridge_grid == (1e-3, 1.0) and config.table_levels_grid == ("class+op", "none")
 
 
-def test_bad_targets_csv_names_the_file_and_line(tmp_path, shared_data):
-  del shared_data
-  path = tmp_path / "bad.csv"
-  path.write_text("arch_index,energy_mj\n1,2.0\n2,-3\n")
-  with pytest.raises(DataError, match=r"bad.csv line 3"):
-    exp.run(str(tmp_path / "w"), targets_csv=str(path), target_column="energy_mj", workers=1)
-  with pytest.raises(DataError, match="no column 'nope'"):
-    exp.run(str(tmp_path / "w"), targets_csv=str(path), target_column="nope", workers=1)
-  with pytest.raises(ValueError, match="--target_unit"):
-    exp.run(str(tmp_path / "w"), targets_csv=str(path), target_column="arch_index", workers=1)
+def test_bad_setting_is_one_error_line(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "experiments.energy_model_nb201",
+                         f"--workdir={tmp_path / 'w'}", "--train_fraction=1.5"], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip() == "error: --train_fraction: must be in (0, 1), got 1.5"
+  assert not (tmp_path / "w").exists()

@@ -1,0 +1,487 @@
+"""The NB201 validation of the per-kernel energy model: split, CV choices, ablation, baselines.
+
+``run(ValidateConfig(), workdir)`` extracts the ``gpu``-mode kernels of the NB201 network for every
+cell with a measurement (``nb201_kernels``; the distinct kernels and each cell's sparse launch
+counts are cached in ``workdir/features.npz``), fits the per-kernel model on a random
+``train_fraction`` of the cells (``seed``) and reports on the rest: RMSPE, share within +-10 %,
+Spearman and Kendall correlation (``metrics.regression_metrics``), next to linear baselines on
+MACs and on parameter count.
+
+The per-kernel model (``kernel_model``) is the per-class roofline model (prior from
+``device_spec``, refined by the fit, its ridge chosen by 5-fold CV on the training cells) plus a
+kernel table of per-signature corrections shrunk towards it; the table's signature levels and ridge
+are chosen by 5-fold CV on the training cells from ``table_levels_grid`` x ``table_ridge_grid``
+(``fitting``). ``summary.json`` also holds an ablation on the same split: the roofline (class)
+model alone, the table alone (pure lookup, unseen kernels cost nothing) and both, on XLA's kernels
+alone and with edge kernels (``nb201_kernels.edge_kernels``, keyed by ``edge_kernels``).
+
+Default targets: HW-NAS-Bench ``edgegpu_energy`` (mJ) and ``edgegpu_latency`` (ms) of a Jetson
+TX2; any per-cell column of a CSV keyed by ``arch_index`` or ``arch_str`` works too
+(``targets_csv``, ``target_column``, ``target_unit``; ``validate_targets``).
+
+Writes ``metrics.json`` (``{target: {model: {rmspe, acc10, spearman, kendall}}}``, fractions),
+``predictions.csv``, ``summary.json`` (metrics, split, fitted models, timings, provenance),
+``kernel_model_<target>.json`` and ``scatter_<target>.png`` for energy targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from cenas_jax.energy.validate_targets import SCALE, Target, read_targets_csv, table_targets
+from cenas_jax.errors import ConfigError
+
+MODELS = ("kernel_model", "flops_linear", "params_linear")
+ABLATION = ("roofline_only", "table_only", "roofline_and_table", "roofline_table_and_op_edges",
+            "roofline_table_and_position_edges")
+METRIC_KEYS = ("rmspe", "acc10", "spearman", "kendall")
+"""The metrics reported per model (fractions; see ``metrics.regression_metrics``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateConfig:
+  """Settings of one validation run (field names are the binary's flag names).
+
+  Attributes:
+    seed: seed of the train/test split and of the CV folds.
+    train_fraction: share of cells the models are fitted on, in (0, 1).
+    device_spec: ``DEVICE_SPECS`` key of the analytical prior.
+    batch_size: images per call the kernels are extracted at.
+    targets_csv: CSV with one row per cell (``arch_index`` or ``arch_str`` column); empty: the
+      HW-NAS-Bench table's ``edgegpu_energy`` and ``edgegpu_latency``.
+    target_column: column of ``targets_csv`` to fit and validate against.
+    target_unit: unit of ``target_column`` (``auto``: from a suffix or the name).
+    ridge: pull of the class model towards its prior (relative); 0: chosen by CV from
+      ``ridge_grid``.
+    ridge_grid: candidates for ``ridge=0``.
+    table_levels_grid: candidate signature levels of the kernel table ('+'-joined
+      ``model.SIGNATURE_LEVELS``; ``none``: no table).
+    table_ridge_grid: candidate ridge strengths of the kernel table (unitless, > 0).
+    edge_kernels: add edge kernels keyed by edge position and op, by op only, or not at all.
+    limit: use only the first N cells of each target (0: all).
+    workers: processes for kernel extraction (spawn).
+  """
+
+  seed: int = 0
+  train_fraction: float = 0.7
+  device_spec: str = "jetson-tx2"
+  batch_size: int = 1
+  targets_csv: str = ""
+  target_column: str = ""
+  target_unit: Literal["auto", "J", "mJ", "s", "ms", "us"] = "auto"
+  ridge: float = 0.0
+  ridge_grid: tuple[float, ...] = (1e-6, 1e-4, 1e-2, 1.0)
+  table_levels_grid: tuple[str, ...] = ("class+op", "class+full", "class+shape+full")
+  table_ridge_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+  edge_kernels: Literal["position", "op", "none"] = "position"
+  limit: int = 0
+  workers: int = 2
+
+  def __post_init__(self) -> None:
+    from cenas_jax.energy.specs import DEVICE_SPECS  # pylint: disable=g-import-not-at-top
+
+    if not 0 < self.train_fraction < 1:
+      raise ConfigError("train_fraction", f"must be in (0, 1), got {self.train_fraction}")
+    if self.device_spec not in DEVICE_SPECS:
+      raise ConfigError("device_spec", f"unknown {self.device_spec!r}; known: {sorted(DEVICE_SPECS)}")
+    if self.batch_size < 1 or self.workers < 1 or self.limit < 0:
+      raise ConfigError("batch_size" if self.batch_size < 1 else
+                        "workers" if self.workers < 1 else "limit",
+                        "batch_size and workers must be >= 1, limit >= 0")
+    if self.ridge < 0:
+      raise ConfigError("ridge", f"must be >= 0 (0: cross-validated), got {self.ridge}")
+    if not self.ridge_grid or any(not r > 0 for r in self.ridge_grid):
+      raise ConfigError("ridge_grid", f"needs values > 0, got {self.ridge_grid}")
+    if self.targets_csv and not self.target_column:
+      raise ConfigError("target_column", "--targets_csv needs --target_column")
+    if self.target_column and not self.targets_csv:
+      raise ConfigError("targets_csv", "--target_column needs --targets_csv")
+    table_candidates(self.table_levels_grid, self.table_ridge_grid)  # raises ConfigError
+
+  @property
+  def table_candidates(self) -> list[tuple[tuple[str, ...], float]]:
+    return table_candidates(self.table_levels_grid, self.table_ridge_grid)
+
+
+def table_candidates(levels_grid: Sequence[str], ridge_grid: Sequence[float]
+                     ) -> list[tuple[tuple[str, ...], float]]:
+  """``table_levels_grid`` x ``table_ridge_grid`` as ``fitting.select_table`` candidates.
+
+  Raises:
+    ConfigError: an empty grid, unknown or repeated levels, or a ridge <= 0.
+  """
+  from cenas_jax.energy.model import SIGNATURE_LEVELS  # pylint: disable=g-import-not-at-top
+
+  if not levels_grid or not ridge_grid:
+    raise ConfigError("table_levels_grid" if not levels_grid else "table_ridge_grid",
+                      "must not be empty")
+  out: list[tuple[tuple[str, ...], float]] = []
+  for item in levels_grid:
+    item = item.strip()
+    if item == "none":
+      out.append(((), 0.0))
+      continue
+    levels = tuple(lv.strip() for lv in item.split("+"))
+    bad = [lv for lv in levels if lv not in SIGNATURE_LEVELS]
+    if bad or len(set(levels)) != len(levels):
+      raise ConfigError("table_levels_grid", f"entry {item!r}: levels must be distinct members of "
+                        f"{SIGNATURE_LEVELS} joined by '+', or 'none'")
+    for r in ridge_grid:
+      if not r > 0:
+        raise ConfigError("table_ridge_grid", f"values must be > 0, got {r}")
+      out.append((levels, float(r)))
+  return out
+
+
+def run(config: ValidateConfig, workdir: str | Path) -> dict[str, Any]:
+  """Runs the validation; returns the metrics dict written to ``workdir/metrics.json``.
+
+  Raises:
+    DataUnavailableError / DataError: a missing or bad targets CSV or table file.
+    ConfigError: the targets CSV's unit cannot be told.
+  """
+  from cenas_jax.data.nasbench import load_nb201_table  # pylint: disable=g-import-not-at-top
+  from cenas_jax.energy import nb201_kernels as nk  # pylint: disable=g-import-not-at-top
+  from cenas_jax.energy.specs import get_spec  # pylint: disable=g-import-not-at-top
+
+  spec = get_spec(config.device_spec)
+  wd = Path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  timings: dict[str, float] = {}
+  t0 = time.perf_counter()
+  table = load_nb201_table()
+  if config.targets_csv:
+    targets = [read_targets_csv(config.targets_csv, config.target_column, config.target_unit,
+                                table)]
+  else:
+    targets = table_targets(table)
+  if config.limit:
+    targets = [dataclasses.replace(t, arch_index=t.arch_index[:config.limit],
+                                   value_si=t.value_si[:config.limit]) for t in targets]
+  net = nk.NB201NetConfig(batch_size=config.batch_size)
+  key = nk.cache_key(spec.name, net)
+  arch_index, counts = _cached_kernel_counts(wd / "features.npz", key, targets, table, net,
+                                             config.workers, timings)
+  row_of = {int(i): r for r, i in enumerate(arch_index)}
+
+  results: dict[str, dict[str, Any]] = {}
+  pred_rows: list[dict[str, Any]] = []
+  for target in targets:
+    t1 = time.perf_counter()
+    xla_counts = counts.rows(np.array([row_of[int(i)] for i in target.arch_index], np.int64))
+    res = evaluate_target(config, target, table.ops[target.arch_index], xla_counts, spec, net)
+    timings[f"fit_{target.name}_s"] = time.perf_counter() - t1
+    results[target.name] = res
+    _save_target_outputs(wd, target, res)
+    pred_rows += _prediction_rows(target, table, res)
+  timings["total_s"] = time.perf_counter() - t0
+  metrics = {name: r["metrics"] for name, r in results.items()}
+  _write_outputs(wd, config, spec.name, key, table, results, pred_rows, timings)
+  return metrics
+
+
+def _cached_kernel_counts(cache_path: Path, key: str, targets: Sequence[Target], table: Any,
+                          net: Any, workers: int, timings: dict[str, float]) -> tuple[np.ndarray,
+                                                                                      Any]:
+  """Kernel counts of every cell a target needs: those in ``cache_path`` plus the missing ones
+  (extracted now, added to the cache). Returns ``(arch_index, KernelCounts)``, one row each."""
+  from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
+  from cenas_jax.energy import nb201_kernels as nk  # pylint: disable=g-import-not-at-top
+
+  needed = np.unique(np.concatenate([t.arch_index for t in targets]))
+  t1 = time.perf_counter()
+  cached = nk.load_feature_cache(str(cache_path), key)
+  idx, counts = cached if cached is not None else (np.zeros(0, np.int64), None)
+  have = set(idx.tolist())
+  missing = np.array([i for i in needed if int(i) not in have], np.int64)
+  timings["fragments_s"] = time.perf_counter() - t1
+  print(f"{len(needed)} cells, {len(needed) - len(missing)} cached in {cache_path}")
+  t1 = time.perf_counter()
+  if len(missing):
+    new_counts = nk.compute_kernel_counts(table.ops[missing], net, workers=workers,
+                                          progress=_progress(t1))
+    counts = em.KernelCounts.concat([c for c in (counts, new_counts) if c is not None])
+    idx = np.concatenate([idx, missing])
+    nk.save_feature_cache(str(cache_path), key, idx, counts)
+  timings["extract_s"] = time.perf_counter() - t1
+  timings["extracted_cells"] = int(len(missing))
+  return idx, counts
+
+
+def _scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+  from cenas_jax.energy.metrics import regression_metrics  # pylint: disable=g-import-not-at-top
+
+  m = regression_metrics(predicted=predicted, measured=measured)
+  return {k: m[k] for k in METRIC_KEYS}
+
+
+def evaluate_target(config: ValidateConfig, target: Target, ops: np.ndarray, xla_counts: Any,
+                    spec: Any, net: Any) -> dict[str, Any]:
+  """Fits and scores every model (and the ablation) on one target; one seeded split.
+
+  Args:
+    config: the run's settings.
+    target: the measurements (SI units).
+    ops: ``(n, 6)`` cells of ``target.arch_index``.
+    xla_counts: XLA's kernel counts of those cells (``model.KernelCounts``).
+    spec: the device spec of the prior.
+    net: the ``nb201_kernels.NB201NetConfig`` the counts were extracted with.
+
+  Returns:
+    ``{"metrics", "ablation", "coverage", "noise_floor", "fitted", "split", "preds", "train",
+    "kernel_model"}``.
+  """
+  from cenas_jax.energy import fitting  # pylint: disable=g-import-not-at-top
+  from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
+  from cenas_jax.energy import nb201_kernels as nk  # pylint: disable=g-import-not-at-top
+  from cenas_jax.energy.metrics import train_mask  # pylint: disable=g-import-not-at-top
+  from cenas_jax.spaces import nb201_net  # pylint: disable=g-import-not-at-top
+
+  kind, seed, edge = target.kind, config.seed, config.edge_kernels
+  y = target.value_si
+  feats = xla_counts.features(spec)
+  counts = xla_counts if edge == "none" else nk.with_edge_kernels(xla_counts, ops, net, keys=edge)
+  macs = np.array([nk.macs(tuple(o), net) for o in ops], np.float64)
+  params = np.array([nb201_net.count_params(tuple(o), num_classes=net.num_classes, C=net.C,
+                                            N=net.N) for o in ops], np.float64)
+  train = train_mask(len(y), train_fraction=config.train_fraction, seed=seed)
+  test = ~train
+  c_train, x_train, y_train = counts.rows(train), xla_counts.rows(train), y[train]
+  prior = em.prior_model(spec)
+  ridge_cv: dict[float, float] = {}
+  use_ridge = config.ridge
+  if use_ridge <= 0:
+    use_ridge, ridge_cv = fitting.select_ridge(feats[train], y_train, prior, kind=kind,
+                                               grid=config.ridge_grid, seed=seed)
+  choice, table_cv = fitting.select_table(c_train, y_train, prior, kind=kind,
+                                          class_ridge=use_ridge,
+                                          candidates=config.table_candidates, seed=seed,
+                                          class_counts=x_train)
+  kmodel = fitting.fit_table_model(c_train, y_train, prior, kind=kind, class_ridge=use_ridge,
+                                   table=choice, class_counts=x_train)
+  k_pred = fitting.predict_table_model(kmodel, counts, kind=kind)
+  # Ablation on the same split: the class (roofline) model alone; the table alone (pure lookup;
+  # its ridge cross-validated at the chosen levels); roofline + table on XLA's kernels only
+  # (ridge cross-validated); and with the edge kernels too (= kernel_model unless
+  # edge_kernels=none), position-free ones included when the model uses positional ones.
+  roof = fitting.fit_table_model(x_train, y_train, prior, kind=kind, class_ridge=use_ridge,
+                                 table=((), 0.0))
+  ridge_candidates = [(choice[0] or ("full",), float(r)) for r in config.table_ridge_grid]
+  only_choice, only_cv = fitting.select_table(c_train, y_train, prior, kind=kind, class_ridge=None,
+                                              candidates=ridge_candidates, seed=seed)
+  only = fitting.fit_table_model(c_train, y_train, prior, kind=kind, class_ridge=None,
+                                 table=only_choice)
+  ablation_preds = {"roofline_only": fitting.predict_table_model(roof, xla_counts, kind=kind),
+                    "table_only": fitting.predict_table_model(only, counts, kind=kind)}
+  if edge != "none":
+    xla_choice, xla_cv = fitting.select_table(x_train, y_train, prior, kind=kind,
+                                              class_ridge=use_ridge, candidates=ridge_candidates,
+                                              seed=seed)
+    xla_model = fitting.fit_table_model(x_train, y_train, prior, kind=kind,
+                                        class_ridge=use_ridge, table=xla_choice)
+    ablation_preds["roofline_and_table"] = fitting.predict_table_model(xla_model, xla_counts,
+                                                                       kind=kind)
+    ablation_preds[f"roofline_table_and_{edge}_edges"] = np.asarray(k_pred)
+    if edge == "position":
+      # The same model with position-free edge kernels: how much of the gain is per-op launch
+      # cost, and how much is the table learning the cell encoding itself.
+      op_counts = nk.with_edge_kernels(xla_counts, ops, net, keys="op")
+      op_model = fitting.fit_table_model(op_counts.rows(train), y_train, prior, kind=kind,
+                                         class_ridge=use_ridge, table=choice,
+                                         class_counts=x_train)
+      ablation_preds["roofline_table_and_op_edges"] = fitting.predict_table_model(
+          op_model, op_counts, kind=kind)
+  else:
+    xla_choice, xla_cv = choice, {}
+    ablation_preds["roofline_and_table"] = np.asarray(k_pred)
+  fl = fitting.fit_linear_baseline(macs[train], y_train)
+  pa = fitting.fit_linear_baseline(params[train], y_train)
+  preds = {"kernel_model": np.asarray(k_pred), "flops_linear": fl.predict(macs),
+           "params_linear": pa.predict(params)}
+  model_dict = kmodel.to_dict()
+  model_dict["table"] = (None if kmodel.table is None else
+                         f"kernel_model_{target.name}.json ({kmodel.table.n_entries()} entries)")
+  fitted = {"kernel_model": model_dict,
+            "flops_linear": dataclasses.asdict(fl),
+            "params_linear": dataclasses.asdict(pa),
+            "flops_unit": "MACs per image", "kind": kind,
+            "ridge": use_ridge,
+            "ridge_cv_rmspe": {f"{r:g}": v for r, v in ridge_cv.items()},
+            "table": fitting.table_label(choice),
+            "table_entries": 0 if kmodel.table is None else kmodel.table.n_entries(),
+            "table_cv_rmspe": table_cv,
+            "table_only": fitting.table_label(only_choice),
+            "table_only_cv_rmspe": only_cv,
+            "edge_kernels": edge,
+            "xla_table": fitting.table_label(xla_choice),
+            "xla_table_cv_rmspe": xla_cv,
+            "si_unit": "J" if kind == "energy" else "s",
+            "source": target.source, "source_unit": target.unit}
+  return {"ablation": {m: _scores(p[test], y[test]) for m, p in ablation_preds.items()},
+          "coverage": table_coverage(counts, train, test, choice[0]),
+          "noise_floor": duplicate_noise_floor(ops, y),
+          "metrics": {m: _scores(p[test], y[test]) for m, p in preds.items()},
+          "fitted": fitted, "preds": preds, "train": train, "kernel_model": kmodel,
+          "split": {"n_cells": int(len(y)), "n_train": int(train.sum()),
+                    "n_test": int(test.sum())}}
+
+
+def table_coverage(counts: Any, train: np.ndarray, test: np.ndarray, levels: Sequence[str]
+                   ) -> dict[str, float]:
+  """Share of the test cells' launches whose signature was seen in training, per level."""
+  out = {}
+  for lv in levels:
+    kc, _ = counts.key_counts(lv)
+    seen = np.asarray(kc[np.flatnonzero(train)].sum(axis=0)).reshape(-1) > 0
+    test_launches = np.asarray(kc[np.flatnonzero(test)].sum(axis=0)).reshape(-1)
+    out[lv] = float(test_launches[seen].sum() / max(test_launches.sum(), 1.0))
+  return out
+
+
+def duplicate_noise_floor(ops_rows: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+  """What a perfect predictor of each live cell's mean would score, from repeated live cells.
+
+  Cells with the same ``live_ops`` run the same network, so their measurements differ only by
+  noise. For each group of ``n >= 2`` such cells, ``(y - mean) * sqrt(n / (n - 1))`` estimates a
+  measurement's deviation from the (unknown) true mean; the RMSPE and share within +-10 % of those
+  deviations (relative to the measurement, as ``regression_metrics``) bound what any predictor of
+  the network can reach on these cells.
+
+  Returns:
+    ``{"n_groups", "n_cells", "rmspe", "acc10", "median_abs_rel"}`` (NaN rates when no cell
+    repeats).
+  """
+  from cenas_jax.energy.nb201_kernels import live_ops  # pylint: disable=g-import-not-at-top
+
+  y = np.asarray(measured, np.float64)
+  groups: dict[tuple[int, ...], list[float]] = {}
+  for row, v in zip(np.asarray(ops_rows), y):
+    groups.setdefault(live_ops(tuple(int(o) for o in row)), []).append(float(v))
+  devs = []
+  for values in groups.values():
+    if len(values) > 1:
+      g = np.array(values)
+      d = (g - g.mean()) * np.sqrt(len(g) / (len(g) - 1))
+      devs.append(d / (g.mean() + d))  # (mean - y) / y with y = mean + d, sign irrelevant
+  if not devs:
+    return {"n_groups": 0, "n_cells": 0, "rmspe": float("nan"), "acc10": float("nan"),
+            "median_abs_rel": float("nan")}
+  rel = np.concatenate(devs)
+  return {"n_groups": len(devs), "n_cells": int(len(rel)), "rmspe": float(np.sqrt(np.mean(rel**2))),
+          "acc10": float(np.mean(np.abs(rel) <= 0.1)),
+          "median_abs_rel": float(np.median(np.abs(rel)))}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Outputs.
+
+
+def _save_target_outputs(wd: Path, target: Target, res: dict[str, Any]) -> None:
+  from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
+
+  em.save_energy_model(res["kernel_model"], wd / f"kernel_model_{target.name}.json")
+  if target.kind == "energy":
+    test = ~res["train"]
+    _scatter(wd / f"scatter_{target.name}.png", target, target.value_si[test],
+             {m: p[test] for m, p in res["preds"].items()}, res["metrics"])
+
+
+def _prediction_rows(target: Target, table: Any, res: dict[str, Any]) -> list[dict[str, Any]]:
+  """``predictions.csv`` rows of one target, in the target's unit (floats as ``%.9g`` text)."""
+  scale = 1.0 / SCALE[target.unit]
+  fmt = lambda v: f"{v:.9g}"  # noqa: E731
+  preds, train = res["preds"], res["train"]
+  return [{"arch_index": int(i), "arch_str": str(table.arch_str[i]), "target": target.name,
+           "unit": target.unit, "measured": fmt(target.value_si[j] * scale),
+           **{f"pred_{m}": fmt(preds[m][j] * scale) for m in MODELS},
+           "split": "train" if train[j] else "test"}
+          for j, i in enumerate(target.arch_index)]
+
+
+def _write_outputs(wd: Path, config: ValidateConfig, spec_name: str, key: str, table: Any,
+                   results: dict[str, dict[str, Any]], pred_rows: list[dict[str, Any]],
+                   timings: dict[str, float]) -> None:
+  """``metrics.json``, ``predictions.csv`` and ``summary.json``; prints the table of results."""
+  from cenas_jax import fileio, results as results_io  # pylint: disable=g-import-not-at-top
+
+  metrics = {name: r["metrics"] for name, r in results.items()}
+  fileio.atomic_write_json(wd / "metrics.json", metrics)
+  columns = (["arch_index", "arch_str", "target", "unit", "measured"] +
+             [f"pred_{m}" for m in MODELS] + ["split"])
+  results_io.write_csv(wd / "predictions.csv", pred_rows, columns)
+  hashes = {name: sha for name, _, sha in table.sources}
+  if config.targets_csv:
+    hashes[config.targets_csv] = fileio.sha256_file(config.targets_csv)
+  per = lambda field: {name: r[field] for name, r in results.items()}  # noqa: E731
+  summary = {"metrics": metrics, "ablation": per("ablation"), "table_coverage": per("coverage"),
+             "noise_floor": per("noise_floor"),
+             "split": per("split"), "models": per("fitted"), "timings": timings,
+             "device_spec": spec_name, "batch_size": config.batch_size,
+             "ridge_flag": config.ridge, "train_fraction": config.train_fraction,
+             "feature_cache_key": key, "targets_met": _targets_met(metrics)}
+  import jax  # pylint: disable=g-import-not-at-top,unused-import  (records the JAX version/backend)
+  results_io.write_summary(wd, summary, {
+      "seed": config.seed, "energy_source": f"predicted-kernel_model({spec_name})",
+      "ci_source": None, "data_hashes": hashes})
+  _print_table(metrics, per("ablation"), per("fitted"), timings)
+
+
+def _targets_met(metrics: dict[str, Any]) -> dict[str, Any]:
+  out = {}
+  for name, m in metrics.items():
+    k, f = m["kernel_model"], m["flops_linear"]
+    out[name] = {"acc10_ge_0.90": k["acc10"] >= 0.9, "spearman_ge_0.95": k["spearman"] >= 0.95,
+                 "rmspe_2x_below_flops": k["rmspe"] * 2 <= f["rmspe"]}
+  return out
+
+
+def _progress(t0: float):
+  def show(done: int, total: int) -> None:
+    el = time.perf_counter() - t0
+    eta = el / done * (total - done) if done else float("nan")
+    print(f"\r  kernels: {done}/{total} distinct cells, {el:.0f} s elapsed, ETA {eta:.0f} s",
+          end="" if done < total else "\n", flush=True)
+  return show
+
+
+def _scatter(path: Path, target: Target, measured: np.ndarray, preds: dict[str, np.ndarray],
+             metrics: dict[str, dict[str, float]]) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  scale, unit = (1e3, "mJ") if target.kind == "energy" else (1e3, "ms")
+  fig, axes = plt.subplots(1, len(preds), figsize=(5 * len(preds), 4.6), sharey=True)
+  lo, hi = measured.min() * scale, measured.max() * scale
+  for ax, (name, p) in zip(np.atleast_1d(axes), preds.items()):
+    ax.scatter(measured * scale, p * scale, s=3, alpha=0.4)
+    ax.plot([lo, hi], [lo, hi], "k-", lw=1)
+    ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="k", alpha=0.08)
+    m = metrics[name]
+    ax.set_title(f"{name}\nRMSPE {m['rmspe']:.3f}, +-10% {m['acc10']:.2f}, rho {m['spearman']:.3f}")
+    ax.set_xlabel(f"measured {target.name} ({unit})")
+  np.atleast_1d(axes)[0].set_ylabel(f"predicted ({unit})")
+  fig.suptitle(f"NB201 held-out cells (n={len(measured)})")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _print_table(metrics: dict[str, Any], ablation: dict[str, Any], fitted: dict[str, Any],
+                 timings: dict[str, float]) -> None:
+  print(f"\n{'target':<18}{'model':<20}{'RMSPE':>8}{'+-10%':>8}{'Spearman':>10}{'Kendall':>9}")
+  for name, m in metrics.items():
+    for model, v in list(m.items()) + [(f"[{k}]", v) for k, v in ablation.get(name, {}).items()]:
+      print(f"{name:<18}{model:<20}{v['rmspe']:>8.4f}{v['acc10']:>8.3f}{v['spearman']:>10.4f}"
+            f"{v['kendall']:>9.4f}")
+    if name in fitted:
+      f = fitted[name]
+      print(f"{name:<18}class ridge {f['ridge']:g}, table {f['table']} ({f['table_entries']} "
+            f"entries), table only {f['table_only']}")
+  print("timings: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in timings.items()))
