@@ -43,57 +43,41 @@ class _TupleParser(flags.ArgumentParser):
     self.item_type = item_type
 
   def parse(self, argument: Any) -> tuple:
-    if isinstance(argument, (tuple, list)):
-      items = list(argument)
-    else:
-      items = [s.strip() for s in str(argument).split(",") if s.strip()]
-    try:
-      return tuple(self.item_type(s) for s in items)
-    except (TypeError, ValueError):
-      bad = next(s for s in items if not _parses(self.item_type, s))
-      raise ValueError(f"{bad!r} is not {_SCALARS[self.item_type]}") from None
+    items = list(argument) if isinstance(argument, (tuple, list)) else [
+        s.strip() for s in str(argument).split(",") if s.strip()]
+    out = []
+    for item in items:
+      try:
+        out.append(self.item_type(item))
+      except (TypeError, ValueError):
+        raise ValueError(f"{item!r} is not {_SCALARS[self.item_type]}") from None
+    return tuple(out)
 
   def flag_type(self) -> str:
     return f"tuple of {self.item_type.__name__}"
 
 
-def _parses(item_type: type, s: Any) -> bool:
-  try:
-    item_type(s)
-    return True
-  except (TypeError, ValueError):
-    return False
-
-
-class _TupleSerializer(flags.ArgumentSerializer):
-
-  def serialize(self, value: Any) -> str:
-    return ",".join(str(v) for v in value)
-
-
-def leaf_fields(config_cls: type) -> dict[str, tuple[tuple[str, ...], Any, Any]]:
-  """``{flag name: (path of field names, type, default)}`` over the flattened config dataclass.
+def leaf_fields(config_cls: type) -> dict[str, tuple[Any, Any]]:
+  """``{flag name: (type, default)}`` over the flattened config dataclass.
 
   Raises:
-    TypeError: a field has no default, an unsupported type, or a name used twice in the nesting.
+    TypeError: a name used twice in the nesting.
   """
-  out: dict[str, tuple[tuple[str, ...], Any, Any]] = {}
+  out: dict[str, tuple[Any, Any]] = {}
 
-  def walk(cls: type, default: Any, path: tuple[str, ...]) -> None:
+  def walk(cls: type, default: Any) -> None:
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-      if not f.init:
-        continue
+    for f in (f for f in dataclasses.fields(cls) if f.init):
       tp, value = hints[f.name], getattr(default, f.name)
       if dataclasses.is_dataclass(tp):
-        walk(tp, value, path + (f.name,))
-        continue
-      if f.name in out:
+        walk(tp, value)
+      elif f.name in out:
         raise TypeError(f"{config_cls.__name__}: field name {f.name!r} is used twice in the nesting; "
                         "flag names must be unique.")
-      out[f.name] = (path + (f.name,), tp, value)
+      else:
+        out[f.name] = (tp, value)
 
-  walk(config_cls, config_cls(), ())
+  walk(config_cls, config_cls())
   return out
 
 
@@ -102,18 +86,15 @@ def define_flags(config_cls: type, *, help: Mapping[str, str] | None = None,  # 
                  flag_values: flags.FlagValues = FLAGS) -> None:
   """Defines one flag per leaf field of ``config_cls`` (defaults from ``config_cls()``).
 
-  Args:
-    config_cls: a dataclass whose fields all have defaults; nested dataclass fields are flattened.
-    help: the help text per flag name (fields without one get their type only).
-    skip: fields the binary defines itself (it then passes their values to ``config_from_flags``).
-    workdir: also define the required ``--workdir``.
-    flag_values: the flag registry (tests pass their own).
+  ``help`` gives the text per flag name; ``skip`` names fields the binary defines itself (it passes
+  their values to ``config_from_flags``); ``workdir`` adds the required ``--workdir``; tests pass
+  their own ``flag_values``.
   """
   help = dict(help or {})
   if workdir:
     flags.DEFINE_string("workdir", None, "Output directory (a run found there is resumed).",
                         required=True, flag_values=flag_values)
-  for name, (_, tp, default) in leaf_fields(config_cls).items():
+  for name, (tp, default) in leaf_fields(config_cls).items():
     if name in skip:
       continue
     text = help.pop(name, "")
@@ -126,7 +107,7 @@ def define_flags(config_cls: type, *, help: Mapping[str, str] | None = None,  # 
     elif origin is Literal:
       flags.DEFINE_enum(name, default, [str(a) for a in args], text, flag_values=flag_values)
     elif origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
-      flags.DEFINE(_TupleParser(args[0]), name, default, text, serializer=_TupleSerializer(),
+      flags.DEFINE(_TupleParser(args[0]), name, default, text, serializer=flags.ListSerializer(","),
                    flag_values=flag_values)
     else:
       raise TypeError(f"{config_cls.__name__}.{name}: no flag type for {tp!r}.")
@@ -136,16 +117,8 @@ def define_flags(config_cls: type, *, help: Mapping[str, str] | None = None,  # 
 
 def config_from_flags(config_cls: type[C], *, flag_values: flags.FlagValues = FLAGS,
                       **overrides: Any) -> C:
-  """Builds ``config_cls`` (nested dataclasses included) from the parsed flags.
-
-  Args:
-    config_cls: the class given to ``define_flags``.
-    flag_values: the flag registry.
-    **overrides: values for fields the binary computes itself (by flag name).
-
-  Raises:
-    ConfigError: the config refused a value (its ``field`` is the flag's name).
-  """
+  """Builds ``config_cls`` (nested dataclasses included) from the parsed flags and ``overrides``
+  (values the binary computes itself, by flag name). Raises ``ConfigError`` for a refused value."""
   values = {name: overrides[name] if name in overrides else flag_values[name].value
             for name in leaf_fields(config_cls)}
   return build_config(config_cls, values)
@@ -155,9 +128,7 @@ def build_config(config_cls: type[C], values: Mapping[str, Any]) -> C:
   """``config_cls`` from flat ``{field name: value}`` (missing names keep their defaults)."""
   hints = typing.get_type_hints(config_cls)
   kw = {}
-  for f in dataclasses.fields(config_cls):
-    if not f.init:
-      continue
+  for f in (f for f in dataclasses.fields(config_cls) if f.init):
     if dataclasses.is_dataclass(hints[f.name]):
       kw[f.name] = build_config(hints[f.name], values)
     elif f.name in values:
@@ -167,12 +138,9 @@ def build_config(config_cls: type[C], values: Mapping[str, Any]) -> C:
 
 def run_main(argv: list[str], config_cls: type[C], run: Callable[[C, str], Any], *,
              flag_values: flags.FlagValues = FLAGS, **overrides: Any) -> Any:
-  """The body of every binary's ``main``: flags -> config -> ``run(config, FLAGS.workdir)``.
-
-  A ``CenasError`` (bad flag value, bad or missing file, refused workdir) ends the process with one
-  ``error: ...`` line on stderr and exit status 2, without a traceback; anything else is a bug and
-  keeps its traceback.
-  """
+  """Every binary's ``main``: flags -> config -> ``run(config, FLAGS.workdir)``. A ``CenasError``
+  (bad flag value, bad or missing file) ends the process with one ``error: ...`` line on stderr and
+  exit status 2, without a traceback; anything else is a bug and keeps its traceback."""
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --helpshort).")
   # The binaries print their own progress; orbax logs several INFO lines per checkpoint.
