@@ -496,7 +496,7 @@ def run(config: ForecastRunConfig, workdir: str | Path) -> dict[str, Any]:
   """Trains (or restores) the forecaster, evaluates it and the baselines, writes ``metrics.json``.
 
   Returns:
-    The metrics written.
+    The metrics, as written to ``metrics.json`` (JSON types).
   """
   workdir = Path(workdir).expanduser()
   workdir.mkdir(parents=True, exist_ok=True)
@@ -558,7 +558,8 @@ def run(config: ForecastRunConfig, workdir: str | Path) -> dict[str, Any]:
           "python": platform.python_version(),
       },
   }
-  atomic_write_json(workdir / "metrics.json", results.to_json_safe(metrics))
+  metrics = results.to_json_safe(metrics)  # As written: JSON types only.
+  atomic_write_json(workdir / "metrics.json", metrics)
   for name, m in {**evaluation["models"], "transformer_linear_path_only":
                   evaluation["ablation"]["transformer_linear_path_only"]}.items():
     print(f"{name:<20} MAPE days 1-4: {' '.join(f'{100 * v:5.2f}%' for v in m['mape_by_day'])}")

@@ -112,14 +112,14 @@ def test_config_errors_name_the_flag():
   with pytest.raises(ConfigError, match="use_generation") as err:
     _config(use_generation=True, train_regions=("DE",))
   assert err.value.field == "train_regions"
-  for field, kw in (("dropout", {"model": evaluate.ModelSettings(dropout=1.5)}),
-                    ("num_heads", {"model": evaluate.ModelSettings(d_model=30)}),
-                    ("val_fraction", {"train": evaluate.TrainSettings(val_fraction=1.0)}),
-                    ("test_start", {"test_start": "not a time"}),
-                    ("train_regions", {"train_regions": ("XX",)}),
-                    ("refit_every_hours", {"refit_every_hours": -1})):
+  for field, make in (("dropout", lambda: evaluate.ModelSettings(dropout=1.5)),
+                      ("num_heads", lambda: evaluate.ModelSettings(d_model=30)),
+                      ("val_fraction", lambda: evaluate.TrainSettings(val_fraction=1.0)),
+                      ("test_start", lambda: _config(test_start="not a time")),
+                      ("train_regions", lambda: _config(train_regions=("XX",))),
+                      ("refit_every_hours", lambda: _config(refit_every_hours=-1))):
     with pytest.raises(ConfigError) as err:
-      _config(**kw)
+      make()
     assert err.value.field == field, (field, err.value)
 
 
