@@ -84,6 +84,14 @@ class LinearAR:
     x = (np.asarray(features, np.float64) - self.feature_mean) / self.feature_std
     return x @ self.weights + self.bias
 
+  def raw_kernel_bias(self) -> tuple[np.ndarray, np.ndarray]:
+    """``(kernel, bias)`` acting on the raw features: ``features @ kernel + bias`` is ``predict``.
+
+    This is the layout of the forecaster's linear path (a dense layer on unstandardized inputs).
+    """
+    kernel = self.weights / self.feature_std[:, None]
+    return kernel, self.bias - (self.feature_mean / self.feature_std) @ self.weights
+
 
 def fit_linear_ar(features: np.ndarray, targets: np.ndarray, *, l2: float = 1.0) -> LinearAR:
   """Fits ridge regression ``targets ~ features`` in closed form.

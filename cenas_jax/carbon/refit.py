@@ -23,7 +23,7 @@ from cenas_jax.carbon.calibration import QuantileCalibration, fit_quantile_calib
 from cenas_jax.carbon.model import ForecasterConfig, apply_quantiles
 from cenas_jax.carbon.normalization import Normalization, window_loc_scale
 from cenas_jax.carbon.training import TrainConfig
-from cenas_jax.carbon.windows import calendar_features, make_windows, refit_groups, windows_before
+from cenas_jax.carbon.windows import make_windows, refit_groups, windows_before
 
 
 _REFIT_TARGETS = ("residual", "target")
@@ -126,7 +126,6 @@ def frozen_network_windows(params: Any, ci_g_per_kwh: np.ndarray, hours: np.ndar
     outs.append(np.asarray(apply_quantiles(zero_skip, hist_z[sl], hours[origins[sl]].astype(np.int32), None,
                                            config)))
   net_q_z = np.concatenate(outs, axis=0)
-  cal = calendar_features(hours[origins]).astype(np.float64)
   hist64 = hist_z.astype(np.float64)
   if config.instance_norm and config.linear_skip_input == "window":
     loc, scale = window_loc_scale(hist64)
@@ -134,7 +133,7 @@ def frozen_network_windows(params: Any, ci_g_per_kwh: np.ndarray, hours: np.ndar
   else:
     loc, scale = np.zeros((len(origins), 1)), np.ones((len(origins), 1))
     skip_in = hist64
-  return FrozenNetworkWindows(origins=origins, hist_z=hist_z, skip_features=np.concatenate([skip_in, cal], axis=-1),
+  return FrozenNetworkWindows(origins=origins, hist_z=hist_z, skip_features=baselines.linear_ar_features(skip_in, hours[origins]),
                               skip_loc=loc, skip_scale=scale, net_q_z=net_q_z, target_z=target_z)
 
 
@@ -196,8 +195,7 @@ def refit_closed_form_parts(windows: FrozenNetworkWindows, *, cutoff: int, confi
   model, num = baselines.fit_linear_ar_before(
       windows.skip_features, target, windows.origins, cutoff=cutoff, horizon_hours=horizon, val_hours=val_hours,
       l2_grid=l2_grid, score=fm.mean_absolute_error)
-  kernel = model.weights / model.feature_std[:, None]
-  bias = model.bias - (model.feature_mean / model.feature_std) @ model.weights
+  kernel, bias = model.raw_kernel_bias()
   parts = ClosedFormParts(kernel=kernel, bias=bias, l2=model.l2, calibration=None, cutoff=int(cutoff),
                           num_windows=num)
   if calibration_hours is None:

@@ -157,12 +157,11 @@ def _ridge_skip_params(z: np.ndarray, train_origins: np.ndarray, val_origins: np
     if config.instance_norm and config.linear_skip_input == "window":
       loc, scale = window_loc_scale(hist)
       hist, fut = (hist - loc) / scale, (fut - loc) / scale
-    return np.concatenate([hist, windows.calendar_features(hours[origins]).astype(np.float64)], axis=-1), fut
+    return baselines.linear_ar_features(hist, hours[origins]), fut
 
   model = baselines.fit_linear_ar_with_validation(
       data(train_origins), data(val_origins), l2_grid=l2_grid, score=fm.mean_absolute_error)
-  kernel = model.weights / model.feature_std[:, None]
-  bias = model.bias - (model.feature_mean / model.feature_std) @ model.weights
+  kernel, bias = model.raw_kernel_bias()
   return {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}, model.l2
 
 
