@@ -33,6 +33,9 @@ def test_linear_ar_recovers_a_linear_map():
   y = x @ w + 0.5
   model = baselines.fit_linear_ar(x, y, l2=1e-6)
   np.testing.assert_allclose(model.predict(x), y, atol=1e-4)
+  # The same model as a dense layer on raw features (the forecaster's linear path).
+  kernel, bias = model.raw_kernel_bias()
+  np.testing.assert_allclose(x @ kernel + bias, model.predict(x), atol=1e-12)
 
 
 def test_linear_ar_grid_matches_single_fits():
