@@ -20,8 +20,9 @@ from absl import flags
 import numpy as np
 
 from cenas_jax.carbon import baselines
-from cenas_jax.carbon import forecast_metrics as fm
-from cenas_jax.carbon import forecaster as fc
+from cenas_jax.carbon import windows
+from cenas_jax.carbon.model import ForecasterConfig, count_params
+from cenas_jax.carbon.training import TrainConfig, train_forecaster
 from cenas_jax.data import carbon_traces
 
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs to time (the first one includes compilation).")
@@ -35,15 +36,15 @@ def main(argv: list[str]) -> None:
   series = {r: carbon_traces.region_trace(r, start="2021-01-01T00:00Z", end="2023-01-01T00:00Z").ci_g_per_kwh
             for r in regions}
   ci = series[_REGION.value]
-  config = fc.ForecasterConfig(num_regions=len(regions))
-  train_config = fc.TrainConfig(batch_size=256, max_epochs=_EPOCHS.value, patience=_EPOCHS.value + 1)
+  config = ForecasterConfig(num_regions=len(regions))
+  train_config = TrainConfig(batch_size=256, max_epochs=_EPOCHS.value, patience=_EPOCHS.value + 1)
   rows = []
   t0 = time.perf_counter()
-  result = fc.train_forecaster(series, config=config, train_config=train_config, progress=rows.append)
+  result = train_forecaster(series, config=config, train_config=train_config, progress=rows.append)
   total_s = time.perf_counter() - t0
   epoch_s = [r["epoch_s"] for r in rows if r["epoch"] > 0]
   steady = epoch_s[1:] or epoch_s
-  print(f"forecaster ({', '.join(regions)}): {fc.count_params(result.params)} params, "
+  print(f"forecaster ({', '.join(regions)}): {count_params(result.params)} params, "
         f"{result.num_train_windows} training windows, batch {train_config.batch_size}")
   for r in rows:
     if r["epoch"] > 0:
@@ -58,9 +59,9 @@ def main(argv: list[str]) -> None:
   n = len(ci)
   val_pos = int(round(n * 0.9))
   origins = np.arange(config.history_hours, val_pos - config.horizon_hours + 1)
-  hours = fm.hours_since_epoch(ci.index)
+  hours = windows.hours_since_epoch(ci.index)
   t1 = time.perf_counter()
-  hist, fut = fm.make_windows(z, origins, config.history_hours, config.horizon_hours)
+  hist, fut = windows.make_windows(z, origins, config.history_hours, config.horizon_hours)
   baselines.fit_linear_ar(baselines.linear_ar_features(hist, hours[origins]), fut, l2=1.0)
   ref_s = time.perf_counter() - t1
   print(f"reference (linear AR closed-form fit, same windows): {ref_s:.2f} s; "

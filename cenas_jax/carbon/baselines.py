@@ -7,7 +7,7 @@ per output hour, solved jointly in closed form with NumPy).
 
 For an operational (refitted) forecaster, ``fit_linear_ar_before`` refits the ridge on the windows
 whose targets end strictly before a cutoff hour and ``rolling_refit_linear_ar`` runs that refit on a
-schedule over a rolling-origin evaluation (see ``forecast_metrics.refit_cutoffs``).
+schedule over a rolling-origin evaluation (see ``windows.refit_cutoffs``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cenas_jax.carbon import forecast_metrics as fm
+from cenas_jax.carbon.windows import calendar_features, past_split, refit_groups
 
 
 def seasonal_naive(history: np.ndarray, horizon_hours: int, season_hours: int) -> np.ndarray:
@@ -54,7 +55,7 @@ def linear_ar_features(hist_z: np.ndarray, origin_hours: np.ndarray,
   Returns:
     ``(N, L + 6 [+ E])`` float64 features.
   """
-  parts = [np.asarray(hist_z, np.float64), fm.calendar_features(origin_hours).astype(np.float64)]
+  parts = [np.asarray(hist_z, np.float64), calendar_features(origin_hours).astype(np.float64)]
   if hist_extra_z is not None:
     parts.append(np.asarray(hist_extra_z, np.float64)[:, -1, :])
   return np.concatenate(parts, axis=-1)
@@ -82,6 +83,14 @@ class LinearAR:
     """``(N, D)`` features -> ``(N, H)`` normalized forecasts."""
     x = (np.asarray(features, np.float64) - self.feature_mean) / self.feature_std
     return x @ self.weights + self.bias
+
+  def raw_kernel_bias(self) -> tuple[np.ndarray, np.ndarray]:
+    """``(kernel, bias)`` acting on the raw features: ``features @ kernel + bias`` is ``predict``.
+
+    This is the layout of the forecaster's linear path (a dense layer on unstandardized inputs).
+    """
+    kernel = self.weights / self.feature_std[:, None]
+    return kernel, self.bias - (self.feature_mean / self.feature_std) @ self.weights
 
 
 def fit_linear_ar(features: np.ndarray, targets: np.ndarray, *, l2: float = 1.0) -> LinearAR:
@@ -141,7 +150,7 @@ def fit_linear_ar_with_validation(train: tuple[np.ndarray, np.ndarray], val: tup
   Returns:
     The ``LinearAR`` with the best validation score.
   """
-  score = score or (lambda p, t: float(np.mean((p - t) ** 2)))
+  score = score or fm.mean_squared_error
   best, best_score = None, np.inf
   for model in fit_linear_ar_grid(*train, l2_grid):
     s = score(model.predict(val[0]), val[1])
@@ -154,42 +163,6 @@ def fit_linear_ar_with_validation(train: tuple[np.ndarray, np.ndarray], val: tup
 # ----------------------------------------------------------------------------------------------
 # Refitting on the past only.
 # ----------------------------------------------------------------------------------------------
-def windows_before(origins: np.ndarray, *, cutoff: int, horizon_hours: int) -> np.ndarray:
-  """Mask of the windows whose targets end strictly before ``cutoff``.
-
-  A window at origin position ``o`` reads history ``[o - L, o)`` and targets ``[o, o + H)``; it is
-  usable for a fit at ``cutoff`` when ``o + H <= cutoff``, so it touches no hour at or after ``cutoff``.
-
-  Args:
-    origins: ``(N,)`` origin positions (hours into the series).
-    cutoff: position of the first hour the fit must not see.
-    horizon_hours: H.
-  """
-  return np.asarray(origins, np.int64) + int(horizon_hours) <= int(cutoff)
-
-
-def past_split(origins: np.ndarray, *, cutoff: int, horizon_hours: int,
-               val_hours: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Row indices of the windows a refit at ``cutoff`` may use, and their time-ordered split.
-
-  Args:
-    origins: ``(N,)`` origin positions.
-    cutoff: position of the first hour the refit must not see.
-    horizon_hours: H.
-    val_hours: length of the validation slice, the last ``val_hours`` hours before ``cutoff``.
-
-  Returns:
-    ``(all_rows, fit_rows, val_rows)``: every window with targets before ``cutoff``; those with
-    targets before the validation slice; those with origins inside it.
-  """
-  origins = np.asarray(origins, np.int64)
-  val_start = int(cutoff) - int(val_hours)
-  all_rows = np.flatnonzero(windows_before(origins, cutoff=cutoff, horizon_hours=horizon_hours))
-  fit_rows = all_rows[origins[all_rows] + horizon_hours <= val_start]
-  val_rows = all_rows[origins[all_rows] >= val_start]
-  return all_rows, fit_rows, val_rows
-
-
 def fit_linear_ar_before(features: np.ndarray, targets: np.ndarray, origins: np.ndarray, *, cutoff: int,
                          horizon_hours: int, val_hours: int, l2_grid: Sequence[float],
                          score: Any = None) -> tuple[LinearAR, int]:
@@ -241,7 +214,7 @@ def rolling_refit_linear_ar(features: np.ndarray, targets: np.ndarray, origins: 
     origins: ``(N,)`` origin positions of the windows.
     eval_rows: ``(M,)`` rows of the evaluated origins, in time order.
     cutoffs: ``(M,)`` refit cutoff of each evaluated origin (``<=`` its origin; see
-      ``forecast_metrics.refit_cutoffs``).
+      ``windows.refit_cutoffs``).
     horizon_hours: H.
     val_hours: see ``fit_linear_ar_before``.
     l2_grid: see ``fit_linear_ar_before``.
@@ -254,7 +227,7 @@ def rolling_refit_linear_ar(features: np.ndarray, targets: np.ndarray, origins: 
   origins = np.asarray(origins, np.int64)
   pred = np.zeros((len(eval_rows), np.asarray(targets).shape[1]))
   refits = []
-  for cutoff, sel in fm.refit_groups(cutoffs, origins[eval_rows]):
+  for cutoff, sel in refit_groups(cutoffs, origins[eval_rows]):
     model, n = fit_linear_ar_before(features, targets, origins, cutoff=cutoff, horizon_hours=horizon_hours,
                                     val_hours=val_hours, l2_grid=l2_grid, score=score)
     pred[sel] = model.predict(np.asarray(features)[eval_rows[sel]])
