@@ -104,3 +104,35 @@ def forecast(params: Any, history: pd.Series, *, config: ForecasterConfig,
                         calibration=calibration)[0]
   index = pd.date_range(origin, periods=config.horizon_hours, freq="h")
   return pd.DataFrame(q, index=index, columns=fm.quantile_names(config.quantiles))
+
+
+class ForecastCache:
+  """P50 forecasts (gCO2eq/kWh, next 24 h) of a saved forecaster for every origin of one trace,
+  computed on demand in blocks of ``block`` consecutive origins and kept.
+
+  ``cache(t)`` is the forecast made at trace hour ``t`` from the ``history_hours`` before it: what an
+  allocation agent reads as its view of the coming day.
+  """
+
+  def __init__(self, forecaster_dir: str, ci_g_per_kwh: np.ndarray, trace_start: Any, block: int = 128):
+    from cenas_jax.carbon.forecaster_io import restore_forecaster  # pylint: disable=g-import-not-at-top
+
+    self._tf = restore_forecaster(forecaster_dir)
+    self._ci = ci_g_per_kwh
+    self._t0 = int(windows.hours_since_epoch(pd.DatetimeIndex([pd.Timestamp(trace_start)]))[0])
+    self._block = block
+    self._cache: dict[int, np.ndarray] = {}
+    self._p50 = list(self._tf.config.quantiles).index(0.5)
+    self._hist = self._tf.config.history_hours
+
+  def __call__(self, t: int) -> np.ndarray:
+    if t not in self._cache:
+      if t < self._hist:
+        raise ValueError(f"a forecast at trace hour {t} needs {self._hist} hours of history")
+      origins = np.arange(t, min(t + self._block, len(self._ci) + 1))
+      hist = np.stack([self._ci[o - self._hist: o] for o in origins])
+      q = predict_quantiles(self._tf.params, hist, origins + self._t0, config=self._tf.config,
+                            normalization=self._tf.normalization)
+      for o, f in zip(origins, q[:, :24, self._p50]):
+        self._cache[int(o)] = f
+    return self._cache[t]

@@ -85,39 +85,9 @@ def forecast_fn_for(config: ExperimentConfig, ci: np.ndarray, trace_start=None):
     return lambda t: ci[t: t + 24]
   if config.agent.agent_ci_input != "forecast":
     return None
+  from cenas_jax.carbon.predict import ForecastCache
+
   return ForecastCache(config.agent.forecaster_dir, ci, trace_start)
-
-
-class ForecastCache:
-  """P50 forecasts of a trained forecaster for every origin of a trace, computed on demand."""
-
-  def __init__(self, forecaster_dir: str, ci: np.ndarray, trace_start, block: int = 128):
-    import pandas as pd
-
-    from cenas_jax.carbon import forecast_metrics as fm
-    from cenas_jax.carbon.forecaster import restore_forecaster
-
-    self._tf = restore_forecaster(forecaster_dir)
-    self._ci = ci
-    self._t0 = int(fm.hours_since_epoch(pd.DatetimeIndex([pd.Timestamp(trace_start)]))[0])
-    self._block = block
-    self._cache: dict[int, np.ndarray] = {}
-    self._p50 = list(self._tf.config.quantiles).index(0.5)
-    self._hist = self._tf.config.history_hours
-
-  def __call__(self, t: int) -> np.ndarray:
-    if t not in self._cache:
-      from cenas_jax.carbon.forecaster import predict_quantiles
-
-      if t < self._hist:
-        raise ValueError(f"a forecast at trace hour {t} needs {self._hist} hours of history")
-      origins = np.arange(t, min(t + self._block, len(self._ci) + 1))
-      hist = np.stack([self._ci[o - self._hist: o] for o in origins])
-      q = predict_quantiles(self._tf.params, hist, origins + self._t0, config=self._tf.config,
-                            normalization=self._tf.normalization)
-      for o, f in zip(origins, q[:, :24, self._p50]):
-        self._cache[int(o)] = f
-    return self._cache[t]
 
 
 # ---------------------------------------------------------------------------------------------

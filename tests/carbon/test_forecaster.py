@@ -135,6 +135,19 @@ def test_save_restore_roundtrip(trained, ciso, tmp_path):
     fc.save_forecaster(path, trained.params, config=TINY, normalization=trained.normalization)
 
 
+def test_forecast_cache_serves_each_origins_p50(trained, ciso, tmp_path):
+  from cenas_jax.carbon.predict import ForecastCache
+
+  path = fc.save_forecaster(tmp_path / "f", trained.params, config=TINY, normalization=trained.normalization)
+  ci = ciso.to_numpy()
+  cache = ForecastCache(str(path), ci, ciso.index[0], block=8)
+  for t in (168, 175, 300):  # first origin, the end of the first block, another block
+    direct = fc.forecast(trained.params, ciso.iloc[t - 168:t], config=TINY, normalization=trained.normalization)
+    np.testing.assert_allclose(cache(t), direct["p50"].to_numpy()[:24], rtol=1e-5)
+  with pytest.raises(ValueError, match="168 hours of history"):
+    cache(10)
+
+
 def test_restore_errors(trained, tmp_path):
   with pytest.raises(DataUnavailableError, match="No saved forecaster"):
     fc.restore_forecaster(tmp_path / "missing")
