@@ -398,7 +398,10 @@ def write_pareto_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, A
   mask = pareto_mask(vals.reshape(len(rows), len(objectives)), maximize) if rows else np.zeros(0, bool)
   if any("is_pareto" in row for row in rows):
     raise ValueError("write_pareto_csv: rows already have an 'is_pareto' column.")
-  write_csv(path, [{**row, "is_pareto": bool(m)} for row, m in zip(rows, mask)])
+  columns: list[str] = []
+  for row in rows:
+    columns.extend(c for c in row if c not in columns)
+  write_csv(path, [{**row, "is_pareto": bool(m)} for row, m in zip(rows, mask)], [*columns, "is_pareto"])
   return mask
 
 

@@ -42,11 +42,14 @@ def test_count_params_equals_the_flax_network(genotype):
 
 
 def test_forward_train_and_eval():
-  model, variables, x = _init(darts.GENOTYPES["DARTS_V2"])
-  logits, aux = model.apply(variables, x, train=False)
+  # Three cells (normal, reduction, reduction): the smallest network with every part, quick to compile.
+  model = darts_net.NetworkCIFAR(darts.GENOTYPES["DARTS_V2"], init_channels=_C, layers=3, auxiliary=True)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
+  variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(0))
+  logits, aux = jax.jit(lambda v: model.apply(v, x, train=False))(variables)
   assert logits.shape == (2, 10) and aux is None
-  (logits_t, aux_t), updates = model.apply(variables, x, train=True, drop_prob=0.2,
-                                           rngs={"drop_path": jax.random.key(1)}, mutable=["batch_stats"])
+  (logits_t, aux_t), updates = jax.jit(lambda v: model.apply(
+      v, x, train=True, drop_prob=0.2, rngs={"drop_path": jax.random.key(1)}, mutable=["batch_stats"]))(variables)
   assert logits_t.shape == (2, 10) and aux_t.shape == (2, 10)
   assert np.isfinite(np.asarray(logits_t)).all()
   changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"],
