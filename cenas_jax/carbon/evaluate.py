@@ -177,6 +177,9 @@ class ForecastRunConfig:
     for field in ("train_start", "train_end", "test_start", "test_end", "plot_week_start"):
       if getattr(self, field) or field != "plot_week_start":
         self.utc(field)
+    for start, end in (("train_start", "train_end"), ("test_start", "test_end")):
+      if self.utc(start) >= self.utc(end):
+        raise ConfigError(start, f"{getattr(self, start)} is not before --{end}={getattr(self, end)}.")
     if self.region not in carbon_traces.KNOWN_REGIONS and not (self.train_trace and self.test_trace):
       raise ConfigError("region", f"{self.region!r} has no default trace; known regions: "
                         f"{', '.join(carbon_traces.KNOWN_REGIONS)} (or pass --train_trace and --test_trace).")
@@ -499,10 +502,11 @@ def run(config: ForecastRunConfig, workdir: str | Path) -> dict[str, Any]:
     The metrics, as written to ``metrics.json`` (JSON types).
   """
   workdir = Path(workdir).expanduser()
-  workdir.mkdir(parents=True, exist_ok=True)
   train_start, train_end = config.utc("train_start"), config.utc("train_end")
   test_start, test_end = config.utc("test_start"), config.utc("test_end")
   train_trace = _load(config, config.train_trace, train_start, train_end)
+  _load(config, config.test_trace, test_start, test_end)  # a bad test window fails before any write
+  workdir.mkdir(parents=True, exist_ok=True)
 
   # Forecaster: restore (explicitly, or a finished one in the workdir) or train.
   restore = config.restore_from

@@ -117,10 +117,17 @@ def test_config_errors_name_the_flag():
                       ("val_fraction", lambda: evaluate.TrainSettings(val_fraction=1.0)),
                       ("test_start", lambda: _config(test_start="not a time")),
                       ("train_regions", lambda: _config(train_regions=("XX",))),
-                      ("refit_every_hours", lambda: _config(refit_every_hours=-1))):
+                      ("refit_every_hours", lambda: _config(refit_every_hours=-1)),
+                      ("test_start", lambda: _config(test_start="2030-01-01T00:00Z"))):
     with pytest.raises(ConfigError) as err:
       make()
     assert err.value.field == field, (field, err.value)
+
+
+def test_a_test_window_outside_the_trace_fails_before_anything_is_written(tmp_path):
+  with pytest.raises(DataError, match="not inside the file's data"):
+    evaluate.run(_config(test_start="2030-01-01T00:00Z", test_end="2031-01-01T00:00Z"), tmp_path / "w")
+  assert not (tmp_path / "w").exists()
 
 
 def test_refit_every_hours_records_both_modes(trained_workdir, tmp_path):
