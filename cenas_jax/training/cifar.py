@@ -235,3 +235,47 @@ def train_network(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: 
 def _aux_params(params: Any) -> int:
   aux = params.get("auxiliary_head") if isinstance(params, dict) else None
   return 0 if aux is None else sum(int(np.prod(p.shape)) for p in jax.tree.leaves(aux))
+
+
+def train_step_energy(genotype: Genotype, config: RecipeConfig, device: str = "h100-sxm") -> dict[str, Any]:
+  """Predicted energy (J) and time (s) of one training step of ``genotype`` at ``config.batch_size``
+  on the NVIDIA ``device`` (a name of ``energy.DEVICE_SPECS``).
+
+  The kernels are those XLA would launch for the whole step (forward, backward, optimizer update;
+  ``energy`` gpu mode, lowered for CUDA on any host) and are priced by the device's analytical
+  prior model: a prediction, labelled ``energy_source = "predicted-prior:<device>"``, not a
+  measurement. This is the figure a carbon ledger charges per step where no GPU meter exists.
+
+  Raises:
+    CenasError: the step could not be lowered for CUDA (the kernels would be another platform's).
+  """
+  from cenas_jax import energy  # pylint: disable=g-import-not-at-top
+  from cenas_jax.errors import CenasError  # pylint: disable=g-import-not-at-top
+
+  model = make_model(genotype, config)
+  optimizer = make_optimizer(config, 1)
+  mesh = mesh_lib.make_data_mesh(1)
+  step = step_lib.make_train_step(make_loss_fn(model, config), optimizer, mesh=mesh,
+                                  batch_size=config.batch_size, check_finite=False)
+
+  def abstract_state(key):
+    variables = dict(model.init(key, jnp.zeros((1, 32, 32, 3)), train=False))
+    params = variables.pop("params")
+    return step_lib.TrainState(params=params, opt_state=optimizer.init(params), model_state=variables,
+                               step=jnp.zeros((), jnp.int32), rng=key)
+
+  b = config.batch_size
+  state = jax.eval_shape(abstract_state, jax.random.key(0))
+  batch = {"image": jax.ShapeDtypeStruct((b, 32, 32, 3), jnp.uint8),
+           "label": jax.ShapeDtypeStruct((b,), jnp.int32),
+           "drop_prob": jax.ShapeDtypeStruct((b,), jnp.float32)}
+  graph = energy.extract_kernel_graph(step.step_fn, state, batch, jax.ShapeDtypeStruct((b,), jnp.float32),
+                                      mode="gpu")
+  if graph.lowered_for != "cuda":
+    raise CenasError(f"the train step could not be lowered for CUDA (got {graph.lowered_for}); "
+                     "its kernels would not be an NVIDIA GPU's.")
+  prior = energy.prior_model(device)
+  return {"energy_j": energy.predict_energy_j(prior, graph.kernels, batch_size=b),
+          "time_s": energy.predict_time_s(prior, graph.kernels, batch_size=b),
+          "n_kernels": len(graph.kernels), "batch_size": b, "device": device,
+          "energy_source": f"predicted-{prior.provenance}"}

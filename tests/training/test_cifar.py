@@ -89,3 +89,34 @@ def test_trains_learns_and_resumes_to_the_same_state(tmp_path):
   for a, b in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert resumed.test_accuracy == full.test_accuracy
+
+
+def test_train_step_energy_is_a_labelled_prediction_that_grows_with_the_batch():
+  small = cifar.train_step_energy(_LIGHT, dataclasses.replace(_TINY, batch_size=8), "h100-sxm")
+  large = cifar.train_step_energy(_LIGHT, dataclasses.replace(_TINY, batch_size=64), "h100-sxm")
+  assert small["energy_source"] == "predicted-prior:h100-sxm"
+  assert small["n_kernels"] == large["n_kernels"] > 10
+  assert 0 < small["energy_j"] < large["energy_j"] and 0 < small["time_s"] < large["time_s"]
+
+
+def test_one_and_eight_devices_take_the_same_step():
+  """Augmentation, drop-path, BatchNorm over the global batch and the update agree across meshes."""
+  data = _data()
+  batch = {"image": data.x_train[:16], "label": data.y_train[:16], "drop_prob": np.full(16, 0.2, np.float32)}
+  config = dataclasses.replace(_TINY, batch_size=16)
+  model = cifar.make_model(_LIGHT, config)
+  optimizer = cifar.make_optimizer(config, 3)
+  out = []
+  for n in (1, 8):
+    mesh = mesh_lib.make_data_mesh(n)
+    step = cifar.step_lib.make_train_step(cifar.make_loss_fn(model, config), optimizer, mesh=mesh,
+                                          batch_size=16)
+    variables = dict(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False))
+    params = variables.pop("params")
+    state = cifar.step_lib.init_train_state(params, optimizer, jax.random.key(1), model_state=variables,
+                                            mesh=mesh)
+    state, metrics = step(state, batch)
+    out.append((float(metrics["loss"]), jax.device_get(state.params), jax.device_get(state.model_state)))
+  assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
+  for a, b in zip(jax.tree.leaves(out[0][1:]), jax.tree.leaves(out[1][1:])):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
