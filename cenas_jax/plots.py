@@ -113,6 +113,10 @@ def plot_allocation_vs_ci(path: str | os.PathLike[str], hours: Any, n_sampling: 
   s = _vec("n_sampling", n_sampling, h.shape[0])
   t = _vec("n_training", n_training, h.shape[0])
   ci = _vec("ci_g_per_kwh", ci_g_per_kwh, h.shape[0])
+  # Post-steps end at the last x value: repeat each series' last value one hour on, so the last hour
+  # is drawn as wide as the others.
+  width = float(h[-1] - h[-2]) if len(h) > 1 else 1.0
+  h, s, t, ci = np.append(h, h[-1] + width), np.append(s, s[-1]), np.append(t, t[-1]), np.append(ci, ci[-1])
   fig = _figure((7.2, 4.2))
   ax = fig.add_subplot()
   ax.stackplot(h, t, s, labels=("training GPUs", "sampling GPUs"), step="post",

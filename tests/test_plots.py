@@ -75,7 +75,10 @@ def test_plot_allocation_vs_ci(tmp_path, saved):
   assert ax_ci.get_ylabel() == "carbon intensity (gCO2eq/kWh)"
   assert _legend(ax) == ["training GPUs", "sampling GPUs", "carbon intensity"]
   assert len(ax.collections) == 2  # training and sampling stacked
-  np.testing.assert_allclose(ax_ci.get_lines()[0].get_ydata(), ci)
+  line = ax_ci.get_lines()[0]
+  # Every hour is drawn, the last one included (regression: a 48-hour run drew 47).
+  np.testing.assert_allclose(line.get_xdata(), np.arange(49))
+  np.testing.assert_allclose(line.get_ydata(), np.append(ci, ci[-1]))
 
 
 def test_plot_pareto(tmp_path, saved):

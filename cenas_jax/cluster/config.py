@@ -20,6 +20,9 @@ from cenas_jax.cluster.search import SearchConfig
 from cenas_jax.errors import ConfigError
 
 STRATEGIES = ("vanilla", "oneshot", "heuristic", "cenas", "cenas_faithful", "oracle", "fixed")
+# The HV fraction whose carbon the oracle minimizes and the summary table reports.
+REPORTED_TARGET = 0.98
+TARGET_KEY = f"{REPORTED_TARGET:.2f}"
 
 
 def _check_choices(config: Any) -> None:
@@ -198,6 +201,9 @@ class ExperimentConfig:
       raise ConfigError("seeds", "needs at least one seed")
     if self.workers < 1:
       raise ConfigError("workers", f"must be >= 1, got {self.workers}")
+    if any(not 0 < t <= 1 for t in self.hv_targets) or REPORTED_TARGET not in self.hv_targets:
+      raise ConfigError("hv_targets", f"{list(self.hv_targets)}: fractions in (0, 1] that include "
+                        f"{REPORTED_TARGET} (the target the oracle and the summary table report)")
 
   @property
   def hours(self) -> int:

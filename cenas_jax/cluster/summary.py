@@ -13,7 +13,7 @@ import numpy as np
 
 from cenas_jax.carbon.ledger import POLICIES
 from cenas_jax.cluster import search
-from cenas_jax.cluster.config import ExperimentConfig
+from cenas_jax.cluster.config import TARGET_KEY, ExperimentConfig
 from cenas_jax.cluster.pool import KINDS
 
 
@@ -110,24 +110,24 @@ def summary_table(summary: dict) -> str:
   for name, e in summary["strategies"].items():
     r = rv.get(name, {})
     o = vo.get(name, {})
-    n_missing = {a: sum(x is None for x in e["carbon_to_target_g"][a]["0.98"]) for a in ("paper", "full")}
+    n_missing = {a: sum(x is None for x in e["carbon_to_target_g"][a][TARGET_KEY]) for a in ("paper", "full")}
     miss = f" [{n_missing['paper']} seeds never]" if n_missing["paper"] else ""
     lines.append(
         f"| {name} | {med(e['final_hv_frac'], '{:.4f}')} | {med(e['n_trained'])} | "
         f"{med(e['carbon_g']['paper'])} | {med(e['carbon_g']['full'])} | "
-        f"{med(e['carbon_to_target_g']['paper']['0.98'])}{miss} | "
-        f"{med(e['carbon_to_target_g']['full']['0.98'])} | "
+        f"{med(e['carbon_to_target_g']['paper'][TARGET_KEY])}{miss} | "
+        f"{med(e['carbon_to_target_g']['full'][TARGET_KEY])} | "
         f"{num(r.get('total', {}).get('paper'))} / {num(r.get('total', {}).get('full'))} | "
-        f"{num(r.get('to_target', {}).get('paper', {}).get('0.98'))} / "
-        f"{num(r.get('to_target', {}).get('full', {}).get('0.98'))} | "
-        f"{num(o.get('paper', {}).get('0.98'))} / {num(o.get('full', {}).get('0.98'))} |")
+        f"{num(r.get('to_target', {}).get('paper', {}).get(TARGET_KEY))} / "
+        f"{num(r.get('to_target', {}).get('full', {}).get(TARGET_KEY))} | "
+        f"{num(o.get('paper', {}).get(TARGET_KEY))} / {num(o.get('full', {}).get(TARGET_KEY))} |")
   return "\n".join(lines) + "\n"
 
 
 def oracle_pick(candidates: list[dict], accounting: str) -> dict:
   """Best threshold schedule: least carbon to 0.98 of max HV (ties: higher final HV)."""
   def key(r):
-    c = r["carbon_to_target_g"][accounting].get("0.98")
+    c = r["carbon_to_target_g"][accounting].get(TARGET_KEY)
     return (c is None, c if c is not None else 0.0, -r["final_hv"])
   best = dict(min(candidates, key=key))
   best["chosen"] = best["strategy"]

@@ -81,6 +81,9 @@ def test_oracle_schedules_are_parsed_once():
     (lambda: AgentSettings(agent_ci_input="forecast"), "forecaster_dir"),
     (lambda: ProposalConfig(proposal="grid"), "proposal"),
     (lambda: PoolConfig(n_gpus=0), "n_gpus"),
+    # Regression: without 0.98 a whole study ran and then died with KeyError: '0.98'.
+    (lambda: ExperimentConfig(hv_targets=(0.95, 0.99)), "hv_targets"),
+    (lambda: ExperimentConfig(hv_targets=(0.98, 1.5)), "hv_targets"),
 ])
 def test_refused_values_name_their_flag(build, field):
   with pytest.raises(ConfigError) as err:
