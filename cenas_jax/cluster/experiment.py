@@ -45,6 +45,18 @@ class Inputs:
   table_provenance: dict
 
 
+def region_trace(config: ExperimentConfig, region: str, when: Any):
+  """The shared trace of ``region`` for ``config.trace_dataset``; for ``electricitymaps``, which holds
+  one file per year, the file of ``when``'s year."""
+  import pandas as pd
+
+  from cenas_jax.data import carbon_traces
+
+  year = pd.Timestamp(when).year if config.trace_dataset == "electricitymaps" else None
+  return carbon_traces.region_trace(region, dataset=config.trace_dataset, column=config.ci_column,
+                                    year=year)
+
+
 @functools.lru_cache(maxsize=2)
 def load_inputs(config: ExperimentConfig) -> Inputs:
   """The problem and trace for ``config`` (cached per process: workers run many episodes)."""
@@ -58,8 +70,7 @@ def load_inputs(config: ExperimentConfig) -> Inputs:
   if config.trace_path:
     trace = carbon_traces.load_trace(config.trace_path, column=config.ci_column)
   else:
-    trace = carbon_traces.region_trace(config.region, dataset=config.trace_dataset,
-                                       column=config.ci_column)
+    trace = region_trace(config, config.region, config.start)
   start = pd.Timestamp(config.start)
   if start.tzinfo is None:
     raise ConfigError("start", f"{config.start!r} needs a UTC offset, e.g. 2021-07-02T06:00:00+00:00")
@@ -321,7 +332,6 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
 
   from cenas_jax.cluster.agent_strategy import AgentStrategy
   from cenas_jax.controller.allocation_agent import init_agent
-  from cenas_jax.data import carbon_traces
   from cenas_jax.training.checkpoint import Checkpointer
 
   out = workdir / "agent_pretrained"
@@ -332,7 +342,8 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
   strategy = AgentStrategy(config=acfg, name="cenas")
   traces = []
   for region in config.pretrain.pretrain_regions:
-    tr = carbon_traces.region_trace(region, dataset=config.trace_dataset, column=config.ci_column)
+    # Pre-training windows end before pretrain_end: read the year of the hour before it.
+    tr = region_trace(config, region, pd.Timestamp(config.pretrain.pretrain_end) - pd.Timedelta(hours=1))
     end = int((pd.Timestamp(config.pretrain.pretrain_end) - tr.start) / pd.Timedelta(hours=1))
     traces.append((region, tr.values.astype(np.float64), end))
   scfg = config.search

@@ -184,3 +184,12 @@ def test_kill_9_then_resume_gives_the_uninterrupted_summary(tmp_path, shared_dat
   assert _stable(got) == _stable(want)
   assert (killed / "results.jsonl").read_text() == (reference / "results.jsonl").read_text()
   assert (killed / "pareto.csv").read_text() == (reference / "pareto.csv").read_text()
+
+
+def test_electricitymaps_trace_is_the_file_of_the_windows_year(shared_data):
+  """Regression: --trace_dataset=electricitymaps asked for a year= that no flag sets."""
+  config = ExperimentConfig(trace_dataset="electricitymaps")
+  for when, year in (("2021-07-02T06:00:00+00:00", 2021), ("2022-03-01T00:00:00+00:00", 2022)):
+    trace = experiment.region_trace(config, "US-CAL-CISO", when)
+    assert str(trace.path).endswith(f"US-CAL-CISO_{year}_hourly.csv.gz")
+    assert trace.start.year == year and len(trace) in (8760, 8784)
