@@ -61,35 +61,38 @@ class FactorizedReduce(nn.Module):
     return _BN(use_running_average=not train)(jnp.concatenate([a, b], axis=-1))
 
 
-class SepConv(nn.Module):
-  """Two (ReLU, depthwise kxk, pointwise 1x1, BN) blocks; only the first one strides."""
+class DepthwiseSeparable(nn.Module):
+  """ReLU, depthwise kxk (optionally dilated), pointwise 1x1 to ``features``, BN: the block that
+  both DARTS convolution ops are made of."""
 
   features: int
   kernel: int
-  stride: int
+  stride: int = 1
+  dilation: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
     c_in = x.shape[-1]
-    for stride, c_out in ((self.stride, c_in), (1, self.features)):
-      x = _conv(c_in, self.kernel, stride, groups=c_in)(nn.relu(x))
-      x = _conv(c_out, 1)(x)
-      x = _BN(use_running_average=not train)(x)
-    return x
-
-
-class DilConv(nn.Module):
-  """ReLU, dilated depthwise kxk (dilation 2), pointwise 1x1, BN."""
-
-  features: int
-  kernel: int
-  stride: int
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    c_in = x.shape[-1]
-    x = _conv(c_in, self.kernel, self.stride, dilation=2, groups=c_in)(nn.relu(x))
+    x = _conv(c_in, self.kernel, self.stride, dilation=self.dilation, groups=c_in)(nn.relu(x))
     return _BN(use_running_average=not train)(_conv(self.features, 1)(x))
+
+
+class SepConv(nn.Module):
+  """Two depthwise-separable blocks; only the first strides, only the second changes channels."""
+
+  features: int
+  kernel: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = DepthwiseSeparable(x.shape[-1], self.kernel, self.stride)(x, train)
+    return DepthwiseSeparable(self.features, self.kernel)(x, train)
+
+
+def DilConv(features: int, kernel: int, stride: int) -> DepthwiseSeparable:  # pylint: disable=invalid-name
+  """One depthwise-separable block with dilation 2."""
+  return DepthwiseSeparable(features, kernel, stride, dilation=2)
 
 
 def _pool(kind: str, stride: int) -> Callable[[jax.Array], jax.Array]:

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from cenas_jax.data import augment
-from cenas_jax.spaces.darts import Genotype
+from cenas_jax.spaces.darts import Genotype, count_params
 from cenas_jax.spaces.darts_net import NetworkCIFAR
 from cenas_jax.training import checkpoint as ckpt_lib
 from cenas_jax.training import mesh as mesh_lib
@@ -150,7 +150,8 @@ def _compiled(genotype: Genotype, config: RecipeConfig, steps_per_epoch: int,
       eval_step=step_lib.make_eval_step(make_eval_fn(model), mesh=mesh, batch_size=config.eval_batch_size))
 
 
-def init_state(compiled: _Compiled, seed: int, mesh: jax.sharding.Mesh) -> step_lib.TrainState:
+def init_state(compiled: _Compiled, seed: int, mesh: jax.sharding.Mesh | None) -> step_lib.TrainState:
+  """A fresh training state (replicated on ``mesh``; ``None``: not placed, e.g. under eval_shape)."""
   k_init, k_train = jax.random.split(jax.random.key(seed))
   variables = dict(compiled.init(k_init))
   params = variables.pop("params")
@@ -193,7 +194,6 @@ def train_network(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: 
   compiled = _compiled(genotype, config, steps_per_epoch, mesh)
   train_step, eval_step = compiled.train_step, compiled.eval_step
   state = init_state(compiled, seed, mesh)
-  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params)) - _aux_params(state.params)
   history: list[dict[str, float]] = []
   start_epoch = 0
   checkpointer = ckpt_lib.Checkpointer(Path(workdir) / "checkpoints") if workdir else None
@@ -228,13 +228,9 @@ def train_network(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: 
   if checkpointer is not None:
     checkpointer.close()
   last = history[-1]
+  n_params = count_params(genotype, config.init_channels, config.layers)
   return TrainResult(test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], n_params=n_params,
                      epochs=config.epochs, history=tuple(history), state=state)
-
-
-def _aux_params(params: Any) -> int:
-  aux = params.get("auxiliary_head") if isinstance(params, dict) else None
-  return 0 if aux is None else sum(int(np.prod(p.shape)) for p in jax.tree.leaves(aux))
 
 
 def train_step_energy(genotype: Genotype, config: RecipeConfig, device: str = "h100-sxm") -> dict[str, Any]:
@@ -252,25 +248,14 @@ def train_step_energy(genotype: Genotype, config: RecipeConfig, device: str = "h
   from cenas_jax import energy  # pylint: disable=g-import-not-at-top
   from cenas_jax.errors import CenasError  # pylint: disable=g-import-not-at-top
 
-  model = make_model(genotype, config)
-  optimizer = make_optimizer(config, 1)
-  mesh = mesh_lib.make_data_mesh(1)
-  step = step_lib.make_train_step(make_loss_fn(model, config), optimizer, mesh=mesh,
-                                  batch_size=config.batch_size, check_finite=False)
-
-  def abstract_state(key):
-    variables = dict(model.init(key, jnp.zeros((1, 32, 32, 3)), train=False))
-    params = variables.pop("params")
-    return step_lib.TrainState(params=params, opt_state=optimizer.init(params), model_state=variables,
-                               step=jnp.zeros((), jnp.int32), rng=key)
-
+  compiled = _compiled(genotype, config, 1, mesh_lib.make_data_mesh(1))
+  state = jax.eval_shape(lambda: init_state(compiled, 0, None))
   b = config.batch_size
-  state = jax.eval_shape(abstract_state, jax.random.key(0))
   batch = {"image": jax.ShapeDtypeStruct((b, 32, 32, 3), jnp.uint8),
            "label": jax.ShapeDtypeStruct((b,), jnp.int32),
            "drop_prob": jax.ShapeDtypeStruct((b,), jnp.float32)}
-  graph = energy.extract_kernel_graph(step.step_fn, state, batch, jax.ShapeDtypeStruct((b,), jnp.float32),
-                                      mode="gpu")
+  weights = jax.ShapeDtypeStruct((b,), jnp.float32)
+  graph = energy.extract_kernel_graph(compiled.train_step.step_fn, state, batch, weights, mode="gpu")
   if graph.lowered_for != "cuda":
     raise CenasError(f"the train step could not be lowered for CUDA (got {graph.lowered_for}); "
                      "its kernels would not be an NVIDIA GPU's.")
