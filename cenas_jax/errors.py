@@ -33,3 +33,10 @@ class ConfigError(CenasError, ValueError):
     super().__init__(f"{field}: {message}")
     self.field = field
     self.message = message
+
+
+class WorkdirError(CenasError):
+  """An output directory cannot be used: not writable, not a directory, holds files of another tool
+  or of another kind of run, or a run with other settings. The message names the directory and says
+  what to do; nothing was written.
+  """

@@ -36,12 +36,15 @@ def _save(fig, path: str | os.PathLike[str]) -> Path:
   return atomic_write_bytes(path, buf.getvalue())
 
 def _finish(fig, ax, path: str | os.PathLike[str], xlabel: str, ylabel: str,
-            title: str | None) -> Path:
-  """Labels, grid and legend shared by the single-axis figures, then an atomic save."""
+            title: str | None, note: str | None = None) -> Path:
+  """Labels, grid, legend and an optional note under the title shared by the single-axis
+  figures, then an atomic save."""
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   if title:
-    ax.set_title(title)
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize="medium")
+  elif note:
+    ax.set_title(note, fontsize="small")
   ax.grid(True, alpha=0.3)
   ax.legend(loc="best", fontsize="small")
   return _save(fig, path)
@@ -59,16 +62,21 @@ def _vec(name: str, x: Any, n: int | None = None) -> np.ndarray:
 
 def plot_hv_curves(path: str | os.PathLike[str],
                    curves: Mapping[str, tuple[Any, Any, Any, Any]], xlabel: str, ylabel: str, *,
-                   logy: bool = True, title: str | None = None) -> Path:
-  """Mean curves with shaded bands, one per method (e.g. hypervolume regret vs hours or carbon).
+                   logy: bool = True, title: str | None = None, band: str | None = None,
+                   styles: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+  """Central curves with shaded bands, one per method (e.g. hypervolume regret vs hours or carbon).
 
   Args:
     path: PNG file to write.
-    curves: ``{name: (x, y_mean, y_lo, y_hi)}``, four 1-D arrays of equal length each.
+    curves: ``{name: (x, y_mid, y_lo, y_hi)}``, four 1-D arrays of equal length each.
     xlabel: x-axis label with unit (e.g. ``"search time (h)"``, ``"carbon (g CO2eq)"``).
-    ylabel: y-axis label.
+    ylabel: y-axis label; say which way is better.
     logy: log-scale y axis (every plotted value must then be > 0).
-    title: optional title.
+    title: the figure's title.
+    band: what the line and the shaded band are, e.g. ``"line: median over 20 seeds; band:
+      25th-75th percentile"`` (written under the title).
+    styles: per curve name, keyword arguments of ``Axes.plot`` (``color``, ``linestyle``), e.g. to
+      draw two accountings of one strategy in one colour.
 
   Returns:
     The path written.
@@ -87,11 +95,11 @@ def plot_hv_curves(path: str | os.PathLike[str],
     y, lo, hi = (_vec(f"{name}.{k}", v, x.shape[0]) for k, v in zip(("y_mean", "y_lo", "y_hi"), data[1:]))
     if logy and (np.nanmin(np.concatenate([y, lo, hi]), initial=np.inf) <= 0):
       raise ValueError(f"plot_hv_curves: curve {name!r} has values <= 0; pass logy=False.")
-    (line,) = ax.plot(x, y, label=name, linewidth=1.6)
-    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    (line,) = ax.plot(x, y, label=name, linewidth=1.6, **dict((styles or {}).get(name, {})))
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
   if logy:
     ax.set_yscale("log")
-  return _finish(fig, ax, path, xlabel, ylabel, title)
+  return _finish(fig, ax, path, xlabel, ylabel, title, band)
 
 
 def plot_allocation_vs_ci(path: str | os.PathLike[str], hours: Any, n_sampling: Any,
@@ -121,8 +129,8 @@ def plot_allocation_vs_ci(path: str | os.PathLike[str], hours: Any, n_sampling: 
   ax = fig.add_subplot()
   ax.stackplot(h, t, s, labels=("training GPUs", "sampling GPUs"), step="post",
                colors=("tab:red", "tab:blue"), alpha=0.6)
-  ax.set_xlabel("time (h)")
-  ax.set_ylabel("GPUs")
+  ax.set_xlabel("simulated hour of the search")
+  ax.set_ylabel("GPUs held (training + sampling)")
   ax.set_ylim(0, max(1.0, float(np.max(s + t, initial=0.0))) * 1.05)
   ax2 = ax.twinx()
   ax2.step(h, ci, where="post", color="black", linewidth=1.2, label="carbon intensity")
@@ -130,8 +138,7 @@ def plot_allocation_vs_ci(path: str | os.PathLike[str], hours: Any, n_sampling: 
   handles = ax.get_legend_handles_labels()
   handles2 = ax2.get_legend_handles_labels()
   ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], loc="upper right", fontsize="small")
-  if title:
-    ax.set_title(title)
+  ax.set_title(title or "GPU allocation against the grid's carbon intensity", fontsize="medium")
   return _save(fig, path)
 
 

@@ -9,6 +9,9 @@ Every file is written so that a crash never leaves a corrupt file behind:
 JSON has no NaN or infinity: every float NaN/+inf/-inf in a summary or record is written as
 ``null``. NumPy scalars and arrays become Python numbers and lists; tuples become lists; paths
 become strings.
+
+Before the first write, a run checks its output directory with ``prepare_workdir`` (re-exported
+from ``cenas_jax.workdir``): it refuses files, unwritable paths and directories of another tool.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 
 from cenas_jax.errors import DataError, DataUnavailableError
 from cenas_jax.fileio import atomic_write_json, atomic_write_text
+from cenas_jax.workdir import Workdir, prepare_workdir  # noqa: F401  (the workdir check, re-exported)
 
 SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.jsonl"

@@ -4,16 +4,23 @@ A binary is three lines over the library::
 
   cli.define_flags(MyConfig, help={"lr": "Learning rate."})
   def main(argv): cli.run_main(argv, MyConfig, my_lib.run)
-  if __name__ == "__main__": app.run(main)
+  if __name__ == "__main__": app.run(main, flags_parser=cli.parse_flags)
 
 ``define_flags`` defines one absl flag per leaf field of a frozen config dataclass, named as the field.
 Nested config dataclasses are flattened (``ExperimentConfig.pool.n_gpus`` is ``--n_gpus``), so a
 flagfile never spells the nesting and a field name is a flag name; names must therefore be unique
 across the nesting. Field types map to flags: ``bool``, ``int``, ``float``, ``str``, ``Literal[...]``
-(an enum) and ``tuple[int | float | str, ...]`` (comma-separated). A value that does not parse is
-absl's one-line "Flags parsing error" naming the flag; a value the config refuses (its
-``__post_init__`` raises ``ConfigError(field, message)``) is one ``error: --field: ...`` line;
-neither prints a traceback.
+(an enum) and ``tuple[int | float | str, ...]`` (comma-separated).
+
+Every failure the user can fix is one line on stderr and exit status 2, without a traceback, and
+nothing is written:
+
+- a value that does not parse (``--seeds=0,abc``): ``error: --seeds=0,abc: 'abc' is not an
+  integer`` (``parse_flags``, the binaries' ``flags_parser``);
+- a value the config refuses (its ``__post_init__`` raises ``ConfigError(field, message)``, where
+  ``field`` is the flag's name): ``error: --field: message``;
+- a bad or missing input file, a refused ``--workdir`` (``cenas_jax.workdir``), any other
+  ``CenasError`` or an ``OSError`` on a file: ``error: <file>: ...`` (``run_main``).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import Any, Literal, TypeVar
 
 from absl import flags, logging
 
+from cenas_jax import workdir as workdir_lib
 from cenas_jax.errors import CenasError, ConfigError
 
 FLAGS = flags.FLAGS
@@ -107,8 +115,7 @@ def define_flags(config_cls: type, *, help: Mapping[str, str] | None = None,  # 
     elif origin is Literal:
       flags.DEFINE_enum(name, default, [str(a) for a in args], text, flag_values=flag_values)
     elif origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
-      flags.DEFINE(_TupleParser(args[0]), name, default, text, serializer=flags.ListSerializer(","),
-                   flag_values=flag_values)
+      define_tuple(name, args[0], default, text, flag_values=flag_values)
     else:
       raise TypeError(f"{config_cls.__name__}.{name}: no flag type for {tp!r}.")
   if help:
@@ -136,22 +143,74 @@ def build_config(config_cls: type[C], values: Mapping[str, Any]) -> C:
   return config_cls(**kw)
 
 
+def define_tuple(name: str, item_type: type, default: tuple, help: str,  # pylint: disable=redefined-builtin
+                 flag_values: flags.FlagValues = FLAGS) -> None:
+  """A comma-separated flag of ``item_type`` values (``--seeds=0,1,2``) parsed to a tuple; a bad item
+  is refused naming the flag and the item."""
+  flags.DEFINE(_TupleParser(item_type), name, default, help, serializer=flags.ListSerializer(","),
+               flag_values=flag_values)
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> list[str]:
+  """The binaries' ``app.run(main, flags_parser=cli.parse_flags)``: absl's parsing, but a bad flag is
+  one ``error: --flag=value: ...`` line and exit status 2 (absl prints two lines and exits 1)."""
+  try:
+    return flag_values(argv)
+  except flags.Error as e:
+    text = str(e)
+    _fail((text[len("flag "):] if text.startswith("flag --") else text) + " (see --helpshort)")
+
+
 def run_main(argv: list[str], config_cls: type[C], run: Callable[[C, str], Any], *,
-             flag_values: flags.FlagValues = FLAGS, **overrides: Any) -> Any:
-  """Every binary's ``main``: flags -> config -> ``run(config, FLAGS.workdir)``. A ``CenasError``
-  (bad flag value, bad or missing file) ends the process with one ``error: ...`` line on stderr and
-  exit status 2, without a traceback; anything else is a bug and keeps its traceback."""
+             flag_values: flags.FlagValues = FLAGS, workdir_kind: str | None = None,
+             **overrides: Any) -> Any:
+  """Every binary's ``main``: flags -> config -> ``run(config, FLAGS.workdir)``.
+
+  A ``CenasError`` (refused flag value, bad or missing file, refused workdir) or an ``OSError`` on a
+  file ends the process with one ``error: ...`` line on stderr and exit status 2, without a
+  traceback, and a workdir the failed start created (holding only the run marker) is removed again;
+  anything else is a bug and keeps its traceback.
+
+  Args:
+    argv: what absl left after the flags.
+    config_cls: the binary's config dataclass.
+    run: the library's ``run(config, workdir)``.
+    flag_values: the parsed flags (tests pass their own).
+    workdir_kind: for a ``run`` that does not check its workdir itself: ``run_main`` checks it
+      (``cenas_jax.workdir.prepare_workdir``) and claims it before calling ``run``.
+    **overrides: values the binary computes itself, by flag name.
+  """
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --helpshort).")
   # The binaries print their own progress; orbax logs several INFO lines per checkpoint.
   logging.set_verbosity(logging.WARNING)
+  workdir = flag_values.workdir if "workdir" in flag_values else None
+  before = workdir_lib.snapshot(workdir) if workdir else None
   try:
     config = config_from_flags(config_cls, flag_values=flag_values, **overrides)
-    return run(config, flag_values.workdir)
+    if workdir_kind and workdir:
+      # Only whose directory it is: which settings may change on a resume is the library's call.
+      everything = tuple(workdir_lib.flat_config(config))
+      workdir_lib.prepare_workdir(workdir, config, kind=workdir_kind, may_change=everything).claim()
+    return run(config, workdir)
   except ConfigError as e:
+    _release(workdir, before)
     _fail(f"--{e.field}: {e.message}")
   except CenasError as e:
+    _release(workdir, before)
     _fail(str(e))
+  except OSError as e:  # a file or the workdir: permissions, a file where a folder is expected, ...
+    _release(workdir, before)
+    where = e.filename if e.filename is not None else (workdir or "")
+    _fail(f"{where}: {e.strerror or e}" if where else str(e))
+
+
+def _release(workdir: str | None, before: frozenset[str] | None) -> None:
+  if workdir:
+    try:
+      workdir_lib.release_if_untouched(workdir, before)
+    except OSError:
+      pass
 
 
 def _fail(message: str) -> typing.NoReturn:

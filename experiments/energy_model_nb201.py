@@ -49,9 +49,9 @@ cli.define_flags(validate.ValidateConfig, help={
 
 
 def main(argv):
-  cli.run_main(argv, validate.ValidateConfig, validate.run)
+  cli.run_main(argv, validate.ValidateConfig, validate.run, workdir_kind="energy_model_nb201")
 
 
 if __name__ == "__main__":
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -33,8 +33,8 @@ cli.define_flags(kernel_fit.FitConfig, help={
 
 
 def main(argv):
-  cli.run_main(argv, kernel_fit.FitConfig, kernel_fit.run)
+  cli.run_main(argv, kernel_fit.FitConfig, kernel_fit.run, workdir_kind="fit_energy_model")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

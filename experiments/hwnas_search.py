@@ -69,19 +69,18 @@ _HELP = {
 cli.define_flags(experiment.ExperimentConfig, help=_HELP, skip=("seeds",))
 flags.DEFINE_integer("num_seeds", len(experiment.ExperimentConfig().seeds),
                      "Seeds 0..N-1 (ignored when --seeds is set).")
-flags.DEFINE_list("seeds", [], "Explicit seeds (integers).")
-flags.register_validator("seeds", lambda v: all(s.strip().lstrip("-").isdigit() for s in v),
-                         message="--seeds must be a comma-separated list of integers")
+cli.define_tuple("seeds", int, (), "Explicit seeds (integers); more seeds added to a finished "
+                 "study run only the new ones.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  seeds = tuple(int(s) for s in FLAGS.seeds) if FLAGS.seeds else tuple(range(FLAGS.num_seeds))
+  seeds = FLAGS.seeds or tuple(range(FLAGS.num_seeds))
   summary = cli.run_main(argv, experiment.ExperimentConfig, experiment.run, seeds=seeds)
   print("\nMedians over seeds (min-max); ratios are vanilla's carbon / the strategy's:")
   print(summary_lib.summary_table(summary))
-  print(f"wrote {FLAGS.workdir}/summary.json and summary.md")
+  print(f"wrote {FLAGS.workdir}/summary.json and summary.md (explains every column)")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -33,8 +33,8 @@ cli.define_flags(kernel_bench.ProfileConfig, help={
 
 
 def main(argv):
-  cli.run_main(argv, kernel_bench.ProfileConfig, kernel_bench.run)
+  cli.run_main(argv, kernel_bench.ProfileConfig, kernel_bench.run, workdir_kind="profile_kernels")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -50,7 +50,7 @@ from cenas_jax.carbon.normalization import Normalization, fit_normalization
 from cenas_jax.carbon.predict import predict_quantiles
 from cenas_jax.carbon.training import TrainConfig, train_forecaster
 from cenas_jax.data import carbon_traces
-from cenas_jax.errors import ConfigError, DataError
+from cenas_jax.errors import CenasError, ConfigError, DataError
 from cenas_jax.fileio import atomic_write_json
 
 HORIZON_HOURS = 96
@@ -495,6 +495,12 @@ def _period(start: pd.Timestamp, end: pd.Timestamp) -> str:
   return f"{start:%Y-%m-%dT%H:%MZ}/{end:%Y-%m-%dT%H:%MZ}"
 
 
+# Settings a rerun in a finished workdir may change: they only select and score the test, which is
+# redone with the trained forecaster; every other setting defines that forecaster.
+EVALUATION_SETTINGS = ("test_trace", "test_start", "test_end", "restore_from", "eval_step_hours",
+                       "refit_every_hours", "refit_target", "plot_week_start")
+
+
 def run(config: ForecastRunConfig, workdir: str | Path) -> dict[str, Any]:
   """Trains (or restores) the forecaster, evaluates it and the baselines, writes ``metrics.json``.
 
@@ -504,17 +510,26 @@ def run(config: ForecastRunConfig, workdir: str | Path) -> dict[str, Any]:
   workdir = Path(workdir).expanduser()
   train_start, train_end = config.utc("train_start"), config.utc("train_end")
   test_start, test_end = config.utc("test_start"), config.utc("test_end")
+  # Everything that can fail on a setting or an input is checked before the first write.
+  wd = results.prepare_workdir(workdir, config, kind="train_forecaster", may_change=EVALUATION_SETTINGS)
   train_trace = _load(config, config.train_trace, train_start, train_end)
   _load(config, config.test_trace, test_start, test_end)  # a bad test window fails before any write
-  workdir.mkdir(parents=True, exist_ok=True)
 
   # Forecaster: restore (explicitly, or a finished one in the workdir) or train.
   restore = config.restore_from
   if not restore and (workdir / "forecaster" / forecaster_io.META_FILE).exists():
     restore = str(workdir / "forecaster")
     print(f"{workdir} already holds a trained forecaster; evaluating it without retraining.", flush=True)
+  model = None
   if restore:
-    model = forecaster_io.restore_forecaster(restore)
+    try:
+      model = forecaster_io.restore_forecaster(restore)
+    except CenasError as e:
+      if not config.restore_from:
+        raise  # the workdir's own forecaster: the message names its files
+      raise ConfigError("restore_from", str(e)) from None
+  wd.claim()
+  if restore:
     train_info = {"restored_from": str(Path(restore).resolve()), **{
         k: model.metadata.get(k) for k in ("train_s", "epochs", "best_epoch", "epoch_s_median",
                                            "train_regions", "residual_weight")}}
@@ -564,6 +579,7 @@ def run(config: ForecastRunConfig, workdir: str | Path) -> dict[str, Any]:
   }
   metrics = results.to_json_safe(metrics)  # As written: JSON types only.
   atomic_write_json(workdir / "metrics.json", metrics)
+  wd.finish()
   for name, m in {**evaluation["models"], "transformer_linear_path_only":
                   evaluation["ablation"]["transformer_linear_path_only"]}.items():
     print(f"{name:<20} MAPE days 1-4: {' '.join(f'{100 * v:5.2f}%' for v in m['mape_by_day'])}")

@@ -100,8 +100,8 @@ def restore_forecaster(directory: str | Path) -> TrainedForecaster:
   meta_path = directory / META_FILE
   if not meta_path.is_file() or not (directory / PARAMS_DIR).is_dir():
     raise DataUnavailableError(
-        f"No saved forecaster at {directory} (expected {META_FILE} and {PARAMS_DIR}/). Point "
-        "--restore_from at the 'forecaster' folder of a finished train_forecaster workdir.")
+        f"No saved forecaster at {directory} (expected {META_FILE} and {PARAMS_DIR}/); give the "
+        "'forecaster' folder of a finished `python -m experiments.train_forecaster` workdir.")
   try:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("format_version") != FORMAT_VERSION:

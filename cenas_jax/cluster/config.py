@@ -10,6 +10,7 @@ see ``to_json``) name them as before. Values are checked where they are defined 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import typing
 from typing import Any, Literal
@@ -199,6 +200,23 @@ class ExperimentConfig:
       raise ConfigError("strategies", f"unknown {bad}; choose from {list(STRATEGIES)}")
     if not self.seeds:
       raise ConfigError("seeds", "needs at least one seed")
+    if len(set(self.seeds)) != len(self.seeds):
+      raise ConfigError("seeds", f"{list(self.seeds)} repeats a seed")
+    from cenas_jax.data.carbon_traces import KNOWN_REGIONS  # pylint: disable=g-import-not-at-top
+
+    if not self.trace_path and self.region not in KNOWN_REGIONS:
+      raise ConfigError("region", f"{self.region!r} has no shared trace; choose one of "
+                        f"{', '.join(KNOWN_REGIONS)}, or pass any trace file as --trace_path")
+    for name, value in (("start", self.start), ("pretrain_end", self.pretrain.pretrain_end)):
+      try:
+        when = dt.datetime.fromisoformat(value)
+      except ValueError:
+        raise ConfigError(name, f"{value!r} is not an ISO 8601 time, e.g. 2021-07-02T06:00:00+00:00") from None
+      if when.tzinfo is None:
+        raise ConfigError(name, f"{value!r} needs a UTC offset, e.g. 2021-07-02T06:00:00+00:00")
+    unknown = [r for r in self.pretrain.pretrain_regions if r not in KNOWN_REGIONS]
+    if unknown and "cenas" in self.strategies and self.pretrain.pretrain_episodes:
+      raise ConfigError("pretrain_regions", f"unknown {unknown}; choose from {', '.join(KNOWN_REGIONS)}")
     if self.workers < 1:
       raise ConfigError("workers", f"must be >= 1, got {self.workers}")
     if any(not 0 < t <= 1 for t in self.hv_targets) or REPORTED_TARGET not in self.hv_targets:

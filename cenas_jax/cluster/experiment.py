@@ -25,7 +25,7 @@ from cenas_jax.cluster import strategies as strat_lib
 from cenas_jax.cluster import summary as summary_lib
 from cenas_jax.cluster.config import STRATEGIES, ExperimentConfig, OracleSchedule  # noqa: F401
 from cenas_jax.cluster.problem import SearchProblem, hwnas_problem
-from cenas_jax.errors import CenasError, ConfigError
+from cenas_jax.errors import CenasError, ConfigError, DataError
 from cenas_jax.fileio import atomic_write_json, atomic_write_text
 
 # A strategy to run: its name, or one of the oracle's threshold schedules.
@@ -184,7 +184,10 @@ def run_episode(spec: StrategySpec, seed: int, config: ExperimentConfig, inputs:
   ep = episode_name(name, seed)
   done_path = workdir / "episodes" / f"{ep}.json"
   if done_path.exists():
-    return json.loads(done_path.read_text())
+    try:
+      return {**json.loads(done_path.read_text()), "_loaded": True}
+    except json.JSONDecodeError as e:
+      raise DataError(f"{done_path}: damaged ({e}); delete it to rerun that episode.") from None
   strategy = make_strategy(spec, config, inputs, pretrained)
   scfg = config.search
   optimizer = config.lamoo.optimizer()
@@ -234,25 +237,15 @@ def _episode_jobs(config: ExperimentConfig) -> list[tuple[StrategySpec, int]]:
   return jobs
 
 
-def _check_config(workdir: Path, config: ExperimentConfig) -> None:
-  path = workdir / "config.json"
+# Settings a finished study may change on a rerun: more seeds run only the new episodes (each
+# episode is stored on its own), and the number of worker processes does not change results.
+RESUMABLE_CHANGES = ("seeds", "workers")
+
+
+def _write_config(workdir: Path, config: ExperimentConfig) -> None:
   new = config.to_json()
   new.pop("workers")
-  if path.exists():
-    old = json.loads(path.read_text())
-    old.pop("workers", None)
-    # Settings added after the run was started count as their defaults.
-    defaults = ExperimentConfig().to_json()
-    for k in set(new) - set(old):
-      old[k] = defaults[k]
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff:
-      raise CenasError(
-          f"{workdir} holds a run with other settings ({', '.join(f'--{k}' for k in diff)} differ: "
-          f"saved {[old.get(k) for k in diff]}, now {[new.get(k) for k in diff]}). Use a new "
-          "--workdir, or the saved settings to resume.")
-  else:
-    atomic_write_json(path, new)
+  atomic_write_json(workdir / "config.json", new)
 
 
 def _worker(args):
@@ -266,10 +259,26 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike[str]) -> dict:
   """Runs (or resumes) the experiment and writes its outputs; returns the summary."""
   from cenas_jax import results
 
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  _check_config(workdir, config)
+  # Check the workdir and every input before the first write: a start that fails writes nothing.
+  wd = results.prepare_workdir(workdir, config, kind="hwnas_search", may_change=RESUMABLE_CHANGES)
+  workdir = wd.path
   inputs = load_inputs(config)
+  if config.agent.agent_ci_input == "forecast" and "cenas" in config.strategies:
+    from cenas_jax.carbon.forecaster_io import restore_forecaster
+
+    try:  # a missing or corrupt forecaster fails here, not after the first episodes
+      restore_forecaster(config.agent.forecaster_dir)
+    except CenasError as e:
+      raise ConfigError("forecaster_dir", str(e)) from None
+  if wd.finished:
+    print(f"{workdir} holds this study, finished with these settings: nothing to run. Its summary.json "
+          "and plots are unchanged (use a new --workdir to run it again, or add --seeds to extend it).",
+          flush=True)
+    done = results.load_summary(workdir)
+    done.pop("provenance", None)
+    return done
+  wd.claim()
+  _write_config(workdir, config)
   print(f"problem {inputs.problem.name}: {inputs.problem.n} candidates, max HV "
         f"{inputs.problem.max_hv:.2f}; trace {inputs.trace_info.get('source')} from {config.start}, "
         f"{config.hours} h", flush=True)
@@ -290,9 +299,12 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike[str]) -> dict:
     for i, (n, s) in enumerate(jobs):
       outs.append(run_episode(n, s, config, inputs, workdir, pretrained if n == "cenas" else None))
       el = time.time() - t0
-      print(f"[{i + 1}/{len(jobs)}] {episode_name(spec_name(n), s)} final HV "
-            f"{outs[-1]['final_hv'] / inputs.problem.max_hv:.4f}; elapsed {el:.0f}s, "
-            f"ETA {el / (i + 1) * (len(jobs) - i - 1):.0f}s", flush=True)
+      what = ("finished earlier (loaded)" if outs[-1].get("_loaded") else
+              f"final HV {outs[-1]['final_hv'] / inputs.problem.max_hv:.4f}; elapsed {el:.0f}s, "
+              f"ETA {el / (i + 1) * (len(jobs) - i - 1):.0f}s")
+      print(f"[{i + 1}/{len(jobs)}] {episode_name(spec_name(n), s)} {what}", flush=True)
+  for r in outs:
+    r.pop("_loaded", None)
   by_job = {(r["strategy"], r["seed"]): r for r in outs}
   records: dict[str, list[dict]] = {}
   for name in config.strategies:
@@ -311,7 +323,8 @@ def run(config: ExperimentConfig, workdir: str | os.PathLike[str]) -> dict:
       "GPU power model for carbon (PoolConfig)", ci_source=inputs.trace_info.get("source"),
       sampling_source=inputs.problem.sampling_source))
   summary_lib.write_results_and_plots(records, config, inputs.problem, workdir)
-  atomic_write_text(workdir / "summary.md", summary_lib.summary_table(summary))
+  atomic_write_text(workdir / "summary.md", summary_lib.summary_markdown(summary, config))
+  wd.finish()
   return summary
 
 
