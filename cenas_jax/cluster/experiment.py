@@ -68,7 +68,10 @@ def load_inputs(config: ExperimentConfig) -> Inputs:
   table = load_nb201_table()
   problem = hwnas_problem(table, sampling=config.sampling, train_time_model=config.train_time_model)
   if config.trace_path:
-    trace = carbon_traces.load_trace(config.trace_path, column=config.ci_column)
+    # --ci_column picks a column of Electricity Maps files; other formats have one intensity column.
+    fmt = carbon_traces.sniff_format(config.trace_path)
+    trace = carbon_traces.load_trace(config.trace_path,
+                                     column=config.ci_column if fmt == "electricitymaps" else None)
   else:
     trace = region_trace(config, config.region, config.start)
   start = pd.Timestamp(config.start)

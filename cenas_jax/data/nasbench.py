@@ -88,6 +88,29 @@ MISSING_MARKER = -1.0
 """HW-NAS-Bench writes -1 for a measurement it does not have (edgetpu_latency); read as NaN."""
 
 
+class ArchIndex(int):
+  """An NB201 arch index (what ``NB201Table.index_of`` returns): a cell's id in 0..15624, which is a
+  row position only in the full table."""
+
+
+class ArchIndices(np.ndarray):
+  """NB201 arch indices (what ``NB201Table.indices_of`` returns); see ``ArchIndex``."""
+
+
+class RowColumn(np.ndarray):
+  """A column of a ``subset`` table: positions are its rows, not NB201 arch indices. Indexing it
+  with what ``index_of`` / ``indices_of`` returned raises instead of silently reading another
+  cell's value; use ``table.value(arch, column)`` or ``column[table.rows_of(indices)]``."""
+
+  def __getitem__(self, key):
+    if isinstance(key, (ArchIndex, ArchIndices)):
+      raise IndexError(
+          "this column belongs to a subset of the NB201 table: its positions are rows, not the NB201 "
+          "arch indices that index_of/indices_of return. Use table.value(arch, column) or "
+          "column[table.rows_of(indices)].")
+    return super().__getitem__(key)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class NB201Table:
   """NB201 cells with accuracies and hardware costs, as parallel read-only numpy arrays.
@@ -202,7 +225,7 @@ class NB201Table:
         well-formed but not in this table.
     """
     try:
-      return self._index_of_str[arch_str]
+      return ArchIndex(self._index_of_str[arch_str])
     except (KeyError, TypeError):
       pass
     nb201.arch_str_to_ops(arch_str)  # Raises ValueError with the reason if malformed.
@@ -211,7 +234,7 @@ class NB201Table:
 
   def indices_of(self, arch_strs: Iterable[str]) -> np.ndarray:
     """NB201 arch indices (int64) of many arch strings; see ``index_of``."""
-    return np.fromiter((self.index_of(s) for s in arch_strs), dtype=np.int64)
+    return np.fromiter((self.index_of(s) for s in arch_strs), dtype=np.int64).view(ArchIndices)
 
   def indices_of_ops(self, ops: np.ndarray | Sequence[int] | Sequence[Sequence[int]]) -> np.ndarray:
     """NB201 arch indices of op-index cells: ``(6,)`` -> ``()``, ``(n, 6)`` -> ``(n,)`` int64.
@@ -230,6 +253,12 @@ class NB201Table:
     """Arch string of an NB201 arch index (ValueError if not in this table)."""
     return str(self.arch_str[int(self.rows_of(int(index)))])
 
+  def value(self, arch: str | int, column: str) -> float:
+    """The value of ``column`` (``METRIC_FIELDS``) for one cell, by arch string or NB201 arch index;
+    right on a ``subset`` too, where row positions are not arch indices."""
+    index = self.index_of(arch) if isinstance(arch, str) else int(arch)
+    return float(np.asarray(self.column(column))[int(self.rows_of(index))])
+
   def column(self, name: str) -> np.ndarray:
     """A float column by field name (one of ``METRIC_FIELDS``)."""
     if name not in METRIC_FIELDS:
@@ -245,6 +274,11 @@ class NB201Table:
       mask_or_indices: a bool mask over this table's rows (length ``len(self)``), or NB201 arch
         indices (distinct; kept in the given order).
 
+    Returns:
+      The subset. Its columns are indexed by row (0..len-1), not by NB201 arch index: read a cell
+      with ``value(arch, column)`` or ``column[rows_of(indices)]``; indexing a column with what
+      ``index_of`` returned raises ``IndexError`` instead of returning another cell's value.
+
     Raises:
       ValueError: a mask of the wrong length, repeated indices, or indices not in the table.
     """
@@ -259,11 +293,14 @@ class NB201Table:
       rows = self.rows_of(sel) if sel.size else np.zeros(0, dtype=np.int64)
       if np.unique(rows).size != rows.size:
         raise ValueError("Subset indices contain repeated NB201 arch indices.")
+    # Rows of a subset are no longer NB201 arch indices: its columns refuse index_of's results.
+    keyed = not np.array_equal(self.index[rows], np.arange(rows.size))
     updates: dict[str, Any] = {}
     for f in dataclasses.fields(self):
       value = getattr(self, f.name)
       if isinstance(value, np.ndarray):
-        updates[f.name] = value[rows].copy()
+        value = np.asarray(value)[rows].copy()
+        updates[f.name] = value.view(RowColumn) if keyed else value
     return dataclasses.replace(self, **updates)
 
   def hw_indices(self) -> np.ndarray:

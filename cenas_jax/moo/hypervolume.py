@@ -9,9 +9,16 @@ of the objectives' units (e.g. % x mJ for accuracy vs energy).
 - ``hypervolume``: exact for any number of objectives by HSO-style slicing along the last objective
   down to the 2-D sweep: O(n^(m-1) log n); meant for the small sets of LaMOO nodes (hundreds of
   points for m = 3, tens for m >= 4).
+
+Costs to minimize (energy, latency, error) are passed with ``minimize=True`` (the reference point
+is then a worst point, above every objective), or negated together with the reference point. Data
+that looks like the other direction (every point strictly worse than the reference point in every
+objective, so the hypervolume is 0) raises a warning instead of passing silently.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -30,6 +37,21 @@ def _strictly_dominating(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
   return y[np.all(y > ref, axis=1)]
 
 
+def _oriented(y, ref_point, minimize: bool) -> tuple[np.ndarray, np.ndarray]:
+  """(y, ref) as maximized objectives; warns when the data looks like the other direction."""
+  y = as_objectives(y)
+  ref = _as_ref(ref_point, y.shape[1])
+  if minimize:
+    y, ref = -y, -ref
+  if y.shape[0] and np.all(y < ref):
+    kind = "minimized" if not minimize else "maximized"
+    warnings.warn(
+        f"hypervolume: every point is worse than ref_point in every objective, so the hypervolume is "
+        f"0. If the objectives are {kind} (e.g. energy, latency), pass minimize={not minimize} with "
+        "a reference point on the worse side of every point.", RuntimeWarning, stacklevel=3)
+  return y, ref
+
+
 def _hv2d_sorted_free(y: np.ndarray, ref: np.ndarray) -> float:
   """2-D sweep on points that already strictly dominate ``ref``."""
   if y.shape[0] == 0:
@@ -43,20 +65,22 @@ def _hv2d_sorted_free(y: np.ndarray, ref: np.ndarray) -> float:
   return float(np.sum((y0 - ref[0]) * (best1 - prev)))
 
 
-def hypervolume_2d(y: np.ndarray, ref_point: np.ndarray) -> float:
+def hypervolume_2d(y: np.ndarray, ref_point: np.ndarray, *, minimize: bool = False) -> float:
   """Exact 2-D hypervolume by a sorted sweep.
 
   Args:
-    y: objectives, shape ``(n, 2)``, maximized.
-    ref_point: reference point, shape ``(2,)``; only points strictly dominating it count.
+    y: objectives, shape ``(n, 2)``, maximized (or minimized with ``minimize=True``).
+    ref_point: reference point, shape ``(2,)``; only points strictly better than it in both
+      objectives count.
+    minimize: both objectives are costs to minimize; ``ref_point`` is then above every point.
 
   Returns:
-    The hypervolume (0.0 when no point strictly dominates ``ref_point``).
+    The hypervolume (0.0 when no point strictly dominates ``ref_point``; a ``RuntimeWarning`` when
+    every point is worse than it in both objectives, the sign of data of the other direction).
   """
-  y = as_objectives(y)
-  if y.shape[1] != 2:
-    raise ValueError(f"hypervolume_2d needs 2 objectives; got {y.shape[1]}. Use hypervolume().")
-  ref = _as_ref(ref_point, 2)
+  if as_objectives(y).shape[1] != 2:
+    raise ValueError(f"hypervolume_2d needs 2 objectives; got {as_objectives(y).shape[1]}. Use hypervolume().")
+  y, ref = _oriented(y, ref_point, minimize)
   return _hv2d_sorted_free(_strictly_dominating(y, ref), ref)
 
 
@@ -94,21 +118,22 @@ def _prune(y: np.ndarray) -> np.ndarray:
   return y[~np.any(geq, axis=0)]
 
 
-def hypervolume(y: np.ndarray, ref_point: np.ndarray) -> float:
+def hypervolume(y: np.ndarray, ref_point: np.ndarray, *, minimize: bool = False) -> float:
   """Exact hypervolume for any number of objectives.
 
   Uses the 2-D sweep for ``m = 2`` and HSO slicing along the last objective for ``m >= 3``
   (cost grows as ``n^(m-1)``: keep sets small for ``m >= 4``).
 
   Args:
-    y: objectives, shape ``(n, m)``, maximized.
+    y: objectives, shape ``(n, m)``, maximized (or minimized with ``minimize=True``).
     ref_point: reference point, shape ``(m,)``; only points strictly dominating it count.
+    minimize: every objective is a cost to minimize; ``ref_point`` is then above every point.
 
   Returns:
-    The hypervolume (0.0 when no point strictly dominates ``ref_point``).
+    The hypervolume (0.0 when no point strictly dominates ``ref_point``; a ``RuntimeWarning`` when
+    every point is worse than it in every objective, the sign of data of the other direction).
   """
-  y = as_objectives(y)
-  ref = _as_ref(ref_point, y.shape[1])
+  y, ref = _oriented(y, ref_point, minimize)
   y = _strictly_dominating(y, ref)
   if y.shape[1] >= 3:
     y = _prune(y)

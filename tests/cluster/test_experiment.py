@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import pytest
 from cenas_jax.cluster import experiment
 from cenas_jax.cluster.config import ExperimentConfig, OracleConfig
 from cenas_jax.cluster.search import SearchConfig
-from cenas_jax.errors import CenasError
+from cenas_jax import results
+from cenas_jax.errors import CenasError, WorkdirError
 
 _REPO = Path(__file__).resolve().parents[2]
 # Provenance that describes the moment and the command line of a run, not its results.
@@ -120,19 +122,82 @@ def test_run_writes_the_outputs(tiny_run):
   assert not any((workdir / "checkpoints").glob("*/*"))
 
 
-def test_rerun_is_a_no_op_and_other_settings_are_refused(tiny_run):
+def test_rerun_is_a_no_op_and_other_settings_are_refused(tiny_run, capsys):
   workdir, summary = tiny_run
   before = _snapshot(workdir)
   other = dataclasses.replace(TINY, search=SearchConfig(hours=7), seeds=(0, 1, 2))
   with pytest.raises(CenasError) as err:
     experiment.run(other, workdir)
   msg = str(err.value)
-  assert "--hours" in msg and "--seeds" in msg and str(workdir) in msg
-  assert "--strategies" not in msg
+  assert "--hours" in msg and str(workdir) in msg
+  assert "--strategies" not in msg and "--seeds" not in msg  # more seeds extend a study
   assert _snapshot(workdir) == before  # nothing touched
-  # The same settings again: every episode is loaded, the summary is the same.
+  # The same settings again: it says so, writes nothing, and returns the summary on disk.
+  capsys.readouterr()
   again = experiment.run(TINY, workdir)
-  assert again == summary
+  out = capsys.readouterr().out
+  assert "finished with these settings: nothing to run" in out and "ETA" not in out
+  assert again == results.to_json_safe(summary)
+  assert _snapshot(workdir) == before
+
+
+def test_more_seeds_extend_a_finished_study(tiny_run, tmp_path, capsys):
+  workdir = tmp_path / "study"
+  shutil.copytree(tiny_run[0], workdir)
+  more = dataclasses.replace(TINY, strategies=("vanilla", "heuristic"), seeds=(0, 1, 2))
+  with pytest.raises(CenasError, match="--strategies"):
+    experiment.run(more, workdir)
+  more = dataclasses.replace(TINY, seeds=(0, 1, 2))
+  capsys.readouterr()
+  summary = experiment.run(more, workdir)
+  out = capsys.readouterr().out
+  assert out.count("finished earlier (loaded)") == 2 * 5 and out.count("ETA") == 5
+  assert summary["seeds"] == [0, 1, 2]
+  assert summary["strategies"]["vanilla"]["final_hv"][:2] == tiny_run[1]["strategies"]["vanilla"]["final_hv"]
+
+
+def test_outputs_explain_themselves(tiny_run):
+  workdir, _ = tiny_run
+  md = (workdir / "summary.md").read_text()
+  assert md.startswith("# CE-NAS on HW-NAS-Bench: 2 seeds, 6 simulated hours")
+  for phrase in ("carbon paper (g): the paper's accounting", "carbon full (g): every GPU", "25th-75th percentile",
+                 "its chosen schedules (seeds): oracle_q"):
+    assert phrase in md, phrase
+  with open(workdir / "pareto.csv", newline="") as f:
+    rows = list(csv.DictReader(f))
+  assert {r["run"] for r in rows} == {"vanilla, seed 0"}
+  assert (workdir / "pareto.png").read_bytes().startswith(b"\x89PNG")
+  # A study's workdir is marked ours and finished; outputs have the umask's permissions.
+  marker = json.loads((workdir / "cenas_run.json").read_text())
+  assert marker["kind"] == "hwnas_search" and marker["finished_utc"]
+  mask = os.umask(0)
+  os.umask(mask)
+  assert (workdir / "summary.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_failed_start_writes_nothing(tmp_path, shared_data):
+  del shared_data
+  bad = tmp_path / "bad.csv"
+  bad.write_text("time,value\n2021-07-02T06:00Z,abc\n")
+  for config in (dataclasses.replace(TINY, trace_path=str(bad)),
+                 dataclasses.replace(TINY, start="2031-01-01T00:00:00+00:00"),
+                 dataclasses.replace(TINY, trace_path=str(tmp_path / "missing.csv"))):
+    with pytest.raises(CenasError):
+      experiment.run(config, tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+def test_foreign_and_unusable_workdirs_are_refused(tmp_path):
+  foreign = tmp_path / "other_tool"
+  foreign.mkdir()
+  (foreign / "summary.json").write_text("{}")
+  with pytest.raises(WorkdirError, match="did not write"):
+    experiment.run(TINY, foreign)
+  assert (foreign / "summary.json").read_text() == "{}" and len(list(foreign.iterdir())) == 1
+  (tmp_path / "a_file").write_text("x")
+  for path in (tmp_path / "a_file", tmp_path / "a_file" / "w"):
+    with pytest.raises(WorkdirError, match="not a directory"):
+      experiment.run(TINY, path)
 
 
 def _binary(workdir: Path, extra=()) -> list[str]:
