@@ -82,6 +82,8 @@ class Workdir:
     """Creates the directory (and parents) and writes the marker with this run's settings; the
     first write of a run. A finished run claimed again with other ``may_change`` settings (e.g.
     more seeds) is no longer finished. Returns the directory."""
+    if self.resumed and self._marker.get("config") == self.config:
+      return self.path  # the marker already says so: a resume changes nothing before its work
     self.path.mkdir(parents=True, exist_ok=True)
     from cenas_jax import __version__  # pylint: disable=g-import-not-at-top
 
