@@ -151,3 +151,36 @@ def test_write_pareto_csv(tmp_path):
   assert not (tmp_path / "p2.csv").exists()
   with pytest.raises(ValueError, match="flags"):
     results.write_pareto_csv(tmp_path / "p3.csv", rows, ["acc", "energy_j"], maximize=[True])
+
+
+def test_outputs_get_the_umask_permissions(tmp_path):
+  """Atomic writes used to leave tempfile's -rw------- on every output."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  old = os.umask(0o027)
+  try:
+    results.write_csv(tmp_path / "a.csv", [{"x": 1}])
+    results.write_summary(tmp_path, {"x": 1}, dict(seed=0, energy_source=None, ci_source=None,
+                                                    data_hashes={}))
+  finally:
+    os.umask(old)
+  assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o640
+  assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o640
+
+
+def test_prepare_workdir_checks_without_writing(tmp_path):
+  from cenas_jax.errors import WorkdirError  # pylint: disable=g-import-not-at-top
+
+  wd = results.prepare_workdir(tmp_path / "new" / "run", {"a": 1, "seeds": [0]}, kind="k")
+  assert not (tmp_path / "new").exists() and not wd.resumed
+  wd.claim()
+  wd.finish()
+  again = results.prepare_workdir(tmp_path / "new" / "run", {"a": 1, "seeds": [0]}, kind="k")
+  assert again.resumed and again.finished
+  more = results.prepare_workdir(tmp_path / "new" / "run", {"a": 1, "seeds": [0, 1]}, kind="k",
+                                 may_change=("seeds",))
+  assert more.resumed and not more.finished
+  with pytest.raises(WorkdirError, match=r"--a differ: saved \[1\], now \[2\]"):
+    results.prepare_workdir(tmp_path / "new" / "run", {"a": 2, "seeds": [0]}, kind="k")
+  with pytest.raises(WorkdirError, match="holds a k run, not a j run"):
+    results.prepare_workdir(tmp_path / "new" / "run", {"a": 1}, kind="j")

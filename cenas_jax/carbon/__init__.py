@@ -1,6 +1,17 @@
-"""Carbon: accounting, ledgers and the hourly carbon-intensity forecaster.
+"""Carbon: accounting, a carbon tracker for JAX work, ledgers and the carbon-intensity forecaster.
+
+Start here::
+
+  from cenas_jax import carbon
+  carbon.carbon_g(energy_j=3.6e6, ci_g_per_kwh=250.0)          # 250.0 g for 1 kWh
+  tracker = carbon.CarbonTracker(carbon.ConstantIntensity(250.0), device="a100-sxm4-40gb")
+  forecaster = carbon.restore_forecaster("runs/forecaster/forecaster")
+  forecaster.forecast(history)                                   # next hours' p10/p50/p90, gCO2eq/kWh
 
 Accounting (not part of the forecaster): ``accounting`` (energy -> gCO2eq) and ``ledger``.
+``tracker``: ``CarbonTracker``, a context manager / decorator that meters a block of JAX work (NVML
+or the kernel model's prediction, labelled) and charges it at a trace's, a live or a given
+intensity, appending to a CodeCarbon-compatible ``emissions.csv``.
 
 The forecaster, one module per job:
 
@@ -15,7 +26,9 @@ The forecaster, one module per job:
 - ``training``: ``TrainConfig`` and ``train_forecaster``.
 - ``predict``: ``predict_quantiles`` and ``forecast`` in gCO2eq/kWh.
 - ``refit``: the operational forecaster, its closed-form parts refitted on the past.
-- ``forecaster_io``: ``save_forecaster`` / ``restore_forecaster`` (``TrainedForecaster``).
+- ``forecaster_io``: ``save_forecaster`` / ``restore_forecaster`` (``TrainedForecaster``: one object
+  with ``forecast(history)``, history a pandas Series or an array with ``last_hour``; a
+  ``TrainResult`` gives it with ``.forecaster()``).
 - ``evaluate``: the rolling-origin evaluation against the baselines, and ``run`` of
   ``experiments.train_forecaster``.
 
@@ -30,6 +43,9 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
+    "accounting": ("carbon_g", "energy_j", "j_to_kwh", "kwh_to_j", "integrate_carbon_g"),
+    "tracker": ("CarbonTracker", "Emission", "TraceIntensity", "LiveIntensity", "ConstantIntensity",
+                "default_intensity", "TrackerError"),
     "windows": ("NUM_CALENDAR_FEATURES", "hours_since_epoch", "calendar_features", "check_hourly",
                 "rolling_origins", "make_windows", "refit_cutoffs", "refit_groups", "windows_before",
                 "past_split"),

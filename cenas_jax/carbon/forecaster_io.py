@@ -40,10 +40,21 @@ class TrainedForecaster:
   metadata: dict[str, Any]
   calibration: QuantileCalibration | None = None
 
-  def forecast(self, history: pd.Series, history_extra: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``forecast(self.params, history, ...)`` with this forecaster's config, normalization and calibration."""
+  def forecast(self, history: pd.Series | np.ndarray, history_extra: pd.DataFrame | None = None, *,
+               last_hour: Any = None) -> pd.DataFrame:
+    """The next ``horizon_hours`` of carbon intensity after ``history``, in gCO2eq/kWh.
+
+    Args:
+      history: hourly gCO2eq/kWh, oldest first, at least ``config.history_hours`` long: a pandas
+        Series on a UTC index, or a 1-D array (or list) with ``last_hour``.
+      history_extra: extra columns on ``history``'s index, for a model that uses them.
+      last_hour: UTC time of the last value of an array ``history`` (ignored for a Series).
+
+    Returns:
+      A DataFrame on the next hours' UTC index, one column per quantile (``p10``, ``p50``, ``p90``).
+    """
     return forecast(self.params, history, config=self.config, normalization=self.normalization,
-                    history_extra=history_extra, calibration=self.calibration)
+                    history_extra=history_extra, calibration=self.calibration, last_hour=last_hour)
 
   def predict_quantiles(self, hist_ci_g_per_kwh: np.ndarray, origin_hours: np.ndarray,
                         hist_extra: np.ndarray | None = None) -> np.ndarray:

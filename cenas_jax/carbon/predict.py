@@ -71,24 +71,44 @@ def predict_quantiles(params: Any, hist_ci_g_per_kwh: np.ndarray, origin_hours: 
   return normalization.inverse(out)
 
 
-def forecast(params: Any, history: pd.Series, *, config: ForecasterConfig,
+def _as_series(history: Any, last_hour: Any) -> pd.Series:
+  """``history`` as an hourly Series on a UTC index (an array needs the time of its last value)."""
+  if isinstance(history, pd.Series):
+    return history
+  values = np.asarray(history, dtype=np.float64)
+  if values.ndim != 1:
+    raise ValueError(f"forecast() history must be 1-D (hours, oldest first), got shape {values.shape}.")
+  if last_hour is None:
+    raise ValueError("an array history has no times, and the forecast depends on the hour of day and "
+                     "the weekday: pass last_hour= (the UTC time of its last value) or a pandas Series "
+                     "on a UTC index.")
+  end = pd.Timestamp(last_hour)
+  end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+  if end != end.floor("h"):
+    raise ValueError(f"last_hour={last_hour!r} is not on the hour.")
+  return pd.Series(values, index=pd.date_range(end=end, periods=len(values), freq="h"))
+
+
+def forecast(params: Any, history: pd.Series | np.ndarray, *, config: ForecasterConfig,
              normalization: Normalization, history_extra: pd.DataFrame | None = None,
-             calibration: QuantileCalibration | None = None) -> pd.DataFrame:
+             calibration: QuantileCalibration | None = None, last_hour: Any = None) -> pd.DataFrame:
   """Forecasts the hours after the end of ``history``.
 
   Args:
     params: trained parameters.
     history: hourly carbon intensity (gCO2eq/kWh) on a UTC index; its last ``history_hours`` values
-      are used and must be contiguous.
+      are used and must be contiguous. A 1-D array (or list) is taken with ``last_hour``.
     config: the model's config.
     normalization: the normalization the model was trained with.
     history_extra: extra columns on ``history``'s index, when the model uses them.
     calibration: the forecaster's quantile calibration (``None``: the model's own quantiles).
+    last_hour: UTC time of the last value of an array ``history`` (ignored for a Series).
 
   Returns:
     A DataFrame indexed by the next ``horizon_hours`` hourly UTC timestamps with one column per
     quantile (``p10``, ``p50``, ``p90`` by default), in gCO2eq/kWh.
   """
+  history = _as_series(history, last_hour)
   if len(history) < config.history_hours:
     raise ValueError(f"forecast() needs at least {config.history_hours} hours of history, got {len(history)}.")
   window = history.iloc[-config.history_hours:]

@@ -127,6 +127,20 @@ class TrainResult:
   region_names: tuple[str, ...] = ()
   calibration: QuantileCalibration | None = None
   residual_weight: float = 1.0
+  config: ForecasterConfig | None = None
+
+  def forecaster(self, metadata: dict[str, Any] | None = None):
+    """This result as one ``TrainedForecaster`` (params, config, normalization and calibration
+    together), e.g. to call ``.forecast(history)`` or to save it. A multi-region result is
+    returned as it is (``specialize_params`` it to one region first)."""
+    from cenas_jax.carbon.forecaster_io import TrainedForecaster  # pylint: disable=g-import-not-at-top
+
+    return TrainedForecaster(params=self.params, config=self.config, normalization=self.normalization,
+                             metadata=dict(metadata or {}), calibration=self.calibration)
+
+  def forecast(self, history: Any, history_extra: Any = None, *, last_hour: Any = None):
+    """``self.forecaster().forecast(history, ...)``: the next ``horizon_hours`` in gCO2eq/kWh."""
+    return self.forecaster().forecast(history, history_extra, last_hour=last_hour)
 
 
 def _gather(series: jax.Array, origins: jax.Array, start: int, stop: int) -> jax.Array:
@@ -403,4 +417,5 @@ def train_forecaster(train_ci_g_per_kwh: pd.Series | Mapping[str, pd.Series], *,
   return TrainResult(params=best_params, normalization=norms[0], history=tuple(history), best_epoch=best[2],
                      num_train_windows=len(train_origins), num_val_windows=int(sum(val_counts)),
                      val_start=val_start, stopped_because=stopped, normalizations=tuple(norms),
-                     region_names=tuple(names), calibration=calibration, residual_weight=best[3])
+                     region_names=tuple(names), calibration=calibration, residual_weight=best[3],
+                     config=config)

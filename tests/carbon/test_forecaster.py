@@ -118,6 +118,20 @@ def test_forecast_dataframe(trained, ciso):
     fc.forecast(trained.params, history.iloc[:100], config=TINY, normalization=trained.normalization)
 
 
+def test_one_forecaster_object_takes_numpy_or_pandas(trained, ciso):
+  """Regression: forecast() needed four pieces and failed on a numpy history with 'iloc'."""
+  forecaster = trained.forecaster()
+  history = ciso.iloc[:400]
+  expected = forecaster.forecast(history)
+  pd.testing.assert_frame_equal(expected, fc.forecast(trained.params, history, config=TINY,
+                                                      normalization=trained.normalization,
+                                                      calibration=trained.calibration))
+  pd.testing.assert_frame_equal(expected, forecaster.forecast(history.to_numpy(), last_hour=history.index[-1]))
+  pd.testing.assert_frame_equal(expected, trained.forecast(list(history), last_hour=str(history.index[-1])))
+  with pytest.raises(ValueError, match="last_hour"):
+    forecaster.forecast(history.to_numpy())
+
+
 def test_save_restore_roundtrip(trained, ciso, tmp_path):
   path = fc.save_forecaster(tmp_path / "f", trained.params, config=TINY, normalization=trained.normalization,
                             metadata={"region": "US-CAL-CISO"})

@@ -487,3 +487,18 @@ def test_pickle_bad_metric_values(tmp_path, table, bad_value, reason):
   pkl.write_bytes(pickle.dumps(obj, protocol=4))
   with pytest.raises(DataError, match=rf"\['cifar10'\]\['fpga_latency'\]\[42\]: value .* {reason}"):
     reader.convert_hw_nas_bench_pickle(pkl, tmp_path / "v.npz")
+
+
+def test_subset_columns_refuse_arch_indices(table):
+  """Regression: ``sub.column[sub.index_of(s)]`` silently read another cell's value."""
+  idx = [5000, 12, 777]
+  sub = table.subset(idx)
+  arch = table.arch_of(777)
+  with pytest.raises(IndexError, match="rows, not the NB201 arch indices"):
+    sub.edgegpu_energy_mj[sub.index_of(arch)]
+  with pytest.raises(IndexError, match="value"):
+    sub.test_acc_cifar10[sub.indices_of([arch])]
+  assert sub.value(arch, "edgegpu_energy_mj") == table.edgegpu_energy_mj[777]
+  assert sub.value(777, "test_acc_cifar10") == table.value(arch, "test_acc_cifar10")
+  assert sub.edgegpu_energy_mj[2] == table.edgegpu_energy_mj[777]  # rows still index rows
+  assert table.edgegpu_energy_mj[table.index_of(arch)] == table.edgegpu_energy_mj[777]  # full table

@@ -79,3 +79,17 @@ def test_bad_reference_point():
     hypervolume(np.ones((2, 3)), np.zeros(2))
   with pytest.raises(ValueError, match="2 objectives"):
     hypervolume_2d(np.ones((2, 3)), np.zeros(3))
+
+
+def test_minimized_objectives_and_the_direction_trap():
+  """Regression: minimization-direction data (costs, ref above them) silently gave 0.0."""
+  costs = np.array([[1.0, 3.0], [2.0, 1.0]])
+  ref = np.array([4.0, 4.0])
+  with pytest.warns(RuntimeWarning, match="minimize=True"):
+    assert hypervolume_2d(costs, ref) == 0.0
+  with pytest.warns(RuntimeWarning, match="minimize=True"):
+    assert hypervolume(costs, ref) == 0.0
+  # [1,3] covers 3x1, [2,1] covers 2x3; overlap 2x1: 3 + 6 - 2 = 7.
+  assert hypervolume_2d(costs, ref, minimize=True) == pytest.approx(7.0)
+  assert hypervolume(costs, ref, minimize=True) == pytest.approx(7.0)
+  assert hypervolume(-costs, -ref) == pytest.approx(7.0)
