@@ -339,7 +339,9 @@ class CarbonTracker:
         "timestamp": e.end_utc.strftime("%Y-%m-%dT%H:%M:%S"), "project_name": self.project_name,
         "run_id": self.run_id, "duration": e.duration_s, "emissions": kg,
         "emissions_rate": kg / e.duration_s if e.duration_s > 0 else 0.0,
-        "gpu_power": e.energy_j / e.duration_s if e.duration_s > 0 else 0.0,
+        # A predicted energy is for the named device, not for the host the block ran on: no power.
+        "gpu_power": (e.energy_j / e.duration_s if e.duration_s > 0 else 0.0)
+                     if not e.energy_source.startswith("predicted") else "",
         "gpu_energy": kwh, "energy_consumed": kwh * e.pue,
         "os": platform.platform(), "python_version": platform.python_version(),
         "codecarbon_version": f"cenas_jax {__version__} (not codecarbon)", "gpu_count": 1,
