@@ -31,6 +31,7 @@ holds the refitted forecasts and ``models_without_refit`` the frozen ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import time
@@ -495,6 +496,20 @@ def _period(start: pd.Timestamp, end: pd.Timestamp) -> str:
   return f"{start:%Y-%m-%dT%H:%MZ}/{end:%Y-%m-%dT%H:%MZ}"
 
 
+@contextlib.contextmanager
+def _window_flags(start: str, end: str):
+  """A window outside a trace file is refused naming the flags, not the loader's start=/end=."""
+  try:
+    yield
+  except DataError as e:
+    if _LOADER_HINT not in str(e):
+      raise
+    raise ConfigError(start, str(e).replace(_LOADER_HINT, f"Pick --{start}/--{end} inside it.")) from None
+
+
+_LOADER_HINT = "Pick start=/end= inside it."
+
+
 # Settings a rerun in a finished workdir may change: they only select and score the test, which is
 # redone with the trained forecaster; every other setting defines that forecaster.
 EVALUATION_SETTINGS = ("test_trace", "test_start", "test_end", "restore_from", "eval_step_hours",
@@ -512,8 +527,10 @@ def run(config: ForecastRunConfig, workdir: str | Path) -> dict[str, Any]:
   test_start, test_end = config.utc("test_start"), config.utc("test_end")
   # Everything that can fail on a setting or an input is checked before the first write.
   wd = results.prepare_workdir(workdir, config, kind="train_forecaster", may_change=EVALUATION_SETTINGS)
-  train_trace = _load(config, config.train_trace, train_start, train_end)
-  _load(config, config.test_trace, test_start, test_end)  # a bad test window fails before any write
+  with _window_flags("train_start", "train_end"):
+    train_trace = _load(config, config.train_trace, train_start, train_end)
+  with _window_flags("test_start", "test_end"):
+    _load(config, config.test_trace, test_start, test_end)  # a bad test window fails before any write
 
   # Forecaster: restore (explicitly, or a finished one in the workdir) or train.
   restore = config.restore_from

@@ -112,6 +112,31 @@ def test_train_forecaster(capsys, places, shared_data):
   assert "did not write" in _forecaster(capsys, [f"--workdir={places['foreign']}"])
 
 
+_BROKEN_TRACES = {
+    "wrong_header.csv": "a,b\n2021-01-01T00:00Z,1\n",
+    "text.csv": "time,value\n2021-01-01T00:00Z,abc\n",
+    "nan.csv": "time,value\n2021-01-01T00:00Z,nan\n",
+    "negative.csv": "time,value\n2021-01-01T00:00Z,-5\n",
+    "unsorted.csv": "time,value\n2021-01-01T01:00Z,5\n2021-01-01T00:00Z,3\n",
+    "gap.csv": "time,value\n2021-01-01T00:00Z,5\n2021-01-09T00:00Z,3\n",
+    "naive.csv": "time,value\n2021-01-01T00:00,5\n",
+    "truncated.csv": "time,value\n2021-01-01T00:00Z\n",
+}
+
+
+def test_train_forecaster_eight_broken_traces(capsys, places):
+  """The issue's eight kinds of broken trace: each one line naming the file and row, not a traceback."""
+  new = f"--workdir={places['new']}"
+  window = ["--train_start=2021-01-01T00:00Z", "--train_end=2021-01-01T02:00Z"]
+  for name, text in _BROKEN_TRACES.items():
+    path = places["broken"].parent / name
+    path.write_text(text)
+    err = _forecaster(capsys, [new, f"--train_trace={path}", *window])
+    assert name in err, err
+  err = _forecaster(capsys, [new, "--test_start=2030-01-01T00:00Z", "--test_end=2031-01-01T00:00Z"])
+  assert "start=" not in err and "2030" in err, err
+
+
 def test_fit_energy_model(capsys, places):
   def fit(argv):
     return _fails(capsys, kernel_fit.FitConfig, kernel_fit.run, argv, workdir_kind="fit_energy_model")

@@ -125,8 +125,9 @@ def test_config_errors_name_the_flag():
 
 
 def test_a_test_window_outside_the_trace_fails_before_anything_is_written(tmp_path):
-  with pytest.raises(DataError, match="not inside the file's data"):
+  with pytest.raises(ConfigError, match="not inside the file's data.*--test_start/--test_end") as err:
     evaluate.run(_config(test_start="2030-01-01T00:00Z", test_end="2031-01-01T00:00Z"), tmp_path / "w")
+  assert err.value.field == "test_start"
   assert not (tmp_path / "w").exists()
 
 
