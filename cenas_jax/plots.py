@@ -99,7 +99,7 @@ def plot_hv_curves(path: str | os.PathLike[str],
     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
   if logy:
     ax.set_yscale("log")
-  return _finish(fig, ax, path, xlabel, ylabel, title, band)
+  return _finish(fig, ax, path, xlabel, ylabel, title or "Search progress", band)
 
 
 def plot_allocation_vs_ci(path: str | os.PathLike[str], hours: Any, n_sampling: Any,
@@ -171,7 +171,7 @@ def plot_pareto(path: str | os.PathLike[str], points: Any, front_mask: Any,
   front = front[np.argsort(front[:, 0], kind="stable")]
   ax.plot(front[:, 0], front[:, 1], "o-", color="tab:red", markersize=4, linewidth=1.2,
           label="Pareto front")
-  return _finish(fig, ax, path, labels[0], labels[1], title)
+  return _finish(fig, ax, path, labels[0], labels[1], title or "Pareto front")
 
 
 def plot_forecast(path: str | os.PathLike[str], t: Any, actual: Any, p10: Any, p50: Any, p90: Any,
@@ -201,7 +201,8 @@ def plot_forecast(path: str | os.PathLike[str], t: Any, actual: Any, p10: Any, p
                     (("actual", actual), ("p10", p10), ("p50", p50), ("p90", p90)))
   fig = _figure((7.2, 4.0))
   ax = fig.add_subplot()
-  ax.fill_between(tt, lo, hi, color="tab:blue", alpha=0.25, linewidth=0, label="p10-p90")
-  ax.plot(tt, mid, color="tab:blue", linewidth=1.4, label="p50 forecast")
+  ax.fill_between(tt, lo, hi, color="tab:blue", alpha=0.25, linewidth=0,
+                  label="forecast 10th-90th percentile")
+  ax.plot(tt, mid, color="tab:blue", linewidth=1.4, label="forecast median (p50)")
   ax.plot(tt, a, color="black", linewidth=1.2, label="actual")
-  return _finish(fig, ax, path, xlabel, ylabel, title)
+  return _finish(fig, ax, path, xlabel, ylabel, title or "Carbon-intensity forecast against the actual")

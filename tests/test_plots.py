@@ -71,7 +71,8 @@ def test_plot_allocation_vs_ci(tmp_path, saved):
   out = plots.plot_allocation_vs_ci(tmp_path / "alloc.png", hours, 8 - n_train, n_train, ci)
   _assert_png(out)
   ax, ax_ci = saved[0].axes
-  assert ax.get_ylabel() == "GPUs" and ax.get_xlabel() == "time (h)"
+  assert ax.get_ylabel() == "GPUs held (training + sampling)"
+  assert ax.get_xlabel() == "simulated hour of the search"
   assert ax_ci.get_ylabel() == "carbon intensity (gCO2eq/kWh)"
   assert _legend(ax) == ["training GPUs", "sampling GPUs", "carbon intensity"]
   assert len(ax.collections) == 2  # training and sampling stacked
@@ -105,7 +106,7 @@ def test_plot_forecast_with_datetimes(tmp_path, saved):
                                   actual + 3, actual + 25))
   (ax,) = saved[0].axes
   assert ax.get_ylabel() == "carbon intensity (gCO2eq/kWh)"
-  assert _legend(ax) == ["p10-p90", "p50 forecast", "actual"]
+  assert _legend(ax) == ["forecast 10th-90th percentile", "forecast median (p50)", "actual"]
   p50, observed = ax.get_lines()
   np.testing.assert_allclose(p50.get_ydata(), actual + 3)
   np.testing.assert_allclose(observed.get_ydata(), actual)
@@ -125,3 +126,25 @@ def test_no_pyplot_and_lazy_matplotlib(tmp_path):
                         check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   _assert_png(tmp_path / "x.png")
+
+
+def test_every_figure_has_a_title_and_named_band(tmp_path, monkeypatch):
+  """Figures explain themselves: a title on each, and the band's definition under it."""
+  figs = []
+  real_save = plots._save  # pylint: disable=protected-access
+
+  def keep(fig, path):
+    figs.append(fig)
+    return real_save(fig, path)
+
+  monkeypatch.setattr(plots, "_save", keep)
+  x = np.arange(4.0)
+  plots.plot_hv_curves(tmp_path / "a.png", {"a": (x, x, x - 1, x + 1)}, "h", "regret (lower is better)",
+                       logy=False, band="line: median; band: 25th-75th percentile")
+  plots.plot_allocation_vs_ci(tmp_path / "b.png", x, x, x, x + 100)
+  plots.plot_pareto(tmp_path / "c.png", np.c_[x, -x], x > 2, ("x", "y"))
+  plots.plot_forecast(tmp_path / "d.png", x, x + 1, x, x + 1, x + 2)
+  titles = [fig.axes[0].get_title() for fig in figs]
+  assert all(titles), titles
+  assert titles[0] == "Search progress\nline: median; band: 25th-75th percentile"
+  assert "percentile" in figs[3].axes[0].get_legend_handles_labels()[1][0]

@@ -420,7 +420,10 @@ def _write_test_week(config: ForecastRunConfig, workdir: Path, trace: carbon_tra
   results.write_csv(workdir / "forecast_test_week.csv", rows, columns=["time_utc", *cols])
   mid = list(quantiles).index(0.5)
   plots.plot_forecast(workdir / "forecast_test_week.png", t, cols["actual_g_per_kwh"], cols[names[0]],
-                      cols[names[mid]], cols[names[-1]])
+                      cols[names[mid]], cols[names[-1]], xlabel="time (UTC)",
+                      ylabel=f"{trace.column} carbon intensity (gCO2eq/kWh)",
+                      title=f"Day-ahead forecasts, {trace.region or config.region}, week of {t[0]:%Y-%m-%d} "
+                      f"(each day forecast at 00:00 UTC of that day)")
 
 
 def evaluate(config: ForecastRunConfig, model: forecaster_io.TrainedForecaster, linear: baselines.LinearAR,
