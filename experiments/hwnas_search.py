@@ -79,7 +79,7 @@ def main(argv):
   summary = cli.run_main(argv, experiment.ExperimentConfig, experiment.run, seeds=seeds)
   print("\nMedians over seeds (min-max); ratios are vanilla's carbon / the strategy's:")
   print(summary_lib.summary_table(summary))
-  print(f"wrote {FLAGS.workdir}/summary.json and summary.md (explains every column)")
+  print(f"summary in {FLAGS.workdir}/summary.json and summary.md (which explains every column)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ on stderr, exit status 2, no traceback, and nothing written or changed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -91,6 +92,18 @@ def test_hwnas_search(capsys, places, shared_data):
   assert "--restore_from" not in err and "/nonexistent" in err
   assert "not a directory" in _hwnas(capsys, [f"--workdir={places['under_file']}"])
   assert "did not write" in _hwnas(capsys, [f"--workdir={places['foreign']}"])
+  # A study of ours whose hourly checkpoint is damaged: refused naming it, nothing changed.
+  ours = places["new"].parent / "study"
+  config = experiment.ExperimentConfig(strategies=("vanilla",), seeds=(0,),
+                                       search=experiment.search.SearchConfig(hours=2))
+  prepare_workdir(ours, config, kind="hwnas_search", may_change=experiment.RESUMABLE_CHANGES).claim()
+  (ours / "config.json").write_text(json.dumps({k: v for k, v in config.to_json().items()
+                                                if k != "workers"}, indent=2) + "\n")
+  step = ours / "checkpoints" / "vanilla__seed0" / "1"
+  step.mkdir(parents=True)
+  (step / "_CHECKPOINT_METADATA").write_text("{damaged")
+  err = _hwnas(capsys, [f"--workdir={ours}", "--strategies=vanilla", "--hours=2"])
+  assert "checkpoints/vanilla__seed0" in err, err
 
 
 def _forecaster(capsys, argv):
