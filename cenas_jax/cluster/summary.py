@@ -157,7 +157,7 @@ def write_results_and_plots(records: dict[str, list[dict]], config: ExperimentCo
   n_seeds = len(config.seeds)
   band = (f"line: median over {n_seeds} seed{'s' if n_seeds > 1 else ''}; band: 25th-75th percentile "
           "(as summary.md)")
-  ylabel = "log10(max HV - HV): distance to the best front (lower is better)"
+  ylabel = "distance to the best front,\nlog10(max HV - HV) (lower is better)"
   curves_h, curves_c, styles = {}, {}, {}
   for i, (name, recs) in enumerate(records.items()):
     logd = np.array([np.log10(np.maximum(max_hv - np.asarray(r["history"]["hv"]), 1e-3))
