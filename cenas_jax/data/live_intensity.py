@@ -5,7 +5,8 @@
 environment variable ``ELECTRICITYMAPS_TOKEN`` (or ``token=``) in the ``auth-token`` header, and
 returns a ``LiveIntensity`` (gCO2eq/kWh, the hour it is for, whether the value is estimated). The
 HTTP call is one injectable function (``fetch(url, headers, timeout_s) -> (status, body bytes)``),
-so tests replay a recorded response and no test needs the network.
+so tests replay a stored response (tests/data/fixtures, in the documented v3 format) and no test
+needs the network.
 
 Errors name what to do: no token (set ``ELECTRICITYMAPS_TOKEN``), a refused token (HTTP 401/403),
 an unknown zone (HTTP 400/404), an unreachable API, or a response without ``carbonIntensity``.

@@ -1,5 +1,6 @@
 """The carbon tracker: predicted and measured energy, trace / live / constant intensity, and the
-CodeCarbon-compatible emissions.csv; the Electricity Maps client on a stored API response."""
+CodeCarbon-compatible emissions.csv; the Electricity Maps client on a stored API response (written
+in the documented v3 `/carbon-intensity/latest` format: no network is reachable where these run)."""
 
 from __future__ import annotations
 
