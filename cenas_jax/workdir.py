@@ -161,6 +161,9 @@ def prepare_workdir(workdir: str | os.PathLike[str], config: Any, *, kind: str,
     return wd
   marker_path = path / MARKER_FILE
   if MARKER_FILE not in entries:
+    if _older_run_of_ours(path):
+      raise WorkdirError(f"{path}: holds a run of an earlier version of this package (no {MARKER_FILE}); "
+                         "its files stay as they are. Choose a new --workdir.")
     shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
     raise WorkdirError(f"{path}: holds files this package did not write ({shown}; no {MARKER_FILE}); "
                        "refusing to overwrite them. Choose a new or empty --workdir.")
@@ -183,6 +186,19 @@ def prepare_workdir(workdir: str | os.PathLike[str], config: Any, *, kind: str,
   wd._marker = marker  # pylint: disable=protected-access
   wd.finished = bool(marker.get("finished_utc")) and saved == flat
   return wd
+
+
+def _older_run_of_ours(path: Path) -> bool:
+  """Whether ``path`` holds outputs whose provenance names this package (written before markers)."""
+  for name in ("summary.json", "metrics.json"):
+    try:
+      doc = json.loads((path / name).read_text(encoding="utf-8"))
+      if doc.get("provenance", {}).get("package", "") == "cenas_jax" or "package_version" in doc.get(
+          "provenance", {}):
+        return True
+    except (OSError, ValueError, AttributeError):
+      continue
+  return False
 
 
 def snapshot(path: str | os.PathLike[str]) -> frozenset[str] | None:

@@ -184,3 +184,18 @@ def test_prepare_workdir_checks_without_writing(tmp_path):
     results.prepare_workdir(tmp_path / "new" / "run", {"a": 2, "seeds": [0]}, kind="k")
   with pytest.raises(WorkdirError, match="holds a k run, not a j run"):
     results.prepare_workdir(tmp_path / "new" / "run", {"a": 1}, kind="j")
+
+
+def test_a_foreign_or_older_workdir_is_refused_with_the_reason(tmp_path):
+  from cenas_jax.errors import WorkdirError  # pylint: disable=g-import-not-at-top
+
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "results.jsonl").write_text("{}\n")
+  with pytest.raises(WorkdirError, match=r"did not write \(results.jsonl; no cenas_run.json\)"):
+    results.prepare_workdir(other, {"a": 1}, kind="k")
+  older = tmp_path / "older"
+  results.write_summary(older, {"x": 1}, dict(seed=0, energy_source=None, ci_source=None, data_hashes={}))
+  with pytest.raises(WorkdirError, match="earlier version of this package"):
+    results.prepare_workdir(older, {"a": 1}, kind="k")
+  assert (other / "results.jsonl").read_text() == "{}\n"
