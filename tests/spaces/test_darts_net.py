@@ -71,3 +71,27 @@ def test_odd_channels_refused():
   model = darts_net.NetworkCIFAR(darts.GENOTYPES["DARTS_V2"], init_channels=5, layers=5)
   with pytest.raises(ValueError, match="even"):
     model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+
+
+@pytest.mark.parametrize("kernel,stride,dilation", [(3, 1, 1), (5, 2, 1), (3, 1, 2), (5, 2, 2)])
+def test_depthwise_conv_implementations_agree(kernel, stride, dilation):
+  """The CPU's block-diagonal dense convolution, the shifted sums and XLA's grouped convolution are
+  one function (forward and gradients)."""
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, 4))
+  outs, grads = {}, {}
+  for impl in ("block_diagonal", "shifted", "grouped"):
+    f = lambda x, w, impl=impl: darts_net.depthwise_conv(x, w, stride, dilation, cpu_impl=impl)
+    outs[impl] = f(x, w)
+    grads[impl] = jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))(x, w)
+  assert outs["grouped"].shape == (2, (9 - 1) // stride + 1, (9 - 1) // stride + 1, 4)
+  for impl in ("block_diagonal", "shifted"):
+    np.testing.assert_allclose(outs[impl], outs["grouped"], atol=1e-5)
+    for a, b in zip(grads[impl], grads["grouped"]):
+      np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_average_pool_ignores_padding():
+  x = jnp.ones((1, 5, 5, 1))
+  for stride in (1, 2):
+    np.testing.assert_allclose(darts_net._pool("avg", stride)(x), 1.0)
