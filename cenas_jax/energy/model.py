@@ -62,7 +62,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from cenas_jax.energy.hlo import KERNEL_CLASSES, Kernel
-from cenas_jax.energy.specs import DEVICE_SPECS, DeviceSpec
+from cenas_jax.energy.specs import DeviceSpec, get_spec
 from cenas_jax.errors import DataError
 from cenas_jax.fileio import atomic_write_json
 
@@ -211,9 +211,7 @@ class EnergyModel:
 def _resolve_spec(spec: DeviceSpec | str) -> DeviceSpec:
   if isinstance(spec, DeviceSpec):
     return spec
-  if spec not in DEVICE_SPECS:
-    raise KeyError(f"unknown device spec {spec!r}; known: {sorted(DEVICE_SPECS)}")
-  return DEVICE_SPECS[spec]
+  return get_spec(spec)  # KeyError naming the known specs
 
 
 def kernel_roofline(kernel: Kernel, spec: DeviceSpec) -> tuple[float, float, float]:
