@@ -61,7 +61,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from cenas_jax.energy.hlo import KERNEL_CLASSES, Kernel
+from cenas_jax.energy.hlo import KERNEL_CLASSES, Kernel, platform_mismatch
 from cenas_jax.energy.specs import DeviceSpec, get_spec
 from cenas_jax.errors import DataError
 from cenas_jax.fileio import atomic_write_json
@@ -463,6 +463,9 @@ def _prepare(model: EnergyModel, x: Sequence[Kernel] | np.ndarray | KernelCounts
     zero = np.zeros(len(rows))
     return rows, zero, zero, single
   else:
+    why = platform_mismatch(getattr(x, "lowered_for", None), model.spec.name)
+    if why:
+      raise ValueError(why)
     kernels = list(x)
     rows = kernel_features(kernels, model.spec, batch_size=batch_size)[None, :]
     if model.table is None:
@@ -519,7 +522,7 @@ def predict_time_s(model: EnergyModel,
     A float for one function, an array for ``KernelCounts`` or a 2-D feature input.
 
   Raises:
-    ValueError: feature rows given to a model with a kernel table, or malformed rows.
+    ValueError: as ``predict_energy_j`` (including kernels lowered for a non-GPU platform).
   """
   rows, dt, _, single = _prepare(model, kernels_or_features, batch_size)
   t = _class_time_s(model, rows) + dt
@@ -543,7 +546,9 @@ def predict_energy_j(model: EnergyModel,
     A float for one function, an array for ``KernelCounts`` or a 2-D feature input.
 
   Raises:
-    ValueError: feature rows given to a model with a kernel table, or malformed rows.
+    ValueError: feature rows given to a model with a kernel table, malformed rows, or a
+      ``hlo.KernelList`` lowered for another platform than an NVIDIA GPU (e.g. CPU kernels from
+      ``extract_kernels(mode="compiled")`` on a CPU host; the message names the fix).
   """
   rows, dt, de, single = _prepare(model, kernels_or_features, batch_size)
   t = _class_time_s(model, rows) + dt
