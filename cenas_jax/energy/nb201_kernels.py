@@ -617,6 +617,9 @@ def edge_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig(), 
     fuse the add of a sum into the producer's epilogue), ``("sum<k>:fan<m>",)`` for a ``k``-input
     sum whose result ``m`` edges read (the cell output: 1).
 
+  A cell whose output is constant (no live edge) gets one ``("cell:constant",)`` placeholder
+  instead (any ``keys``).
+
   Raises:
     ValueError: bad ``ops`` or ``keys``.
   """
@@ -647,6 +650,15 @@ def edge_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig(), 
                           out_shapes=shape, flops=0, transcendentals=0, bytes_read=0,
                           bytes_written=0, fused_ops=(_sum_key(keys, j, k, fan_out[j]),),
                           repeat=config.N, target=NODE_SUM_TARGET))
+    if not fan_in[3]:
+      # The cell output is the constant 0 (no live edge reaches node 3), so the network's output
+      # does not depend on its input: a runtime that bakes the weights in as constants (TFLite on
+      # the Raspberry Pi and the Pixel 3) folds it away and measures ~1000x less. One placeholder
+      # per such cell lets the table learn what the device does with it.
+      out.append(Kernel(name="", kernel_class="other", dtype="f32", in_shapes=shape,
+                        out_shapes=shape, flops=0, transcendentals=0, bytes_read=0,
+                        bytes_written=0, fused_ops=("cell:constant",), repeat=config.N,
+                        target=NODE_SUM_TARGET))
   return tuple(out)
 
 
