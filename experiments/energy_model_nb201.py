@@ -4,7 +4,9 @@ r"""Validates the per-kernel energy model on measured NB201 energy and latency (
 
 Fits the per-kernel model (roofline classes + a kernel table, choices cross-validated on the
 training cells) on a random 70 % of the cells with hardware data and reports on the rest, next to
-linear baselines on MACs and on parameter count, with an ablation. Any per-cell column of a CSV
+linear baselines on MACs, parameter count and memory traffic and their blend with the kernel model,
+with an ablation; the model CV on the training cells selects is reported as ``selected``
+(``--targets=all``: every HW-NAS-Bench target of the table). Any per-cell column of a CSV
 keyed by ``arch_index`` or ``arch_str`` can be the target instead of the HW-NAS-Bench Jetson TX2
 energy and latency::
 
@@ -42,7 +44,9 @@ cli.define_flags(validate.ValidateConfig, help={
     "edge_kernels": "Add nb201_kernels.edge_kernels (per-edge and per-node-sum placeholders of "
                     "the cell structure XLA fuses away) to each cell's kernels for the table: "
                     "keyed by edge position and op ('position'), by op only ('op'), or not at all "
-                    "('none').",
+                    "('none'); 'auto': all three fitted, the lowest CV RMSPE kept.",
+    "targets": "HW-NAS-Bench targets of the table ('all' or names such as edgegpu_energy, "
+               "raspi4_latency, fpga_energy); ignored with --targets_csv.",
     "limit": "Use only the first N cells (0: all); for quick runs.",
     "workers": "Processes for kernel extraction (spawn).",
 })

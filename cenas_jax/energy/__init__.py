@@ -9,6 +9,9 @@ Typical use::
   model = energy.prior_model("jetson-tx2")
   energy_j = energy.predict_energy_j(model, kernels, batch_size=x.shape[0])
 
+``mode="gpu"`` predicts the NVIDIA kernels on any host; the default ``mode="compiled"`` reads what
+the backend at hand compiles, and prediction refuses those kernels when that backend is not a GPU.
+
 Modules: ``hlo`` (entry points; ``hlo_cost`` kernel types and per-op cost, ``hlo_compiled`` the
 compiled-HLO reader, ``hlo_gpu`` the gpu-mode fusion passes, ``hlo_ir`` the HLO reader), ``model``
 (features, prediction, fits), ``specs``, ``meter`` (NVML), ``nb201_kernels`` (NB201 networks composed
@@ -21,6 +24,7 @@ from cenas_jax.energy.hlo import (
     GpuFusionConfig,
     Kernel,
     KernelGraph,
+    KernelList,
     clear_cache,
     extract_kernel_graph,
     extract_kernels,
@@ -49,7 +53,7 @@ from cenas_jax.energy.model import (
 from cenas_jax.energy.specs import DEVICE_SPECS, DeviceSpec, get_spec
 
 __all__ = [
-    "KERNEL_CLASSES", "GpuFusionConfig", "Kernel", "KernelGraph", "clear_cache",
+    "KERNEL_CLASSES", "GpuFusionConfig", "Kernel", "KernelGraph", "KernelList", "clear_cache",
     "extract_kernel_graph", "extract_kernels", "kernel_graph_from_hlo", "kernel_graph_from_module",
     "FEATURE_NAMES", "SIGNATURE_LEVELS", "ClassParams", "EnergyModel", "KernelCounts", "KernelTable",
     "count_kernels", "fit_energy_model", "fit_kernel_table", "kernel_features", "load_energy_model",

@@ -186,12 +186,17 @@ def predict_table_model(fitted: Any, counts: KernelCounts, *, kind: str) -> np.n
 
 def select_table(counts: KernelCounts, measured: np.ndarray, prior: Any, *, kind: str,
                  class_ridge: float | None, candidates: Sequence[TableChoice], folds: int = 5,
-                 seed: int = 0, class_counts: KernelCounts | None = None
+                 seed: int = 0, class_counts: KernelCounts | None = None,
+                 oof: dict[str, np.ndarray] | None = None
                  ) -> tuple[TableChoice, dict[str, float]]:
   """The table (levels, ridge) with the lowest k-fold cross-validated RMSPE (training cells only).
 
   The class part is refitted on each fold's training cells (with ``class_ridge``, on
   ``class_counts`` when given, as in ``fit_table_model``), then every candidate table on top of it.
+
+  When ``oof`` is a dict, ``oof["pred"]`` receives the best candidate's out-of-fold predictions
+  (``(n,)``, each cell predicted by the model fitted without its fold) and ``oof["fold"]`` the fold
+  of each cell, for stacking (``selection``).
 
   Returns:
     ``(best candidate, {"<levels>@<ridge>": mean held-out-fold RMSPE})``.
@@ -201,6 +206,7 @@ def select_table(counts: KernelCounts, measured: np.ndarray, prior: Any, *, kind
     raise ValueError("need folds >= 2, at least `folds` rows and at least one candidate")
   fold = np.random.default_rng(seed).permutation(len(y)) % folds
   errs: dict[int, list[float]] = {i: [] for i in range(len(candidates))}
+  preds = np.zeros((len(candidates), len(y))) if oof is not None else None
   for k in range(folds):
     tr, va = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
     c_tr, c_va = counts.rows(tr), counts.rows(va)
@@ -212,8 +218,12 @@ def select_table(counts: KernelCounts, measured: np.ndarray, prior: Any, *, kind
           base, c_tr, levels=levels, ridge=ridge, **_table_kwargs(kind, y[tr]))
       p = predict_table_model(fitted, c_va, kind=kind)
       errs[i].append(float(np.sqrt(np.mean(((p - y[va]) / y[va])**2))))
+      if preds is not None:
+        preds[i, va] = p
   scores = {table_label(c): float(np.mean(errs[i])) for i, c in enumerate(candidates)}
   best = min(range(len(candidates)), key=lambda i: np.mean(errs[i]))
+  if oof is not None:
+    oof["pred"], oof["fold"] = preds[best], fold
   return candidates[best], scores
 
 

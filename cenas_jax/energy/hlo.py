@@ -291,12 +291,48 @@ def extract_kernel_graph(fn: Callable[..., Any], *args: Any, mode: str = "compil
   return graph
 
 
+GPU_PLATFORMS = ("cuda", "gpu")
+"""``lowered_for`` values whose kernels are NVIDIA kernels (``gpu``: compiled on a GPU host)."""
+
+
+class KernelList(list):
+  """A list of ``Kernel`` that remembers the platform its HLO was lowered for.
+
+  ``model.predict_energy_j`` / ``predict_time_s`` refuse a ``KernelList`` lowered for a platform
+  other than an NVIDIA GPU (``GPU_PLATFORMS``): ``mode="compiled"`` on a CPU host gives the CPU
+  backend's kernels (XNNPACK/oneDNN fusions), which a GPU spec would price as if they ran on the
+  GPU. ``list(kernels)`` drops the attribute for a caller who means it.
+
+  Attributes:
+    lowered_for: platform of the lowering (``cuda`` in gpu mode; the host backend, e.g. ``cpu``
+      or ``gpu``, in compiled mode).
+    mode: the extraction mode.
+  """
+
+  def __init__(self, kernels: Any = (), *, lowered_for: str = "unknown", mode: str = "gpu"):
+    super().__init__(kernels)
+    self.lowered_for = lowered_for
+    self.mode = mode
+
+
+def platform_mismatch(lowered_for: str | None, device: str) -> str | None:
+  """Why kernels lowered for ``lowered_for`` cannot be priced as ``device`` (an NVIDIA spec), or
+  ``None`` when they can (or the platform is unknown)."""
+  if lowered_for in (None, "unknown") or lowered_for in GPU_PLATFORMS:
+    return None
+  return (f"these kernels were lowered for {lowered_for!r} (extract_kernels(mode='compiled') on a "
+          f"{lowered_for} host gives that backend's kernels), but the model prices them as the "
+          f"NVIDIA device {device!r}: extract with mode='gpu' (predicted NVIDIA kernels, works "
+          f"without a GPU) or with mode='compiled' on a GPU host")
+
+
 def extract_kernels(fn: Callable[..., Any], *args: Any, mode: str = "compiled",
                     parser: str = "auto", config: GpuFusionConfig = GpuFusionConfig(),
-                    **kwargs: Any) -> list[Kernel]:
+                    **kwargs: Any) -> KernelList:
   """The kernels ``fn(*args, **kwargs)`` launches, in launch order.
 
-  See ``extract_kernel_graph`` for the arguments; this returns only ``graph.kernels``.
+  See ``extract_kernel_graph`` for the arguments; this returns only ``graph.kernels``, as a
+  ``KernelList`` that carries ``lowered_for`` (so prediction can refuse CPU kernels).
   """
-  return list(extract_kernel_graph(fn, *args, mode=mode, parser=parser, config=config,
-                                   **kwargs).kernels)
+  graph = extract_kernel_graph(fn, *args, mode=mode, parser=parser, config=config, **kwargs)
+  return KernelList(graph.kernels, lowered_for=graph.lowered_for, mode=mode)

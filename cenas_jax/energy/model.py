@@ -55,14 +55,16 @@ distinct kernels, ``count_kernels``) and predicted in one sparse product. Merged
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from cenas_jax.energy.hlo import KERNEL_CLASSES, Kernel
-from cenas_jax.energy.specs import DEVICE_SPECS, DeviceSpec
+from cenas_jax.energy.hlo import KERNEL_CLASSES, Kernel, platform_mismatch
+from cenas_jax.energy.specs import DeviceSpec, get_spec
 from cenas_jax.errors import DataError
 from cenas_jax.fileio import atomic_write_json
 
@@ -211,9 +213,7 @@ class EnergyModel:
 def _resolve_spec(spec: DeviceSpec | str) -> DeviceSpec:
   if isinstance(spec, DeviceSpec):
     return spec
-  if spec not in DEVICE_SPECS:
-    raise KeyError(f"unknown device spec {spec!r}; known: {sorted(DEVICE_SPECS)}")
-  return DEVICE_SPECS[spec]
+  return get_spec(spec)  # KeyError naming the known specs
 
 
 def kernel_roofline(kernel: Kernel, spec: DeviceSpec) -> tuple[float, float, float]:
@@ -264,6 +264,9 @@ def _shapes_key(shapes: Iterable[Sequence[int]]) -> str:
 def signature_key(kernel: Kernel, level: str) -> str:
   """The ``KernelTable`` key of ``kernel`` at ``level`` (a string, stable across processes).
 
+  Memoized (the strings are pure functions of the frozen kernel): a cross-validated fit asks for
+  the keys of the same few thousand kernels hundreds of times, and building them dominated it.
+
   Levels, coarse to fine:
     ``class``: the kernel class (its entries are per-class launch gaps / launch energies);
     ``op``: class, dtype, output shapes, the library target or fusion kind, the weight shapes of
@@ -276,6 +279,11 @@ def signature_key(kernel: Kernel, level: str) -> str:
   Raises:
     ValueError: unknown level.
   """
+  return _signature_key_cached(kernel, level)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _signature_key_cached(kernel: Kernel, level: str) -> str:
   c, dt = kernel.kernel_class, kernel.dtype
   if level == "class":
     return c
@@ -368,8 +376,7 @@ class KernelCounts:
   def features(self, spec: DeviceSpec | str) -> np.ndarray:
     """``kernel_features`` rows of every function, ``(len(self), len(FEATURE_NAMES))``."""
     spec = _resolve_spec(spec)
-    per_kernel = np.stack([kernel_features([k], spec) for k in self.kernels]) if self.kernels \
-        else np.zeros((0, len(FEATURE_NAMES)))
+    per_kernel = _per_kernel_features(self.kernels, spec)
     rows = np.asarray(self.counts @ per_kernel) if self.kernels else np.zeros(
         (len(self), len(FEATURE_NAMES)))
     rows[:, -1] = self.batch_size
@@ -380,7 +387,7 @@ class KernelCounts:
     import scipy.sparse  # pylint: disable=g-import-not-at-top
 
     keys: dict[str, int] = {}
-    col = np.array([keys.setdefault(signature_key(k, level), len(keys)) for k in self.kernels],
+    col = np.array([keys.setdefault(key, len(keys)) for key in _vocab_keys(self.kernels, level)],
                    np.int64)
     proj = scipy.sparse.csr_matrix((np.ones(len(col)), (np.arange(len(col)), col)),
                                    shape=(len(col), len(keys)))
@@ -401,6 +408,45 @@ class KernelCounts:
               scipy.sparse.csr_matrix((0, 0), dtype=np.float64))
     batch = np.concatenate([p.batch_size for p in parts]) if parts else np.zeros(0, np.int64)
     return KernelCounts(tuple(vocab), counts, batch.astype(np.int64))
+
+
+_PER_KERNEL: "OrderedDict[tuple[int, int], tuple[tuple[Kernel, ...], DeviceSpec, np.ndarray]]" = \
+    OrderedDict()
+
+
+def _per_kernel_features(kernels: tuple[Kernel, ...], spec: DeviceSpec) -> np.ndarray:
+  """``kernel_features`` of each kernel alone, ``(len(kernels), len(FEATURE_NAMES))``; the last
+  few vocabularies are kept (``KernelCounts.rows`` shares its vocabulary, so the folds of a
+  cross-validation price it once)."""
+  key = (id(kernels), id(spec))
+  hit = _PER_KERNEL.get(key)
+  if hit is not None and hit[0] is kernels and hit[1] is spec:
+    return hit[2]
+  rows = (np.stack([kernel_features([k], spec) for k in kernels]) if kernels else
+          np.zeros((0, len(FEATURE_NAMES))))
+  rows.setflags(write=False)
+  _PER_KERNEL[key] = (kernels, spec, rows)
+  while len(_PER_KERNEL) > 8:
+    _PER_KERNEL.popitem(last=False)
+  return rows
+
+
+_VOCAB_KEYS: "OrderedDict[tuple[int, str], tuple[tuple[Kernel, ...], tuple[str, ...]]]" = \
+    OrderedDict()
+
+
+def _vocab_keys(kernels: tuple[Kernel, ...], level: str) -> tuple[str, ...]:
+  """``signature_key`` of every kernel of a vocabulary at ``level``, kept for the last few
+  vocabularies (the folds of a cross-validation share one)."""
+  key = (id(kernels), level)
+  hit = _VOCAB_KEYS.get(key)
+  if hit is not None and hit[0] is kernels:
+    return hit[1]
+  keys = tuple(signature_key(k, level) for k in kernels)
+  _VOCAB_KEYS[key] = (kernels, keys)
+  while len(_VOCAB_KEYS) > 32:
+    _VOCAB_KEYS.popitem(last=False)
+  return keys
 
 
 def count_kernels(kernel_lists: Sequence[Sequence[Kernel]], *,
@@ -442,8 +488,11 @@ def count_kernels(kernel_lists: Sequence[Sequence[Kernel]], *,
 def _table_vector(table: KernelTable, counts: KernelCounts, what: str) -> np.ndarray:
   """Per-kernel correction (``energy_j`` or ``time_s``) of each kernel of ``counts``."""
   entries = getattr(table, what)
-  return np.array([sum(entries.get(lv, {}).get(signature_key(k, lv), 0.0) for lv in table.levels)
-                   for k in counts.kernels], np.float64)
+  out = np.zeros(len(counts.kernels), np.float64)
+  for lv in table.levels:
+    e = entries.get(lv, {})
+    out += np.array([e.get(key, 0.0) for key in _vocab_keys(counts.kernels, lv)], np.float64)
+  return out
 
 
 def _prepare(model: EnergyModel, x: Sequence[Kernel] | np.ndarray | KernelCounts, batch_size: int
@@ -465,6 +514,9 @@ def _prepare(model: EnergyModel, x: Sequence[Kernel] | np.ndarray | KernelCounts
     zero = np.zeros(len(rows))
     return rows, zero, zero, single
   else:
+    why = platform_mismatch(getattr(x, "lowered_for", None), model.spec.name)
+    if why:
+      raise ValueError(why)
     kernels = list(x)
     rows = kernel_features(kernels, model.spec, batch_size=batch_size)[None, :]
     if model.table is None:
@@ -521,7 +573,7 @@ def predict_time_s(model: EnergyModel,
     A float for one function, an array for ``KernelCounts`` or a 2-D feature input.
 
   Raises:
-    ValueError: feature rows given to a model with a kernel table, or malformed rows.
+    ValueError: as ``predict_energy_j`` (including kernels lowered for a non-GPU platform).
   """
   rows, dt, _, single = _prepare(model, kernels_or_features, batch_size)
   t = _class_time_s(model, rows) + dt
@@ -545,7 +597,9 @@ def predict_energy_j(model: EnergyModel,
     A float for one function, an array for ``KernelCounts`` or a 2-D feature input.
 
   Raises:
-    ValueError: feature rows given to a model with a kernel table, or malformed rows.
+    ValueError: feature rows given to a model with a kernel table, malformed rows, or a
+      ``hlo.KernelList`` lowered for another platform than an NVIDIA GPU (e.g. CPU kernels from
+      ``extract_kernels(mode="compiled")`` on a CPU host; the message names the fix).
   """
   rows, dt, de, single = _prepare(model, kernels_or_features, batch_size)
   t = _class_time_s(model, rows) + dt

@@ -574,7 +574,23 @@ NODE_SUM_TARGET = "nb201-node-sum"
 # on where in the cell it sits - what a per-op runtime cost model can claim; "position" also keys
 # them by edge / node, which lets the table learn a cost per (position, op): an encoding of the
 # cell itself rather than of its kernels.
-EDGE_KEYS: tuple[str, ...] = ("position", "op")
+EDGE_KEYS: tuple[str, ...] = ("position", "op", "graph")
+
+
+def _edge_key(keys: str, op: str, to_node: int, from_node: int, fan_in: int, fan_out: int) -> str:
+  if keys == "position":
+    return f"edge{to_node}<-{from_node}:{op}"
+  if keys == "graph":
+    return f"edge:{op}:into{fan_in}:fan{fan_out}"
+  return f"edge:{op}"
+
+
+def _sum_key(keys: str, node: int, k: int, fan_out: int) -> str:
+  if keys == "position":
+    return f"node{node}:sum{k}"
+  if keys == "graph":
+    return f"sum{k}:fan{fan_out}"
+  return f"sum{k}"
 
 
 def edge_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig(), *,
@@ -590,40 +606,59 @@ def edge_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig(), 
   ``EDGE_TARGET``) and one per live node (``("node<j>:sum<k>",)`` for a node summing ``k`` live
   edges, target ``NODE_SUM_TARGET``), with the stage's activation shape and no FLOPs or bytes:
   the class predictor prices them as ``other`` launches, and ``model.fit_kernel_table`` learns
-  what each costs on the measured device. Dead edges (``live_ops``) get none. With
-  ``keys="op"`` the position is left out (``("edge:<op>",)``, ``("sum<k>",)``); see ``EDGE_KEYS``.
+  what each costs on the measured device. Dead edges (``live_ops``) get none. ``keys`` (see
+  ``EDGE_KEYS``) says what a placeholder is keyed by:
+
+  * ``position``: edge position and op (the table can learn a cost per place in the cell);
+  * ``op``: the op alone (``("edge:<op>",)``, ``("sum<k>",)``);
+  * ``graph``: the op and its data flow, no position: ``("edge:<op>:into<k>:fan<m>",)`` for an
+    op whose output joins a ``k``-input node sum and whose input tensor ``m`` live edges read
+    (a runtime that runs each edge as its own module re-reads a shared input per reader and can
+    fuse the add of a sum into the producer's epilogue), ``("sum<k>:fan<m>",)`` for a ``k``-input
+    sum whose result ``m`` edges read (the cell output: 1).
+
+  A cell whose output is constant (no live edge) gets one ``("cell:constant",)`` placeholder
+  instead (any ``keys``).
 
   Raises:
     ValueError: bad ``ops`` or ``keys``.
   """
   if keys not in EDGE_KEYS:
     raise ValueError(f"edge kernel keys must be one of {EDGE_KEYS}, got {keys!r}")
-  positional = keys == "position"
-
   live = live_ops(ops)
+  fan_in = {j: sum(1 for e, (t, _) in enumerate(EDGES) if t == j and live[e] != NONE)
+            for j in (1, 2, 3)}
+  fan_out = {j: sum(1 for e, (_, f) in enumerate(EDGES) if f == j and live[e] != NONE)
+             for j in (0, 1, 2)}
+  fan_out[3] = 1  # the cell output feeds the next cell
   out = []
   hw, c = config.input_hw, config.C
   for stage in range(3):
     if stage > 0:
       hw, c = hw // 2, c * 2
     shape = ((config.batch_size, hw, hw, c),)
-    per_node = {1: 0, 2: 0, 3: 0}
     for e, (to_node, from_node) in enumerate(EDGES):
       if live[e] == NONE:
         continue
-      per_node[to_node] += 1
+      key = _edge_key(keys, OPS[live[e]], to_node, from_node, fan_in[to_node], fan_out[from_node])
       out.append(Kernel(name="", kernel_class="other", dtype="f32", in_shapes=shape,
                         out_shapes=shape, flops=0, transcendentals=0, bytes_read=0,
-                        bytes_written=0, fused_ops=((f"edge{to_node}<-{from_node}:{OPS[live[e]]}",) if positional
-                                   else (f"edge:{OPS[live[e]]}",)),
-                        repeat=config.N, target=EDGE_TARGET))
-    for j, k in per_node.items():
+                        bytes_written=0, fused_ops=(key,), repeat=config.N, target=EDGE_TARGET))
+    for j, k in fan_in.items():
       if k:
         out.append(Kernel(name="", kernel_class="other", dtype="f32", in_shapes=shape * k,
                           out_shapes=shape, flops=0, transcendentals=0, bytes_read=0,
-                          bytes_written=0, fused_ops=((f"node{j}:sum{k}",) if positional else (f"sum{k}",)),
-                          repeat=config.N,
-                          target=NODE_SUM_TARGET))
+                          bytes_written=0, fused_ops=(_sum_key(keys, j, k, fan_out[j]),),
+                          repeat=config.N, target=NODE_SUM_TARGET))
+    if not fan_in[3]:
+      # The cell output is the constant 0 (no live edge reaches node 3), so the network's output
+      # does not depend on its input: a runtime that bakes the weights in as constants (TFLite on
+      # the Raspberry Pi and the Pixel 3) folds it away and measures ~1000x less. One placeholder
+      # per such cell lets the table learn what the device does with it.
+      out.append(Kernel(name="", kernel_class="other", dtype="f32", in_shapes=shape,
+                        out_shapes=shape, flops=0, transcendentals=0, bytes_read=0,
+                        bytes_written=0, fused_ops=("cell:constant",), repeat=config.N,
+                        target=NODE_SUM_TARGET))
   return tuple(out)
 
 

@@ -182,13 +182,119 @@ DEVICE_SPECS: Mapping[str, DeviceSpec] = {
 }
 
 
+# ----------------------------------------------------------------------------------------------------
+# Current NVIDIA parts (desktop RTX 20/30/40, data-center Ampere/Ada/Hopper/Blackwell).
+#
+# GeForce tensor-core rates are the "FP32 accumulate" column of the architecture whitepapers (what
+# an XLA f16/bf16 GEMM with f32 accumulation gets; GeForce runs it at half the FP16-accumulate
+# rate), dense (half the "with sparsity" figure). Data-center rates are the dense halves of the
+# product pages' sparsity figures. Boost clock, reference (not Founders Edition) board.
+
+_TURING_WP = ("https://images.nvidia.com/aem-dam/en-zz/Solutions/design-visualization/technologies/"
+              "turing-architecture/NVIDIA-Turing-Architecture-Whitepaper.pdf")
+_GA102_WP = ("https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-"
+             "whitepaper-v2.pdf")
+_ADA_WP = ("https://images.nvidia.com/aem-dam/Solutions/geforce/ada/"
+           "nvidia-ada-gpu-architecture.pdf")
+_A10_URL = "https://www.nvidia.com/en-us/data-center/products/a10-gpu/"
+_L4_URL = "https://www.nvidia.com/en-us/data-center/l4/"
+_L40S_URL = "https://www.nvidia.com/en-us/data-center/l40s/"
+_H200_URL = "https://www.nvidia.com/en-us/data-center/h200/"
+_B200_URL = "https://www.nvidia.com/en-us/data-center/hgx/"
+_DESKTOP_LAUNCH = _LAUNCH_NOTE + " (desktop host CPU)"
+
+
+def _nvidia(name: str, description: str, peaks_t: Mapping[str, float], bw_gb_s: float,
+            tdp_w: float, idle_w: float, launch_s: float, src: str, notes: Mapping[str, str]
+            ) -> DeviceSpec:
+  """A spec whose numbers all come from ``src`` except those ``notes`` annotates (estimates)."""
+  peak_note = notes.get("peak_flops_per_s", "dense, boost clock")
+  return DeviceSpec(
+      name=name, description=description,
+      peak_flops_per_s={k: v * _T for k, v in peaks_t.items()},
+      mem_bandwidth_bytes_per_s=bw_gb_s * _G, tdp_w=tdp_w, idle_power_w=idle_w,
+      launch_overhead_s=launch_s,
+      sources={"peak_flops_per_s": (f"{peak_note} ({src})" if peak_note.startswith("estimate")
+                                    else f"{src} ({peak_note})"),
+               "mem_bandwidth_bytes_per_s": notes.get("mem_bandwidth_bytes_per_s", src),
+               "tdp_w": notes.get("tdp_w", src), "idle_power_w": notes.get("idle_power_w", _IDLE_NOTE),
+               "launch_overhead_s": notes.get("launch_overhead_s", _DESKTOP_LAUNCH)})
+
+
+_GEFORCE_NOTE = "dense; tensor f16/bf16 at the FP32-accumulate rate; boost clock, reference board"
+_DC_NOTE = "dense = half the 'with sparsity' tensor figures"
+
+_NVIDIA_CURRENT = (
+    _nvidia("rtx2080ti", "NVIDIA GeForce RTX 2080 Ti (Turing TU102, 4352 CUDA cores, 1545 MHz "
+            "boost, 11 GB GDDR6)", {"f32": 13.4, "f16": 53.8, "s8": 215.2}, 616, 250, 20, 5e-6,
+            _TURING_WP, {"peak_flops_per_s": _GEFORCE_NOTE + "; no tf32/bf16 on Turing"}),
+    _nvidia("rtx2080", "NVIDIA GeForce RTX 2080 (Turing TU104, 2944 CUDA cores, 1710 MHz boost, "
+            "8 GB GDDR6)", {"f32": 10.1, "f16": 40.3, "s8": 161.1}, 448, 215, 15, 5e-6,
+            _TURING_WP, {"peak_flops_per_s": _GEFORCE_NOTE + "; no tf32/bf16 on Turing"}),
+    _nvidia("rtx3080", "NVIDIA GeForce RTX 3080 10 GB (Ampere GA102, 8704 CUDA cores, 1710 MHz "
+            "boost, GDDR6X)", {"f32": 29.8, "tf32": 29.8, "f16": 59.5, "bf16": 59.5, "s8": 238},
+            760, 320, 20, 5e-6, _GA102_WP, {"peak_flops_per_s": _GEFORCE_NOTE}),
+    _nvidia("rtx3090", "NVIDIA GeForce RTX 3090 (Ampere GA102, 10496 CUDA cores, 1695 MHz boost, "
+            "24 GB GDDR6X)", {"f32": 35.6, "tf32": 35.6, "f16": 71, "bf16": 71, "s8": 284},
+            936, 350, 25, 5e-6, _GA102_WP, {"peak_flops_per_s": _GEFORCE_NOTE}),
+    _nvidia("rtx4080", "NVIDIA GeForce RTX 4080 16 GB (Ada AD103, 9728 CUDA cores, 2505 MHz "
+            "boost, GDDR6X)", {"f32": 48.7, "tf32": 48.7, "f16": 97.5, "bf16": 97.5, "f8": 194.9,
+                               "s8": 389.9},
+            716.8, 320, 15, 5e-6, _ADA_WP, {"peak_flops_per_s": _GEFORCE_NOTE}),
+    _nvidia("rtx4090", "NVIDIA GeForce RTX 4090 (Ada AD102, 16384 CUDA cores, 2520 MHz boost, "
+            "24 GB GDDR6X)", {"f32": 82.6, "tf32": 82.6, "f16": 165.2, "bf16": 165.2, "f8": 330.3,
+                              "s8": 660.6},
+            1008, 450, 25, 5e-6, _ADA_WP, {"peak_flops_per_s": _GEFORCE_NOTE}),
+    _nvidia("a10", "NVIDIA A10 24 GB (Ampere GA102, PCIe, passive)",
+            {"f32": 31.2, "tf32": 62.5, "f16": 125, "bf16": 125, "s8": 250}, 600, 150, 20, 4e-6,
+            _A10_URL, {"peak_flops_per_s": _DC_NOTE, "launch_overhead_s": _LAUNCH_NOTE}),
+    _nvidia("l4", "NVIDIA L4 24 GB (Ada AD104, PCIe low profile)",
+            {"f32": 30.3, "tf32": 60, "f16": 121, "bf16": 121, "f8": 242.5, "s8": 242.5}, 300, 72,
+            15, 4e-6, _L4_URL, {"peak_flops_per_s": _DC_NOTE, "launch_overhead_s": _LAUNCH_NOTE}),
+    _nvidia("l40s", "NVIDIA L40S 48 GB (Ada AD102, PCIe)",
+            {"f32": 91.6, "tf32": 183, "f16": 362, "bf16": 362, "f8": 733, "s8": 733}, 864, 350,
+            35, 4e-6, _L40S_URL, {"peak_flops_per_s": _DC_NOTE + " (TF32/BF16 listed dense and "
+                                  "sparse)", "launch_overhead_s": _LAUNCH_NOTE}),
+    _nvidia("h200-sxm", "NVIDIA H200 SXM 141 GB (Hopper, HBM3e)",
+            {"f64": 34, "f32": 67, "tf32": 494.5, "f16": 989.5, "bf16": 989.5, "f8": 1979,
+             "s8": 1979}, 4800, 700, 70, 4e-6, _H200_URL,
+            {"peak_flops_per_s": _DC_NOTE, "tdp_w": _H200_URL + " (up to 700 W, configurable)",
+             "launch_overhead_s": _LAUNCH_NOTE}),
+    _nvidia("b200", "NVIDIA B200 (Blackwell, one GPU of an HGX B200 8-GPU board, HBM3e)",
+            {"f64": 37, "f32": 75, "tf32": 1100, "f16": 2250, "bf16": 2250, "f8": 4500,
+             "s8": 4500}, 8000, 1000, 100, 4e-6, _B200_URL,
+            {"peak_flops_per_s": "estimate: the HGX B200 page gives 8-GPU totals with sparsity "
+                                 "(TF32 18 PF, FP16/BF16 36 PF, FP8/INT8 72 PF, FP64 296 TF); "
+                                 "divided by 8 and halved for dense; f32 (CUDA cores) is not "
+                                 "published there: estimate",
+             "mem_bandwidth_bytes_per_s": "estimate: " + _B200_URL + " (64 TB/s per 8-GPU board, "
+                                          "/8)",
+             "tdp_w": "estimate: 1000 W per GPU as configured in HGX B200 (vendor board power, "
+                      "not a per-GPU datasheet figure)",
+             "launch_overhead_s": _LAUNCH_NOTE}),
+)
+DEVICE_SPECS = {**DEVICE_SPECS, **{s.name: s for s in _NVIDIA_CURRENT}}
+
+ESTIMATED_FIELDS: Mapping[str, tuple[str, ...]] = {
+    name: tuple(f for f, src in s.sources.items() if src.startswith("estimate"))
+    for name, s in DEVICE_SPECS.items()}
+"""Spec name -> the fields whose value is an estimate (not a vendor figure)."""
+
+
+def _normalize(name: str) -> str:
+  return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def get_spec(name: str) -> DeviceSpec:
-  """The spec called ``name``.
+  """The spec called ``name`` (case, spaces, ``-`` and ``_`` ignored: ``"RTX 4090"`` works).
 
   Raises:
     KeyError: unknown name (the message lists the known ones).
   """
-  try:
+  if name in DEVICE_SPECS:
     return DEVICE_SPECS[name]
+  by_norm = {_normalize(k): v for k, v in DEVICE_SPECS.items()}
+  try:
+    return by_norm[_normalize(name)]
   except KeyError:
     raise KeyError(f"unknown device spec {name!r}; known: {sorted(DEVICE_SPECS)}") from None

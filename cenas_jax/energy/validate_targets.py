@@ -12,8 +12,15 @@ import numpy as np
 
 from cenas_jax.errors import ConfigError, DataError
 
-TABLE_TARGETS = {"edgegpu_energy": "edgegpu_energy_mj", "edgegpu_latency": "edgegpu_latency_ms"}
-"""Default targets: HW-NAS-Bench name -> ``NB201Table`` field."""
+ALL_TABLE_TARGETS = {
+    "edgegpu_energy": "edgegpu_energy_mj", "edgegpu_latency": "edgegpu_latency_ms",
+    "raspi4_latency": "raspi4_latency_ms", "edgetpu_latency": "edgetpu_latency_ms",
+    "pixel3_latency": "pixel3_latency_ms", "eyeriss_latency": "eyeriss_latency_ms",
+    "eyeriss_energy": "eyeriss_energy_mj", "fpga_latency": "fpga_latency_ms",
+    "fpga_energy": "fpga_energy_mj"}
+"""Every HW-NAS-Bench cost target of the table: name -> ``NB201Table`` field."""
+TABLE_TARGETS = {k: ALL_TABLE_TARGETS[k] for k in ("edgegpu_energy", "edgegpu_latency")}
+"""Default targets (the Jetson TX2 edge GPU)."""
 
 SCALE = {"J": 1.0, "mJ": 1e-3, "s": 1.0, "ms": 1e-3, "us": 1e-6}
 """Unit -> factor to SI (J or s)."""
@@ -105,10 +112,13 @@ def read_targets_csv(path: str, column: str, unit: str, table: Any) -> Target:
   return Target(column, kind, np.array(idx, np.int64), np.array(vals), unit, str(p))
 
 
-def table_targets(table: Any) -> list[Target]:
-  """``TABLE_TARGETS`` of the cells with hardware data (``NB201Table``), in SI units."""
+def table_targets(table: Any, names: Any = tuple(TABLE_TARGETS)) -> list[Target]:
+  """The targets ``names`` (``ALL_TABLE_TARGETS`` keys) of the cells with hardware data
+  (``NB201Table``) and a positive value (Edge TPU's missing cells, -1 in the source, are
+  dropped), in SI units."""
   out = []
-  for name, field in TABLE_TARGETS.items():
+  for name in names:
+    field = ALL_TABLE_TARGETS[name]
     v = np.asarray(getattr(table, field), np.float64)
     ok = table.has_hw & np.isfinite(v) & (v > 0)
     kind, unit = infer_kind_unit(field, "auto")

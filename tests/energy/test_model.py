@@ -204,3 +204,26 @@ def test_end_to_end_on_extracted_kernels():
   assert 0 < e1 < e64
   # Per-sample energy drops with batch size (weights are read once per call).
   assert e64 / 64 < e1
+
+
+def test_prediction_refuses_cpu_compiled_kernels_for_a_gpu_spec():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from cenas_jax.energy import extract_kernels  # pylint: disable=g-import-not-at-top
+
+  def mlp(x, w):
+    return jax.nn.relu(x @ w)
+
+  args = (jax.ShapeDtypeStruct((4, 32), jnp.float32), jax.ShapeDtypeStruct((32, 16), jnp.float32))
+  m = em.prior_model("rtx4090")
+  compiled = extract_kernels(mlp, *args)  # default mode="compiled": the CPU backend's kernels here
+  assert compiled.lowered_for == jax.default_backend() == "cpu"
+  with pytest.raises(ValueError, match="lowered for 'cpu'.*mode='gpu'"):
+    em.predict_energy_j(m, compiled, batch_size=4)
+  with pytest.raises(ValueError, match="mode='gpu'"):
+    em.predict_time_s(m, compiled, batch_size=4)
+  gpu = extract_kernels(mlp, *args, mode="gpu")
+  assert gpu.lowered_for == "cuda" and em.predict_energy_j(m, gpu, batch_size=4) > 0
+  # A caller who means it strips the platform with list(); plain lists are not checked.
+  assert em.predict_energy_j(m, list(compiled), batch_size=4) > 0

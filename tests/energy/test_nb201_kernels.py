@@ -136,7 +136,16 @@ def test_edge_kernels_describe_live_edges_and_node_sums():
   assert [k.fused_ops[0] for k in dead[:4]] == ["edge1<-0:nor_conv_3x3", "edge3<-1:skip_connect",
                                                 "node1:sum1", "node3:sum1"]
   assert dead == nk.edge_kernels((3, 0, 0, 0, 1, 0))
-  assert nk.edge_kernels((0, 0, 0, 0, 0, 0)) == ()
+  # A cell with a constant output (nothing reaches node 3) gets one marker per stage.
+  const = nk.edge_kernels((0, 0, 0, 0, 0, 0))
+  assert [k.fused_ops for k in const] == [("cell:constant",)] * 3
+  assert const == nk.edge_kernels((3, 2, 4, 0, 0, 0), keys="graph")
+  graph = nk.edge_kernels((3, 2, 4, 1, 3, 3), keys="graph")
+  assert [k.fused_ops[0] for k in graph[:9]] == [
+      "edge:nor_conv_3x3:into1:fan3", "edge:nor_conv_1x1:into2:fan3",
+      "edge:avg_pool_3x3:into2:fan2", "edge:skip_connect:into3:fan3",
+      "edge:nor_conv_3x3:into3:fan2", "edge:nor_conv_3x3:into3:fan1", "sum1:fan2", "sum2:fan1",
+      "sum3:fan1"]
   assert nk.runtime_kernels((1, 0, 1, 0, 0, 1)) == (nk.network_kernels((1, 0, 1, 0, 0, 1)) +
                                                      nk.edge_kernels((1, 0, 1, 0, 0, 1)))
   ops = np.array([[3, 2, 4, 1, 3, 3], [1, 0, 1, 0, 0, 1]])

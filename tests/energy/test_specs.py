@@ -10,8 +10,10 @@ from cenas_jax.energy import specs
 
 
 def test_required_devices_present():
-  assert set(specs.DEVICE_SPECS) == {"h100-sxm", "a100-sxm4-40gb", "v100-sxm2", "jetson-agx-orin",
-                                     "jetson-tx2"}
+  assert set(specs.DEVICE_SPECS) == {
+      "h100-sxm", "a100-sxm4-40gb", "v100-sxm2", "jetson-agx-orin", "jetson-tx2", "rtx2080ti",
+      "rtx2080", "rtx3080", "rtx3090", "rtx4080", "rtx4090", "a10", "l4", "l40s", "h200-sxm",
+      "b200"}
   for name, spec in specs.DEVICE_SPECS.items():
     assert spec.name == name
 
@@ -55,3 +57,21 @@ def test_dict_roundtrip_and_unknown_name():
   assert specs.DeviceSpec.from_dict(spec.to_dict()) == spec
   with pytest.raises(KeyError, match="known"):
     specs.get_spec("rtx-9090")
+
+
+def test_current_nvidia_parts_by_loose_name_and_estimates_marked():
+  assert specs.get_spec("RTX 4090") is specs.get_spec("rtx4090") is specs.get_spec("rtx-4090")
+  rtx = specs.get_spec("rtx4090")
+  assert rtx.peak_flops_per_s["f32"] == pytest.approx(82.6e12)
+  assert rtx.peak_for("f32", "gemm") == pytest.approx(82.6e12)  # GeForce TF32 = FP32-acc rate
+  assert rtx.mem_bandwidth_bytes_per_s == pytest.approx(1008e9)
+  assert specs.get_spec("h200-sxm").mem_bandwidth_bytes_per_s == pytest.approx(4.8e12)
+  # Idle power and launch gap are never vendor figures; B200's per-GPU rates are derived.
+  for name, fields in specs.ESTIMATED_FIELDS.items():
+    assert {"idle_power_w", "launch_overhead_s"} <= set(fields), name
+  assert "peak_flops_per_s" in specs.ESTIMATED_FIELDS["b200"]
+  assert "peak_flops_per_s" not in specs.ESTIMATED_FIELDS["rtx4090"]
+  # Desktop parts: bandwidth ordering across generations as published.
+  bw = [specs.get_spec(n).mem_bandwidth_bytes_per_s for n in ("rtx2080", "rtx2080ti", "rtx3090",
+                                                              "rtx4090")]
+  assert bw == sorted(bw)

@@ -40,25 +40,38 @@ def test_default_targets_write_metrics_predictions_plot_and_reuse_cache(tmp_path
   summary = json.loads((wd / "summary.json").read_text())
   assert summary["provenance"]["seed"] == 0
   assert summary["timings"]["extracted_cells"] == 40
-  # The ablation (same split) and the table chosen by CV on the training cells.
+  # The ablation (same split), the edge kernels and table chosen by CV on the training cells, and
+  # the model selection among the kernel model, the proxies and their blend.
   for name in on_disk:
     assert set(summary["ablation"][name]) == set(exp.ABLATION)
-    assert summary["ablation"][name]["roofline_table_and_position_edges"] == pytest.approx(
-        on_disk[name]["kernel_model"])
-    assert summary["noise_floor"][name]["n_cells"] >= 0
     info = summary["models"][name]
+    edge_cv = info["edge_kernels_cv_rmspe"]
+    assert set(edge_cv) == set(exp.EDGE_CHOICES) and info["edge_kernels_flag"] == "auto"
+    assert info["edge_kernels"] == min(edge_cv, key=edge_cv.get)
+    row = ("roofline_and_table" if info["edge_kernels"] == "none" else
+           f"roofline_table_and_{info['edge_kernels']}_edges")
+    assert summary["ablation"][name][row] == pytest.approx(on_disk[name]["kernel_model"])
+    assert summary["noise_floor"][name]["n_cells"] >= 0
     assert info["table"] in info["table_cv_rmspe"]
     assert min(info["table_cv_rmspe"].values()) == info["table_cv_rmspe"][info["table"]]
+    assert set(info["cv_rmspe"]) == {"kernel_model", "flops_linear", "params_linear",
+                                     "traffic_linear", "blend"}
+    assert info["cv_rmspe"]["kernel_model"] == min(info["table_cv_rmspe"].values())
+    assert info["selected"] == min(info["cv_rmspe"], key=info["cv_rmspe"].get)
+    assert on_disk[name]["selected"] == on_disk[name][info["selected"]]
+    assert set(summary["targets_met"][name]) >= {"selected_rmspe_le_best_proxy",
+                                                 "selected_spearman_ge_best_proxy"}
   # The saved model (with its table) predicts a cell from its kernels as in predictions.csv.
   from cenas_jax.data.nasbench import load_nb201_table
   from cenas_jax.energy import model as em
   from cenas_jax.energy import nb201_kernels as nk
 
   model = em.load_energy_model(wd / "kernel_model_edgegpu_energy.json")
-  assert summary["models"]["edgegpu_energy"]["edge_kernels"] == "position"
+  edge = summary["models"]["edgegpu_energy"]["edge_kernels"]
   row = energy[0]
-  ops = load_nb201_table().ops[int(row["arch_index"])]
-  assert em.predict_energy_j(model, nk.runtime_kernels(tuple(ops))) * 1e3 == pytest.approx(
+  ops = tuple(load_nb201_table().ops[int(row["arch_index"])])
+  kernels = nk.network_kernels(ops) if edge == "none" else nk.runtime_kernels(ops, keys=edge)
+  assert em.predict_energy_j(model, kernels) * 1e3 == pytest.approx(
       float(row["pred_kernel_model"]), rel=1e-6)
   out = capsys.readouterr().out
   assert "kernel_model" in out and "flops_linear" in out
@@ -69,8 +82,8 @@ def test_default_targets_write_metrics_predictions_plot_and_reuse_cache(tmp_path
   # Without edge kernels the kernel model is roofline + table on XLA's kernels alone.
   plain = exp.run(ValidateConfig(limit=40, workers=1, edge_kernels="none"), wd)
   summary = json.loads((wd / "summary.json").read_text())
-  assert set(summary["ablation"]["edgegpu_energy"]) == set(exp.ABLATION) - {
-      "roofline_table_and_op_edges", "roofline_table_and_position_edges"}
+  assert set(summary["ablation"]["edgegpu_energy"]) == {"roofline_only", "table_only",
+                                                        "roofline_and_table"}
   assert summary["ablation"]["edgegpu_energy"]["roofline_and_table"] == pytest.approx(
       plain["edgegpu_energy"]["kernel_model"])
 
