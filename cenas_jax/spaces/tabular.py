@@ -32,6 +32,7 @@ from cenas_jax.errors import ConfigError
 PAPER_DROPOUTS = (0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
 KINDS = ("mlp", "resnet")
 NORMS = ("batchnorm", "none")
+RESNET_D_MAIN = tuple(range(4, 257, 4))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,8 @@ class TabularSpace:
     d_in: input features (after preprocessing: numeric columns plus one-hot categories).
     d_out: outputs (classes for classification, 1 for regression).
     depths: allowed depths (MLP hidden blocks / ResNet blocks), ascending.
-    widths: MLP shared width, or ResNet ``d_main``, ascending.
+    widths: MLP shared width, or ResNet ``d_main``, ascending (``make_space`` gives ResNet the
+      paper's ``range(4, 257, 4)``).
     hidden_widths: ResNet ``d_hidden`` per block, ascending (unused for MLP).
     dropouts: dropout values of every dropout decision.
     norms: ResNet per-block norm choices.
@@ -176,5 +178,7 @@ class TabularSpace:
 
 def make_space(kind: str, d_in: int, d_out: int, **overrides: Any) -> TabularSpace:
   """A space of ``kind`` with the paper's value sets, overridden by any non-empty ``overrides``."""
-  return TabularSpace(kind=kind, d_in=d_in, d_out=d_out,
-                      **{k: tuple(v) for k, v in overrides.items() if v})
+  values = {k: tuple(v) for k, v in overrides.items() if v}
+  if kind == "resnet":
+    values.setdefault("widths", RESNET_D_MAIN)
+  return TabularSpace(kind=kind, d_in=d_in, d_out=d_out, **values)
