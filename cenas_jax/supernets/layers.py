@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cenas_jax.training.mesh import like_batch
+
 
 class MaskableBatchNorm(nn.Module):
   """BatchNorm over rows with per-row weights and a gate on the running-average update.
@@ -49,13 +51,17 @@ class MaskableBatchNorm(nn.Module):
 
 
 def row_dropout(module: nn.Module, x: jax.Array, rate: jax.Array, train: bool) -> jax.Array:
-  """Inverted dropout with a per-row rate (B,), drawing from the module's ``dropout`` stream.
+  """Inverted dropout with a per-row rate (B,) or one rate, drawing from the module's ``dropout`` stream.
 
   In inference mode it is the identity, as ``nn.Dropout``; in training the kept units are scaled by
   ``1 / (1 - rate)`` of their row.
   """
   if not train:
     return x
-  keep_p = (1.0 - rate)[:, None].astype(x.dtype)
-  u = jax.random.uniform(module.make_rng("dropout"), x.shape, x.dtype)
+  rate = jnp.broadcast_to(jnp.asarray(rate, x.dtype), x.shape[:1])
+  keep_p = (1.0 - rate)[:, None]
+  # Drawn with the batch's sharding: a replicated mask next to a data-sharded batch is an error
+  # under explicit sharding.
+  u = jax.random.uniform(module.make_rng("dropout"), x.shape, x.dtype,
+                         out_sharding=like_batch(x, x.ndim))
   return jnp.where(u < keep_p, x / keep_p, jnp.zeros_like(x))

@@ -38,6 +38,14 @@ def _rows(arch: jax.Array, n: int) -> jax.Array:
   return jnp.broadcast_to(arch, (n, arch.shape[-1])) if arch.ndim == 1 else arch
 
 
+def _lookup(values, idx: jax.Array) -> jax.Array:
+  """``values[idx]`` as a one-hot product: a gather from a constant table by batch-sharded indices
+  is refused under explicit sharding, a broadcast product is not. Exact for the small integers and
+  rates of a space (float32)."""
+  table = jnp.asarray(values, jnp.float32)
+  return jnp.sum(jax.nn.one_hot(idx, table.shape[0], dtype=jnp.float32) * table, axis=-1)
+
+
 def _mask(width: jax.Array, size: int, dtype) -> jax.Array:
   return (jnp.arange(size)[None, :] < width[:, None]).astype(dtype)
 
@@ -58,13 +66,12 @@ class MLPSupernet(nn.Module):
                row_weights: jax.Array | None = None) -> jax.Array:
     s = self.space
     a = _rows(arch, x.shape[0])
-    depth = jnp.asarray(s.depths)[a[:, 0]]
-    m = _mask(jnp.asarray(s.widths)[a[:, 1]], s.widths[-1], x.dtype)
-    drop = jnp.asarray(s.dropouts, x.dtype)
+    depth = _lookup(s.depths, a[:, 0])
+    m = _mask(_lookup(s.widths, a[:, 1]), s.widths[-1], x.dtype)
     h = x
     for i in range(s.max_depth):
       z = nn.relu(nn.Dense(s.widths[-1], name=f"layer_{i}")(h)) * m
-      z = row_dropout(self, z, drop[a[:, 2 + i]], train)
+      z = row_dropout(self, z, _lookup(s.dropouts, a[:, 2 + i]), train)
       h = z if i == 0 else jnp.where((i < depth)[:, None], z, h)
     return nn.Dense(s.d_out, name="head")(h)
 
@@ -81,7 +88,7 @@ class MLP(nn.Module):
                row_weights: jax.Array | None = None) -> jax.Array:
     del row_weights  # no BatchNorm
     for i, (w, p) in enumerate(zip(self.widths, self.dropouts)):
-      x = nn.Dropout(p, deterministic=not train)(nn.relu(nn.Dense(w, name=f"layer_{i}")(x)))
+      x = row_dropout(self, nn.relu(nn.Dense(w, name=f"layer_{i}")(x)), p, train)
     return nn.Dense(self.d_out, name="head")(x)
 
 
@@ -96,23 +103,21 @@ class ResNetSupernet(nn.Module):
     s = self.space
     a = _rows(arch, x.shape[0])
     D, H = s.widths[-1], s.hidden_widths[-1]
-    n_blocks = jnp.asarray(s.depths)[a[:, 0]]
-    m_main = _mask(jnp.asarray(s.widths)[a[:, 1]], D, x.dtype)
-    hidden = jnp.asarray(s.hidden_widths)
-    drop = jnp.asarray(s.dropouts, x.dtype)
-    is_bn = jnp.asarray([n == "batchnorm" for n in s.norms])
+    n_blocks = _lookup(s.depths, a[:, 0])
+    m_main = _mask(_lookup(s.widths, a[:, 1]), D, x.dtype)
+    is_bn = [float(n == "batchnorm") for n in s.norms]
     x = nn.Dense(D, name="first")(x) * m_main
     for i in range(s.max_depth):
       norm, dh, p1, p2 = (a[:, 2 + 4 * i + k] for k in range(4))
       active = i < n_blocks
-      bn_on = is_bn[norm] & active
+      bn_on = (_lookup(is_bn, norm) > 0.5) & active
       z = MaskableBatchNorm(D, name=f"norm_{i}")(x, train=train, row_weights=row_weights,
                                                  update=_gate(bn_on, row_weights))
       z = jnp.where(bn_on[:, None], z * m_main, x)
-      z = nn.relu(nn.Dense(H, name=f"linear1_{i}")(z)) * _mask(hidden[dh], H, x.dtype)
-      z = row_dropout(self, z, drop[p1], train)
+      z = nn.relu(nn.Dense(H, name=f"linear1_{i}")(z)) * _mask(_lookup(s.hidden_widths, dh), H, x.dtype)
+      z = row_dropout(self, z, _lookup(s.dropouts, p1), train)
       z = nn.Dense(D, name=f"linear2_{i}")(z) * m_main
-      z = row_dropout(self, z, drop[p2], train)
+      z = row_dropout(self, z, _lookup(s.dropouts, p2), train)
       x = x + jnp.where(active[:, None], z, 0.0)
     h = MaskableBatchNorm(D, name="head_norm")(x, train=train, row_weights=row_weights) * m_main
     return nn.Dense(s.d_out, name="head")(nn.relu(h))
@@ -134,9 +139,9 @@ class ResNet(nn.Module):
       if norm == "batchnorm":
         z = MaskableBatchNorm(self.d_main, name=f"norm_{i}")(z, train=train, row_weights=row_weights)
       z = nn.relu(nn.Dense(dh, name=f"linear1_{i}")(z))
-      z = nn.Dropout(p1, deterministic=not train)(z)
+      z = row_dropout(self, z, p1, train)
       z = nn.Dense(self.d_main, name=f"linear2_{i}")(z)
-      x = x + nn.Dropout(p2, deterministic=not train)(z)
+      x = x + row_dropout(self, z, p2, train)
     h = MaskableBatchNorm(self.d_main, name="head_norm")(x, train=train, row_weights=row_weights)
     return nn.Dense(self.d_out, name="head")(nn.relu(h))
 
