@@ -17,6 +17,8 @@ from experiments import cli
 _HELP = {
     "dataset": "adult, german_credit, california_housing, csv:PATH (with --target) or openml:ID.",
     "target": "Target column of a CSV or OpenML dataset.",
+    "task": "Task of a CSV target (auto: text labels are classes, numbers with many values "
+            "a regression target).",
     "space": "Search space.",
     "seeds": "Seeds (one search and retraining each).",
     "fold": "TabZilla fold (test fold; the next one validates).",

@@ -49,9 +49,9 @@ class Split:
     return int(self.x.shape[1])
 
 
-def load_dataset(spec: str, target: str = "") -> tabular.TabularDataset:
+def load_dataset(spec: str, target: str = "", task: str = "auto") -> tabular.TabularDataset:
   """``adult``, ``german_credit``, ``california_housing``, ``csv:PATH`` (needs ``target``) or
-  ``openml:ID``.
+  ``openml:ID``; ``task`` (``auto`` infers it) applies to CSV files.
 
   Raises:
     ConfigError: unknown dataset, missing ``--target``, or a target that does not fit the task.
@@ -66,7 +66,8 @@ def load_dataset(spec: str, target: str = "") -> tabular.TabularDataset:
     if not target:
       raise ConfigError("target", "a CSV dataset needs --target=<column name>.")
     try:
-      ds = tabular.load_csv_dataset(Path(spec[4:]), target=target)
+      ds = tabular.load_csv_dataset(Path(spec[4:]), target=target,
+                                    task=None if task == "auto" else task)
     except DataError as e:
       if "target" in str(e).lower() and target in str(e):
         raise ConfigError("target", str(e)) from None
@@ -84,15 +85,16 @@ def check_dataset(ds: tabular.TabularDataset) -> None:
   """Refuses data a search cannot use, naming the column.
 
   Raises:
-    ConfigError: a one-class target, or a numeric column with no present value.
+    ConfigError: a one-class target, or a column with no present value.
   """
   if ds.task != "regression" and len(np.unique(ds.y)) < 2:
     raise ConfigError("target", f"column {ds.target_name!r} of {ds.name!r} has a single class; "
                       "a classifier needs at least two.")
-  for j, name in enumerate(ds.num_names):
-    if np.isnan(ds.x_num[:, j]).all():
-      raise ConfigError("dataset", f"column {name!r} of {ds.name!r} holds only missing values; "
-                        "drop it from the file.")
+  empty = [n for j, n in enumerate(ds.num_names) if np.isnan(ds.x_num[:, j]).all()]
+  empty += [n for j, n in enumerate(ds.cat_names) if (ds.x_cat[:, j] < 0).all()]
+  if empty:
+    raise ConfigError("dataset", f"column {empty[0]!r} of {ds.name!r} holds only missing values; "
+                      "drop it from the file.")
 
 
 def prepare(ds: tabular.TabularDataset, fold: int = 0, n_folds: int = 10,

@@ -41,6 +41,7 @@ class TabularSearchConfig:
 
   dataset: str = "adult"
   target: str = ""
+  task: Literal["auto", "binclass", "multiclass", "regression"] = "auto"
   space: Literal["mlp", "resnet"] = "mlp"
   seeds: tuple[int, ...] = (0, 1, 2)
   fold: int = 0
@@ -211,7 +212,7 @@ def run(config: TabularSearchConfig, workdir: str) -> dict:
   """Runs every seed (skipping finished ones found in ``workdir``) and writes the summary."""
   wd = Path(workdir)
   (wd / "seeds").mkdir(parents=True, exist_ok=True)
-  ds = data_lib.load_dataset(config.dataset, config.target)
+  ds = data_lib.load_dataset(config.dataset, config.target, config.task)
   split = data_lib.prepare(ds, fold=config.fold)
   space = make_space(config.space, split.d_in, split.d_out, depths=config.depths,
                      widths=config.widths, hidden_widths=config.hidden_widths,
