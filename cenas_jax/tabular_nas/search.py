@@ -219,19 +219,27 @@ def run_controller(net: Supernet, obj: Objective, config: arch_policy.PolicyConf
       pool = pool[ok]
       lp = np.asarray(arch_policy.log_prob(policy["logits"], policy["valid"], pool))
       final = pool[int(np.argmax(lp))]
+  # A short search leaves the policy far from converged, so the policy's choice competes with the
+  # best candidates it sampled, all re-scored on the whole validation fold.
+  if records:
+    final = _best(net, obj, config, records, net.k - 1, extra=final)
   return final, records, {"policy": policy, "skipped_steps": skipped}
 
 
-def _best(net: Supernet, obj: Objective, config, records: list[dict], top: int) -> np.ndarray:
-  """Re-scores the ``top`` best recorded candidates on the whole validation fold; the best wins."""
+def _best(net: Supernet, obj: Objective, config, records: list[dict], top: int,
+          extra: np.ndarray | None = None) -> np.ndarray:
+  """Re-scores the ``top`` best (feasible) recorded candidates, and ``extra``, on the whole
+  validation fold; the best under the objective wins."""
   archs = np.array([r["arch"] for r in records], np.int32)
   q = np.array([r["quality"] for r in records])
   e = np.array([r["energy_j"] for r in records])
   fit = obj.fitness(q, e, config)
-  uniq, first = np.unique(np.array([net.space.canonical(a) for a in archs]), axis=0,
+  _, first = np.unique(np.array([net.space.canonical(a) for a in archs]), axis=0,
                           return_index=True)
   order = first[np.argsort(-fit[first])][:min(top, net.k)]
   cand = archs[order]
+  if extra is not None:
+    cand = np.concatenate([np.asarray(extra, np.int32)[None], cand])[:net.k]
   if len(cand) < net.k:
     cand = cand[np.arange(net.k) % len(cand)]
   full_q = net.score(cand, rows=net.split.val)
