@@ -1,0 +1,192 @@
+"""Predicted inference energy per architecture: a per-layer lookup over the kernel energy model.
+
+Energy is always priced on the *standalone* (materialized) network, never on the masked supernet,
+whose kernels have the largest shapes whatever the architecture. The spaces are chains, so the
+standalone network's kernels are the union of its segments' kernels, and the energy model is
+linear in the kernel list (``E = sum_k e_k + P_static * (sum_k t_k + gaps)``); the lookup therefore
+extracts the kernels of each distinct segment once (``cenas_jax.energy.extract_kernels`` in ``gpu``
+mode: the predicted NVIDIA kernels of the segment's jitted forward), prices them, and sums per
+architecture. Segments are cut where XLA does not fuse across them:
+
+- MLP: ``first(d_in, w)``, ``hidden(w)`` x (depth - 1), ``head(w, d_out)``, each a GEMM with its
+  bias (and ReLU) epilogue.
+- ResNet: ``first(d_in, d_main)``; per block ``body(d_main, d_hidden, norm)`` (BatchNorm loop,
+  GEMM + bias + ReLU, GEMM + bias). The residual add of a block fuses into what follows it: into
+  the next block's BatchNorm loop (``add_body``, one multi-output kernel), or into the head's
+  BatchNorm + ReLU loop (``resnet_head``); before a block without norm it is its own loop kernel
+  (``residual_add``).
+
+``check_against_whole_network`` compares the sum with extracting the whole materialized network's
+jitted forward.
+
+Entries are filled lazily (about 30 ms each) and can be saved to and loaded from a JSON file, so a
+resumed run does not extract again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cenas_jax import energy
+from cenas_jax.fileio import atomic_write_json
+from cenas_jax.spaces.tabular import TabularSpace
+from cenas_jax.supernets.layers import MaskableBatchNorm
+
+_F32 = jnp.float32
+
+
+class _Seg(nn.Module):
+  """One chain segment, built from the same Linen layers as the standalone networks."""
+
+  kind: str
+  d_in: int
+  d_out: int
+  d_hidden: int = 0
+  norm: bool = False
+
+  @nn.compact
+  def __call__(self, x, z=None):
+    if self.kind in ("first_relu", "hidden"):
+      return nn.relu(nn.Dense(self.d_out)(x))
+    if self.kind in ("first", "mlp_head"):
+      return nn.Dense(self.d_out)(x)
+    if self.kind in ("body", "add_body"):
+      # add_body: the previous block's residual add fuses with this block's BatchNorm (one
+      # multi-output loop kernel writing the new residual stream and its normalized copy).
+      h = x + z if self.kind == "add_body" else x
+      y = MaskableBatchNorm(self.d_in)(h, train=False) if self.norm else h
+      y = nn.Dense(self.d_in)(nn.relu(nn.Dense(self.d_hidden)(y)))
+      return y
+    if self.kind == "resnet_head":  # the last block's residual add fuses into the head's loop
+      h = MaskableBatchNorm(self.d_in)(x + z, train=False)
+      return nn.Dense(self.d_out)(nn.relu(h))
+    raise ValueError(self.kind)
+
+
+_TWO_INPUTS = ("add_body", "resnet_head")
+
+
+def segment_kernels(key: tuple, batch: int) -> list:
+  """The predicted GPU kernels of one segment ``(kind, d_in, d_out, d_hidden, norm)`` at ``batch``."""
+  x = jax.ShapeDtypeStruct((batch, key[1]), _F32)
+  if key[0] == "residual_add":
+    return energy.extract_kernels(lambda a, b: a + b, x, x, mode="gpu")
+  kind, d_in, d_out, d_hidden, norm = key
+  module = _Seg(kind, d_in, d_out, d_hidden, bool(norm))
+  inputs = (x, x) if kind in _TWO_INPUTS else (x,)
+  variables = jax.eval_shape(lambda: module.init(jax.random.key(0),
+                                                 *(jnp.zeros(i.shape, _F32) for i in inputs)))
+  return energy.extract_kernels(lambda v, *a: module.apply(v, *a), variables, *inputs, mode="gpu")
+
+
+def segments(space: TabularSpace, arch: np.ndarray) -> list[tuple]:
+  """The chain segments (lookup keys) of one architecture, in order."""
+  d = space.decode(arch)
+  if d["kind"] == "mlp":
+    w = d["width"]
+    return ([("first_relu", space.d_in, w, 0, 0)] + [("hidden", w, w, 0, 0)] * (d["depth"] - 1)
+            + [("mlp_head", w, space.d_out, 0, 0)])
+  dm = d["d_main"]
+  out = [("first", space.d_in, dm, 0, 0)]
+  for i, b in enumerate(d["blocks"]):
+    bn = int(b["norm"] == "batchnorm")
+    if i and not bn:
+      out.append(("residual_add", dm))
+    out.append(("add_body" if i and bn else "body", dm, dm, b["d_hidden"], bn))
+  out.append(("resnet_head", dm, space.d_out, 0, 0))
+  return out
+
+
+class EnergyLookup:
+  """Per-layer energy lookup for one space, device model and batch size.
+
+  Attributes:
+    space: the search space.
+    model: the kernel energy model (e.g. ``energy.prior_model("h100-sxm")``).
+    batch: samples per inference call the kernels are extracted at.
+    label: where the numbers come from, ``predicted-<model>-<device>``.
+  """
+
+  def __init__(self, space: TabularSpace, model: energy.EnergyModel, batch: int):
+    self.space = space
+    self.model = model
+    self.batch = int(batch)
+    self.label = f"predicted-{model.provenance.replace(':', '-')}-{model.spec.name}-gpu-kernels"
+    self._table: dict[tuple, float] = {}
+    self._per_arch: dict[bytes, float] = {}  # memo: index vector bytes -> energy_j
+    self.extractions = 0
+
+  def _fill(self, keys: Iterable[tuple]) -> None:
+    for key in keys:
+      if key not in self._table:
+        ks = segment_kernels(key, self.batch)
+        self._table[key] = float(energy.predict_energy_j(self.model, ks, batch_size=self.batch))
+        self.extractions += 1
+
+  def energy_j(self, archs: np.ndarray) -> np.ndarray:
+    """Predicted energy of one inference call at ``batch`` per architecture, J: (n,) or scalar."""
+    archs = np.asarray(archs)
+    single = archs.ndim == 1
+    archs = archs.reshape(-1, archs.shape[-1])
+    keys = [a.tobytes() for a in archs.astype(np.int32)]
+    todo = {k: a for k, a in zip(keys, archs) if k not in self._per_arch}
+    if todo:
+      segs = {k: segments(self.space, a) for k, a in todo.items()}
+      self._fill({seg for s in segs.values() for seg in s})
+      t = self._table
+      self._per_arch.update({k: sum(t[seg] for seg in s) for k, s in segs.items()})
+    out = np.array([self._per_arch[k] for k in keys])
+    return out[0] if single else out
+
+  def clear_memo(self) -> None:
+    """Forgets the per-architecture sums (keeps the segment table); for benchmarks."""
+    self._per_arch.clear()
+
+  def energy_per_sample_j(self, archs: np.ndarray) -> np.ndarray:
+    return self.energy_j(archs) / self.batch
+
+  def save(self, path: str | os.PathLike[str]) -> None:
+    atomic_write_json(path, {"label": self.label, "batch": self.batch,
+                             "table": [[list(k), v] for k, v in self._table.items()]})
+
+  def load(self, path: str | os.PathLike[str]) -> None:
+    """Adds the entries of a file written by ``save`` for the same label and batch (if any)."""
+    path = Path(path)
+    if not path.exists():
+      return
+    doc = json.loads(path.read_text())
+    if doc.get("label") == self.label and int(doc.get("batch", -1)) == self.batch:
+      for k, v in doc["table"]:
+        self._table[tuple(k)] = float(v)
+
+
+def whole_network_energy_j(space: TabularSpace, model: energy.EnergyModel, arch: np.ndarray,
+                           batch: int, variables: Any | None = None) -> float:
+  """Energy of one call of the materialized network's jitted forward, from its own kernels."""
+  from cenas_jax.supernets import tabular as sn  # pylint: disable=import-outside-toplevel
+  module = sn.standalone(space, arch)
+  if variables is None:
+    variables = jax.eval_shape(lambda: module.init(jax.random.key(0),
+                                                   jnp.zeros((batch, space.d_in), _F32)))
+  ks = energy.extract_kernels(lambda v, x: module.apply(v, x), variables,
+                              jax.ShapeDtypeStruct((batch, space.d_in), _F32), mode="gpu")
+  return float(energy.predict_energy_j(model, ks, batch_size=batch))
+
+
+def check_against_whole_network(lookup: EnergyLookup, archs: np.ndarray) -> dict[str, float]:
+  """Relative error of the lookup against whole-network extraction on ``archs``."""
+  lut = lookup.energy_j(archs)
+  whole = np.array([whole_network_energy_j(lookup.space, lookup.model, a, lookup.batch)
+                    for a in archs])
+  rel = np.abs(lut - whole) / whole
+  return {"max_rel_err": float(rel.max()), "median_rel_err": float(np.median(rel)),
+          "n": int(len(archs))}

@@ -1,0 +1,114 @@
+"""``run(config, workdir)`` of the tabular search end to end on tiny data, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cenas_jax.errors import CenasError, ConfigError
+from cenas_jax.tabular_nas import experiment
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _csv(path: Path, *, n=240, task="binclass", one_class=False, nan_column=False) -> Path:
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(n, 3))
+  color = rng.choice(["red", "green", "blue"], n)
+  if task == "regression":
+    y = [f"{v:.4f}" for v in x[:, 0] * 2 + (color == "red")]
+  else:
+    y = ["yes" if (v > 0 or one_class) else "no" for v in x[:, 0] + 0.3 * x[:, 1]]
+  lines = ["a,b,c,color,label" + (",empty" if nan_column else "")]
+  for i in range(n):
+    lines.append(f"{x[i, 0]:.4f},{x[i, 1]:.4f},{x[i, 2]:.4f},{color[i]},{y[i]}"
+                 + (",?" if nan_column else ""))
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def _config(csv: Path, **kw) -> experiment.TabularSearchConfig:
+  base = dict(dataset=f"csv:{csv}", target="label", seeds=(0,), depths=(1, 2), widths=(4, 16),
+              hidden_widths=(4, 8), dropouts=(0.0, 0.1), batch_size=32, spos_steps=4,
+              search_steps=3, candidates=2, val_batch=16, n_mc=16, e0_sweep=(0.5,),
+              deploy_batch=64, retrain_epochs=2, patience=1, retrain_steps_per_epoch=3)
+  base.update(kw)
+  return experiment.TabularSearchConfig(**base)
+
+
+@pytest.mark.parametrize("space,task", [("mlp", "binclass"), ("resnet", "regression")])
+def test_run_writes_summary_front_and_resumes(tmp_path, space, task):
+  csv = _csv(tmp_path / "d.csv", task=task)
+  wd = tmp_path / "w"
+  summary = experiment.run(_config(csv, space=space), str(wd))
+  doc = json.loads((wd / "summary.json").read_text())
+  assert doc["space"] == space and doc["task"] == task
+  seed = doc["seeds"][0]
+  ea, ao = seed["winners"]["energy_aware"], seed["winners"]["accuracy_only"]
+  saving = 1 - ea["energy_per_sample_j_batch64"] / ao["energy_per_sample_j_batch64"]
+  assert summary["energy_saving"]["median"] == pytest.approx(saving)
+  assert ea["energy_per_sample_j_batch1"] > 0
+  # The energy-aware winner respects the budget E0 (TabNAS rejection sampling).
+  assert ea["energy_per_sample_j_batch64"] * 64 <= seed["e0_j"] * (1 + 1e-9)
+  metric = "rmse" if task == "regression" else "accuracy"
+  assert np.isfinite(ea["test"][metric]) and np.isfinite(ao["test"][metric])
+  assert set(doc["hypervolume"]) >= {"accuracy_only", "energy_aware", "random", "evolution"}
+  assert len(seed["e0_front"]) == 1
+  rows = (wd / "pareto.csv").read_text().splitlines()
+  assert rows[0].endswith("is_pareto") and len(rows) > 5
+  assert (wd / "pareto.png").stat().st_size > 0
+  # Run again: the finished seed is read back, not recomputed.
+  again = experiment.run(_config(csv, space=space), str(wd))
+  assert again["energy_saving"] == summary["energy_saving"]
+
+
+@pytest.mark.parametrize("kw,field", [
+    (dict(dataset="nope"), "dataset"),
+    (dict(target=""), "target"),
+    (dict(target="missing_column"), None),
+])
+def test_bad_dataset_flags_are_one_clear_error(tmp_path, kw, field):
+  csv = _csv(tmp_path / "d.csv")
+  with pytest.raises(CenasError) as e:
+    experiment.run(_config(csv, **kw), str(tmp_path / "w"))
+  if field:
+    assert isinstance(e.value, ConfigError) and e.value.field == field
+  assert "missing_column" in str(e.value) or field
+
+
+def test_non_numeric_regression_target_is_refused(tmp_path):
+  with pytest.raises(CenasError, match="label"):
+    experiment.run(_config(_csv(tmp_path / "a.csv"), task="regression"), str(tmp_path / "w"))
+
+
+def test_one_class_and_nan_only_columns_are_refused(tmp_path):
+  with pytest.raises(ConfigError, match="class"):
+    experiment.run(_config(_csv(tmp_path / "a.csv", one_class=True)), str(tmp_path / "w"))
+  with pytest.raises(ConfigError, match="'empty'.*only missing"):
+    experiment.run(_config(_csv(tmp_path / "b.csv", nan_column=True)), str(tmp_path / "w"))
+
+
+def test_binary_prints_one_line_without_traceback(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(_REPO))
+  proc = subprocess.run([sys.executable, "-m", "experiments.tabular_search", "--dataset=nope",
+                         f"--workdir={tmp_path}"], cwd=_REPO, env=env, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 2
+  assert "error: --dataset: unknown dataset 'nope'" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_binary_auc_matches_the_pairwise_definition():
+  from cenas_jax.tabular_nas.retrain import binary_auc  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 60)
+  s = np.round(rng.normal(size=60) + y, 1)  # ties included
+  pos, neg = s[y == 1], s[y == 0]
+  pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
+  assert binary_auc(y, s) == pytest.approx(pairs)
