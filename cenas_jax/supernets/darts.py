@@ -299,10 +299,10 @@ def _cell(p: Params, s0: jax.Array, s1: jax.Array, arch_cell: jax.Array, reducti
     x0, st0 = _relu_conv_bn(s0, p["pre0"]["w"], get("pre0"))
   x1, st1 = _relu_conv_bn(s1, p["pre1"]["w"], get("pre1"))
   inputs = jnp.stack([x0, x1])  # (2, B, H, W, C)
-  b, h, w, c = x1.shape
-  if reduction:
-    h, w = (h + 1) // 2, (w + 1) // 2
-  nodes = jnp.zeros((space.STEPS, b, h, w, c), x1.dtype)
+  # Zeros made from the inputs keep their batch sharding (explicit sharding refuses to mix).
+  zero = jnp.zeros_like(x1[:, ::2, ::2, :] if reduction else x1)
+  b, h, w, c = zero.shape
+  nodes = jnp.broadcast_to(zero, (space.STEPS,) + zero.shape)
   ops, node_in = arch_cell[:, 0] - 1, arch_cell[:, 1]
   node_of_slot = jnp.arange(space.EDGES_PER_CELL) // space.INPUTS_PER_NODE
   edge = jnp.asarray(EDGE_OFFSET)[node_of_slot] + node_in

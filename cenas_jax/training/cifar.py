@@ -178,29 +178,27 @@ class TrainResult:
   state: step_lib.TrainState
 
 
-def train_network(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: int = 0,
-                  workdir: str | Path | None = None, mesh: jax.sharding.Mesh | None = None,
-                  log: Callable[[str], None] | None = print) -> TrainResult:
-  """Trains ``genotype``'s network on ``data`` (a ``Cifar10``-like object) and tests it.
+def fit(train_step: step_lib.TrainStep, state: step_lib.TrainState, data: Any, config: RecipeConfig, *,
+        seed: int, workdir: str | Path | None = None,
+        evaluate: Callable[[step_lib.TrainState], dict[str, float]] | None = None,
+        log: Callable[[str], None] | None = print) -> tuple[step_lib.TrainState, list[dict[str, float]]]:
+  """The epoch loop shared by standalone networks and supernets: shuffled drop-last batches of
+  ``data.x_train``/``y_train`` with the epoch's drop-path probability, ``evaluate(state)`` after each
+  epoch, a checkpoint per epoch under ``workdir/checkpoints``, progress lines with an ETA.
 
-  With ``workdir``, the state is checkpointed after every epoch under ``workdir/checkpoints`` and a
-  rerun continues from the last epoch saved, ending in the same state as an uninterrupted run
-  (same seed, backend and device count).
+  A rerun with the same ``workdir`` continues from the last epoch saved and ends in the same state
+  as an uninterrupted run (same seed, backend and device count). Returns ``(state, history)``.
   """
-  mesh = mesh or mesh_lib.make_data_mesh()
   steps_per_epoch = len(data.x_train) // config.batch_size
   if steps_per_epoch < 1:
     raise ValueError(f"{len(data.x_train)} training images are fewer than one batch of {config.batch_size}")
-  compiled = _compiled(genotype, config, steps_per_epoch, mesh)
-  train_step, eval_step = compiled.train_step, compiled.eval_step
-  state = init_state(compiled, seed, mesh)
   history: list[dict[str, float]] = []
   start_epoch = 0
   checkpointer = ckpt_lib.Checkpointer(Path(workdir) / "checkpoints") if workdir else None
   if checkpointer is not None and checkpointer.latest_step() is not None:
     # Restore onto one device (orbax cannot target arrays on an explicit-axes mesh), then replicate.
     restored = checkpointer.restore(target=jax.device_put(state, jax.devices()[0]))
-    state = mesh_lib.replicate(restored.state, mesh)
+    state = mesh_lib.replicate(restored.state, train_step.mesh)
     history = list(restored.side_state["history"])
     start_epoch = restored.step
   t0 = time.perf_counter()
@@ -212,21 +210,40 @@ def train_network(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: 
       state, metrics = train_step(state, batch)
       for k in sums:
         sums[k] += float(metrics[k])
-    test = step_lib.evaluate(eval_step, state, _batches(data.x_test, data.y_test, config.eval_batch_size,
-                                                        np.arange(len(data.x_test)), False))
-    history.append({"epoch": epoch + 1, "train_loss": sums["loss"] / steps_per_epoch,
-                    "train_accuracy": sums["accuracy"] / steps_per_epoch,
-                    "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-                    "seconds": time.perf_counter() - t0})
+    record = {"epoch": epoch + 1, "train_loss": sums["loss"] / steps_per_epoch,
+              "train_accuracy": sums["accuracy"] / steps_per_epoch}
+    record.update(evaluate(state) if evaluate is not None else {})
+    record["seconds"] = time.perf_counter() - t0
+    history.append(record)
     if checkpointer is not None:
       checkpointer.save(epoch + 1, state, {"history": history})
     if log is not None:
       done = epoch + 1 - start_epoch
       eta = (time.perf_counter() - t0) / done * (config.epochs - epoch - 1)
-      log(f"epoch {epoch + 1}/{config.epochs}  train loss {history[-1]['train_loss']:.3f}  "
-          f"test acc {test['accuracy']:.4f}  ETA {eta:.0f} s")
+      shown = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
+                        if k not in ("epoch", "seconds"))
+      log(f"epoch {epoch + 1}/{config.epochs}  {shown}  ETA {eta:.0f} s")
   if checkpointer is not None:
     checkpointer.close()
+  return state, history
+
+
+def train_network(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: int = 0,
+                  workdir: str | Path | None = None, mesh: jax.sharding.Mesh | None = None,
+                  log: Callable[[str], None] | None = print) -> TrainResult:
+  """Trains ``genotype``'s network on ``data`` (a ``Cifar10``-like object) and tests it after every
+  epoch; with ``workdir`` it checkpoints and resumes (see :func:`fit`)."""
+  mesh = mesh or mesh_lib.make_data_mesh()
+  compiled = _compiled(genotype, config, max(1, len(data.x_train) // config.batch_size), mesh)
+  eval_step = compiled.eval_step
+
+  def test(state):
+    out = step_lib.evaluate(eval_step, state, _batches(data.x_test, data.y_test, config.eval_batch_size,
+                                                       np.arange(len(data.x_test)), False))
+    return {"test_accuracy": out["accuracy"], "test_loss": out["loss"]}
+
+  state, history = fit(compiled.train_step, init_state(compiled, seed, mesh), data, config, seed=seed,
+                       workdir=workdir, evaluate=test, log=log)
   last = history[-1]
   n_params = count_params(genotype, config.init_channels, config.layers)
   return TrainResult(test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], n_params=n_params,
