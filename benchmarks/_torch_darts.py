@@ -23,7 +23,15 @@ the package's environment: a separate venv with the main one's site-packages beh
 
 where ``$VENV`` is the environment the package is installed in (``pip install -e .[bench]`` in one
 environment works too; PyPI's default Linux wheel of torch pulls the CUDA libraries, the CPU-only
-wheel is enough here).
+wheel ``torch==2.13.0+cpu`` is enough and is what was measured).
+
+Threads: PyTorch's CPU ops run on an OpenMP pool of ``torch.get_num_threads()`` threads (the core
+count, 2 on the shared development machine). When other processes keep the cores busy, a pool thread
+that is descheduled stalls every op's barrier: there the eager step of DARTS_V2 at C=8, 5 cells,
+batch 32 took 7.8-12 s with the default 2 threads and 0.26 s with one (``OMP_NUM_THREADS=1`` or
+``torch.set_num_threads(1)``), and the 2-thread time swung by 50x between repeats of one run. On a
+loaded machine, a single-thread reference is the one whose ratio means something; report the thread
+count with every number.
 """
 
 from __future__ import annotations
@@ -206,7 +214,8 @@ def flax_paths(net: NetworkCIFAR) -> tuple[list[tuple[Path, torch.Tensor]], list
   bn(net.stem[1], ("BatchNorm_0",))
   for i, cell in enumerate(net.cells):
     walk(cell, (f"cell_{i}",))
-  params.extend([(("classifier", "kernel"), net.classifier.weight), (("classifier", "bias"), net.classifier.bias)])
+  params.extend([(("classifier", "kernel"), net.classifier.weight),
+                 (("classifier", "bias"), net.classifier.bias)])
   return params, stats
 
 
