@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from cenas_jax import energy, plots, results
+from cenas_jax import workdir as workdir_lib
 from cenas_jax.controller import arch_policy
 from cenas_jax.errors import ConfigError
 from cenas_jax.fileio import atomic_write_json
@@ -210,14 +211,18 @@ def _spread(values: list[float]) -> dict:
 
 def run(config: TabularSearchConfig, workdir: str) -> dict:
   """Runs every seed (skipping finished ones found in ``workdir``) and writes the summary."""
-  wd = Path(workdir)
-  (wd / "seeds").mkdir(parents=True, exist_ok=True)
+  # Check the workdir and load every input before the first write, so a bad start writes nothing.
+  guard = workdir_lib.prepare_workdir(workdir, config, kind="tabular_search",
+                                      may_change=("seeds",))
   ds = data_lib.load_dataset(config.dataset, config.target, config.task)
   split = data_lib.prepare(ds, fold=config.fold)
   space = make_space(config.space, split.d_in, split.d_out, depths=config.depths,
                      widths=config.widths, hidden_widths=config.hidden_widths,
                      dropouts=config.dropouts)
   model = energy.prior_model(config.device)
+  guard.claim()
+  wd = Path(workdir)
+  (wd / "seeds").mkdir(parents=True, exist_ok=True)
   luts = {}
   for b in sorted({1, config.deploy_batch}):
     luts[b] = energy_lut.EnergyLookup(space, model, b)
