@@ -57,16 +57,18 @@ def region_trace(config: ExperimentConfig, region: str, when: Any):
                                     year=year)
 
 
-@functools.lru_cache(maxsize=2)
-def load_inputs(config: ExperimentConfig) -> Inputs:
-  """The problem and trace for ``config`` (cached per process: workers run many episodes)."""
+def trace_window(config) -> tuple[np.ndarray, Any, int, dict]:
+  """The trace of ``config`` (``trace_path``, else ``region``'s shared trace) and the index of the
+  window's first hour: ``(values g/kWh, trace start, hour0, trace info)``.
+
+  Raises:
+    ConfigError: ``start`` without a UTC offset, or a window of ``config.hours`` hours from
+      ``start`` that the trace does not cover.
+  """
   import pandas as pd
 
   from cenas_jax.data import carbon_traces
-  from cenas_jax.data.nasbench import load_nb201_table
 
-  table = load_nb201_table()
-  problem = hwnas_problem(table, sampling=config.sampling, train_time_model=config.train_time_model)
   if config.trace_path:
     # --ci_column picks a column of Electricity Maps files; other formats have one intensity column.
     fmt = carbon_traces.sniff_format(config.trace_path)
@@ -82,10 +84,20 @@ def load_inputs(config: ExperimentConfig) -> Inputs:
     raise ConfigError(
         "start", f"{config.start} with --hours={config.hours} is outside the trace {trace.path} "
         f"({trace.start} .. {trace.end})")
+  return trace.values.astype(np.float64), trace.start, hour0, trace.to_dict()
+
+
+@functools.lru_cache(maxsize=2)
+def load_inputs(config: ExperimentConfig) -> Inputs:
+  """The problem and trace for ``config`` (cached per process: workers run many episodes)."""
+  from cenas_jax.data.nasbench import load_nb201_table
+
+  table = load_nb201_table()
+  problem = hwnas_problem(table, sampling=config.sampling, train_time_model=config.train_time_model)
+  ci, trace_start, hour0, trace_info = trace_window(config)
   prov = table.provenance() if hasattr(table, "provenance") else {}
-  return Inputs(problem=problem, ci_g_per_kwh=trace.values.astype(np.float64),
-                trace_start=trace.start, hour0=hour0,
-                trace_info=trace.to_dict(), table_provenance=prov)
+  return Inputs(problem=problem, ci_g_per_kwh=ci, trace_start=trace_start, hour0=hour0,
+                trace_info=trace_info, table_provenance=prov)
 
 
 def forecast_fn_for(config: ExperimentConfig, ci: np.ndarray, trace_start=None):

@@ -140,6 +140,24 @@ class PoolState:
                halfwork=[Job.from_dict(j) for j in d["halfwork"]], roles=list(d["roles"]))
 
 
+class Segment(NamedTuple):
+  """A stretch of one candidate's training done in one step: what a real backend has to run.
+
+  Attributes:
+    candidate: the candidate's position in the problem.
+    gpu: the training GPU (0 .. n_train-1) that ran it.
+    start_s, end_s: the stretch in the candidate's own training time (s): from ``start_s`` seconds
+      into its full training to ``end_s``.
+    finished: the stretch ends the training (``end_s`` is the full training time).
+  """
+
+  candidate: int
+  gpu: int
+  start_s: float
+  end_s: float
+  finished: bool
+
+
 @dataclasses.dataclass(frozen=True)
 class HourReport:
   """What happened in one step (``charge`` turns its GPU-seconds into ledger entries).
@@ -149,12 +167,15 @@ class HourReport:
     gpu_seconds: GPU-seconds per kind (``KINDS``).
     n_scored: proposals scored by the sampling GPUs this step.
     scored: the candidates scored this step (each also entered or competed for the queue).
+    segments: the training stretches of the step, in the order the pool ran them (a candidate
+      carried over may appear twice: it continues on the next free GPU, as in the official code).
   """
 
   finished: tuple[int, ...]
   gpu_seconds: dict[str, float]
   n_scored: int
   scored: tuple[int, ...]
+  segments: tuple[Segment, ...] = ()
 
 
 # A proposer returns up to k fresh candidate indices (never ones already excluded), best region first.
@@ -257,6 +278,7 @@ def run_step(
       score(cap + 1 - len(queue))
 
   finished: list[int] = []
+  segments: list[Segment] = []
   train_busy_s = 0.0
   progress = True
   while progress and any(b > 0 for b in budgets):
@@ -274,14 +296,17 @@ def run_step(
         job = _pop_least_dominated(queue)
         remaining = float(train_time_s[job.candidate])
       progress = True
+      start_s = float(train_time_s[job.candidate]) - remaining
       if remaining > budgets[g]:
         train_busy_s += budgets[g]
         halfwork.append(job._replace(remaining_s=remaining - budgets[g]))
+        segments.append(Segment(job.candidate, g, start_s, start_s + budgets[g], False))
         budgets[g] = 0.0
       else:
         train_busy_s += remaining
         budgets[g] -= remaining
         finished.append(job.candidate)
+        segments.append(Segment(job.candidate, g, start_s, start_s + remaining, True))
   if n_sample > 0 and not screen:
     refill()  # sampling keeps the queue full for the next step while it has budget
 
@@ -291,7 +316,7 @@ def run_step(
                  IDLE: max(0.0, held_s - train_busy_s - sample_busy_s - switch_busy_s)}
   new_state = PoolState(queue=queue, halfwork=halfwork, roles=roles)
   report = HourReport(finished=tuple(finished), gpu_seconds=gpu_seconds, n_scored=len(scored),
-                      scored=tuple(scored))
+                      scored=tuple(scored), segments=tuple(segments))
   return new_state, report
 
 

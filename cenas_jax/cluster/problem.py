@@ -1,4 +1,18 @@
-"""The search problem the simulated cluster works on: a finite candidate set with two fidelities.
+"""The search problem the cluster's loop works on: candidates with two fidelities.
+
+``Problem`` is the protocol the loop (``cluster.search``) reads: candidate positions ``0..n-1`` with
+an encoding for LaMOO's classifiers, a sampling fidelity (``score``) and a true fidelity revealed by
+training (``run_segments``), and three hooks through which an open problem does real work:
+
+- ``expand(rng)``: add fresh candidates before the hour's proposals (a space too large to enumerate
+  is sampled, and LaMOO classifies the samples into its regions);
+- ``score(positions)``: the sampling GPUs' estimates (a supernet evaluation), also kept in ``y_pred``;
+- ``run_segments(segments)``: run the hour's training stretches (``pool.Segment``); a finished one
+  fills the candidate's row of ``y_true``.
+
+A finite table (``SearchProblem``, the HW-NAS-Bench study) implements the hooks as lookups and no-ops,
+so the same loop drives the table and real training (``cenas_jax.cifar_nas.problem``). Users plug in a
+problem of their own by implementing the protocol.
 
 ``SearchProblem`` holds, for every candidate architecture, its encoding (what LaMOO's classifiers see),
 its true objectives (what evaluation = training from scratch reveals), its sampling estimate (what a
@@ -14,6 +28,7 @@ seen in the official CE-NAS table (``init_data.pth``: 4,119 s to 6,922 s, i.e. 1
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -21,6 +36,44 @@ from cenas_jax.moo.hypervolume import hypervolume_2d
 
 # Calibration of the training-time model (s), from the official CE-NAS init data.
 TRAIN_TIME_RANGE_S = (4119.0, 6922.0)
+
+
+class Problem(Protocol):
+  """What the search loop reads of a problem (all objectives maximized; see the module docstring).
+
+  ``features``, ``y_true``, ``y_pred`` and ``train_time_s`` have one row per known candidate;
+  ``y_true`` rows are read only for evaluated candidates and ``y_pred`` rows only for scored ones.
+  ``max_hv`` normalizes HV (the true front's HV for a table; a stated bound for an open space).
+  """
+
+  name: str
+  objective_names: tuple[str, ...]
+  sampling_source: str
+  ref_point: np.ndarray
+  max_hv: float
+
+  @property
+  def n(self) -> int: ...
+
+  @property
+  def features(self) -> np.ndarray: ...
+
+  @property
+  def y_true(self) -> np.ndarray: ...
+
+  @property
+  def y_pred(self) -> np.ndarray: ...
+
+  @property
+  def train_time_s(self) -> np.ndarray: ...
+
+  def hv(self, positions) -> float: ...
+
+  def expand(self, rng: np.random.Generator) -> None: ...
+
+  def score(self, positions: np.ndarray) -> np.ndarray: ...
+
+  def run_segments(self, segments: Sequence) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +126,16 @@ class SearchProblem:
     if positions.size == 0:
       return 0.0
     return float(hypervolume_2d(self.y_true[positions], self.ref_point))
+
+  # The loop's hooks: a table knows every candidate and both fidelities already.
+  def expand(self, rng: np.random.Generator) -> None:
+    del rng
+
+  def score(self, positions: np.ndarray) -> np.ndarray:
+    return self.y_pred[positions]
+
+  def run_segments(self, segments: Sequence) -> None:
+    del segments
 
 
 def affine_train_time_s(flops: np.ndarray, time_range_s=TRAIN_TIME_RANGE_S) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from cenas_jax.carbon import ledger as ledger_lib
 from cenas_jax.cluster import pool as pool_lib
-from cenas_jax.cluster.problem import SearchProblem
+from cenas_jax.cluster.problem import Problem as SearchProblem
 from cenas_jax.cluster.strategies import Strategy
 from cenas_jax.controller.types import Observation, Outcome
 from cenas_jax.errors import ConfigError
@@ -193,8 +193,13 @@ def oneshot_selection(state: EpisodeState, problem: SearchProblem) -> np.ndarray
 def init_episode(problem: SearchProblem, config: SearchConfig, seed: int,
                  strategy: Strategy) -> EpisodeState:
   """Evaluates ``n_init`` random architectures (uncharged) and initializes the strategy."""
-  rng = _rng(seed, 0, 0)  # stream 0: initial samples; stream 1: hourly proposals
+  # Streams: 0 initial samples, 1 hourly proposals, 3 the initial expansion, 4 hourly expansions.
+  problem.expand(_rng(seed, 0, 3))
+  rng = _rng(seed, 0, 0)
   init = rng.choice(problem.n, size=config.n_init, replace=False)
+  problem.run_segments(tuple(
+      pool_lib.Segment(int(c), i % config.pool.n_gpus, 0.0, float(problem.train_time_s[c]), True)
+      for i, c in enumerate(init)))
   state = EpisodeState(seed=seed, hour=0, evaluated=[int(i) for i in init], scored=[],
                        pool=pool_lib.PoolState(), history={}, strategy_state=None)
   state.strategy_state = strategy.init(_jax_key(seed, 2**30))
@@ -238,6 +243,7 @@ def step_episode(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.n
   Returns the new state (the input is not modified) and the hour's info dict.
   """
   trains = strategy.trains
+  problem.expand(_rng(state.seed, state.hour, 4))
   obs = observe(state, problem, ci_g_per_kwh, hour0, config, trains, forecast_fn, ci_ref)
   sstate, alloc, info = strategy.act(state.strategy_state, obs, _jax_key(state.seed, state.hour))
   pcfg = config.pool
@@ -271,15 +277,17 @@ def step_episode(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.n
   ci = float(ci_g_per_kwh[hour0 + state.hour])
   if trains:
     new_pool, report = pool_lib.run_step(
-        state.pool, n_train=alloc.n_train, n_sample=alloc.n_sample, propose=propose, predict=lambda idx: problem.y_pred[idx],
-        train_time_s=problem.train_time_s, config=pcfg, n_obj=problem.y_true.shape[1])
+        state.pool, n_train=alloc.n_train, n_sample=alloc.n_sample, propose=propose,
+        predict=problem.score, train_time_s=problem.train_time_s, config=pcfg,
+        n_obj=len(problem.objective_names))
+    problem.run_segments(report.segments)
   else:
     # One-shot search: the sampling GPUs score a batch; nothing is queued for training.
     oneshot_cfg = dataclasses.replace(pcfg, screen_per_gpu_hour=config.oneshot_per_gpu_hour)
     _, report = pool_lib.run_step(
         pool_lib.PoolState(roles=state.pool.roles), n_train=0, n_sample=alloc.n_sample,
-        propose=propose, predict=lambda idx: problem.y_pred[idx],
-        train_time_s=problem.train_time_s, config=oneshot_cfg)
+        propose=propose, predict=problem.score, train_time_s=problem.train_time_s,
+        config=oneshot_cfg)
     new_pool = pool_lib.PoolState(roles=[pool_lib.SAMPLE] * alloc.n_sample
                                   + [pool_lib.RELEASED] * (pcfg.n_gpus - alloc.n_sample))
   ledger = pool_lib.charge(state.ledger, report, hour=state.hour, ci_g_per_kwh=ci, config=pcfg)
