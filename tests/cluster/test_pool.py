@@ -97,6 +97,11 @@ def test_long_job_is_carried_over_and_has_priority_next_hour():
   assert rep.scored == (3, 4, 5)
   assert rep.gpu_seconds[TRAIN] == 3600.0
   assert rep.gpu_seconds[SAMPLE] == 180.0
+  # The stretches a real backend runs: job 0 resumes at 3600 s of its 5000 s, job 4 starts.
+  S = pool_lib.Segment  # pylint: disable=invalid-name
+  assert rep.segments == (S(0, 0, 3600.0, 5000.0, True), S(2, 0, 0.0, 1000.0, True),
+                          S(1, 0, 0.0, 1000.0, True), S(4, 0, 0.0, 200.0, False))
+  assert sum(s.end_s - s.start_s for s in rep.segments) == rep.gpu_seconds[TRAIN]
 
 
 def test_least_dominated_first_on_predicted_objectives():
