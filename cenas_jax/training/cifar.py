@@ -13,6 +13,11 @@ for the whole run.
 
 Training drops the last incomplete batch of each epoch (as the reference recipe does), so BatchNorm
 never sees padding rows; evaluation pads and masks through ``training/step.py``.
+
+One step loop (``_train_steps``) serves the epoch loop ``fit`` (``train_network``, supernets) and
+``train_until``, which advances a job to any global step in segments a scheduler hands out (a job's
+directory: ``job_dir``); the global step index fixes each batch, so every split of a run ends in the
+same state, bit for bit, as one uninterrupted run.
 """
 
 from __future__ import annotations
