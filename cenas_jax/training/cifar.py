@@ -13,12 +13,19 @@ for the whole run.
 
 Training drops the last incomplete batch of each epoch (as the reference recipe does), so BatchNorm
 never sees padding rows; evaluation pads and masks through ``training/step.py``.
+
+One step loop (``_train_steps``) serves the epoch loop ``fit`` (``train_network``, supernets) and
+``train_until``, which advances a job to any global step in segments a scheduler hands out (a job's
+directory: ``job_dir``); the global step index fixes each batch, so every split of a run ends in the
+same state, bit for bit, as one uninterrupted run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cenas_jax import fileio
 from cenas_jax.data import augment
+from cenas_jax.errors import WorkdirError
 from cenas_jax.spaces.darts import Genotype, count_params
 from cenas_jax.spaces.darts_net import NetworkCIFAR
 from cenas_jax.training import checkpoint as ckpt_lib
@@ -165,6 +174,81 @@ def _batches(x: np.ndarray, y: np.ndarray, size: int, order: np.ndarray, drop_la
     yield {"image": x[idx], "label": y[idx], **{k: np.full(len(idx), v, np.float32) for k, v in extra.items()}}
 
 
+def steps_per_epoch(data: Any, config: RecipeConfig) -> int:
+  """Training steps of one epoch: full batches of ``data.x_train`` (the last partial one is dropped).
+
+  Raises:
+    ValueError: fewer training images than one batch.
+  """
+  n = len(data.x_train) // config.batch_size
+  if n < 1:
+    raise ValueError(f"{len(data.x_train)} training images are fewer than one batch of {config.batch_size}")
+  return n
+
+
+def total_steps(data: Any, config: RecipeConfig) -> int:
+  """Training steps of the whole run: ``config.epochs * (len(data.x_train) // config.batch_size)``."""
+  return config.epochs * steps_per_epoch(data, config)
+
+
+def _zero_sums() -> dict[str, float]:
+  return {"loss": 0.0, "accuracy": 0.0}
+
+
+def _train_steps(train_step: step_lib.TrainStep, state: step_lib.TrainState, data: Any,
+                 config: RecipeConfig, *, seed: int, start: int, stop: int, sums: dict[str, float],
+                 end_epoch: Callable[[int, step_lib.TrainState, dict[str, float]], None]
+                 ) -> tuple[step_lib.TrainState, dict[str, float]]:
+  """The one training loop: global steps ``[start, stop)`` of the run, from any step to any step.
+
+  Global step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``: the rows
+  ``order[i * batch_size:(i + 1) * batch_size]`` of that epoch's order
+  ``np.random.default_rng([seed, epoch]).permutation``, with the epoch's drop-path probability. The
+  step index alone fixes the batch, so a run split anywhere (mid-epoch included) takes the same steps
+  as one uninterrupted run; the state carries the PRNG key and the optimizer's step count.
+
+  Args:
+    sums: the running sums of the current epoch's per-step loss and accuracy (``{"loss",
+      "accuracy"}``; zeros at an epoch start), added to in step order so that a split run adds the
+      same floats in the same order.
+    end_epoch: called as ``end_epoch(epoch, state, sums)`` after the last step of each epoch (the
+      state must not be donated there); the sums restart at zero after it.
+
+  Returns:
+    ``(state, sums)``: the state after step ``stop - 1`` and the current epoch's running sums.
+  """
+  per_epoch = steps_per_epoch(data, config)
+  size = config.batch_size
+  order = None
+  for s in range(start, stop):
+    epoch, i = divmod(s, per_epoch)
+    if order is None or i == 0:
+      order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
+    idx = order[i * size:(i + 1) * size]
+    batch = {"image": data.x_train[idx], "label": data.y_train[idx],
+             "drop_prob": np.full(size, drop_prob_at(config, epoch), np.float32)}
+    state, metrics = train_step(state, batch)
+    for k in sums:
+      sums[k] += float(metrics[k])
+    if i == per_epoch - 1:
+      end_epoch(epoch, state, sums)
+      sums = _zero_sums()
+  return state, sums
+
+
+def _epoch_record(epoch: int, sums: dict[str, float], per_epoch: int) -> dict[str, float]:
+  return {"epoch": epoch + 1, "train_loss": sums["loss"] / per_epoch,
+          "train_accuracy": sums["accuracy"] / per_epoch}
+
+
+def _restore(checkpointer: ckpt_lib.Checkpointer, state: step_lib.TrainState,
+             mesh: jax.sharding.Mesh) -> ckpt_lib.Restored:
+  """The latest checkpoint, restored like ``state`` and replicated on ``mesh``."""
+  # Restore onto one device (orbax cannot target arrays on an explicit-axes mesh), then replicate.
+  restored = checkpointer.restore(target=jax.device_put(state, jax.devices()[0]))
+  return dataclasses.replace(restored, state=mesh_lib.replicate(restored.state, mesh))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
   """Final test metrics and the per-epoch history (``[{epoch, train_loss, train_accuracy,
@@ -186,32 +270,21 @@ def fit(train_step: step_lib.TrainStep, state: step_lib.TrainState, data: Any, c
   ``data.x_train``/``y_train`` with the epoch's drop-path probability, ``evaluate(state)`` after each
   epoch, a checkpoint per epoch under ``workdir/checkpoints``, progress lines with an ETA.
 
-  A rerun with the same ``workdir`` continues from the last epoch saved and ends in the same state
-  as an uninterrupted run (same seed, backend and device count). Returns ``(state, history)``.
+  The steps are :func:`_train_steps`'s (the loop :func:`train_until` runs too). A rerun with the same
+  ``workdir`` continues from the last epoch saved and ends in the same state as an uninterrupted run
+  (same seed, backend and device count). Returns ``(state, history)``.
   """
-  steps_per_epoch = len(data.x_train) // config.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"{len(data.x_train)} training images are fewer than one batch of {config.batch_size}")
+  per_epoch = steps_per_epoch(data, config)
   history: list[dict[str, float]] = []
   start_epoch = 0
   checkpointer = ckpt_lib.Checkpointer(Path(workdir) / "checkpoints") if workdir else None
   if checkpointer is not None and checkpointer.latest_step() is not None:
-    # Restore onto one device (orbax cannot target arrays on an explicit-axes mesh), then replicate.
-    restored = checkpointer.restore(target=jax.device_put(state, jax.devices()[0]))
-    state = mesh_lib.replicate(restored.state, train_step.mesh)
-    history = list(restored.side_state["history"])
-    start_epoch = restored.step
+    restored = _restore(checkpointer, state, train_step.mesh)
+    state, history, start_epoch = restored.state, list(restored.side_state["history"]), restored.step
   t0 = time.perf_counter()
-  for epoch in range(start_epoch, config.epochs):
-    order = np.random.default_rng([seed, epoch]).permutation(len(data.x_train))
-    sums = {"loss": 0.0, "accuracy": 0.0}
-    for batch in _batches(data.x_train, data.y_train, config.batch_size, order, True,
-                          drop_prob=drop_prob_at(config, epoch)):
-      state, metrics = train_step(state, batch)
-      for k in sums:
-        sums[k] += float(metrics[k])
-    record = {"epoch": epoch + 1, "train_loss": sums["loss"] / steps_per_epoch,
-              "train_accuracy": sums["accuracy"] / steps_per_epoch}
+
+  def end_epoch(epoch, state, sums):
+    record = _epoch_record(epoch, sums, per_epoch)
     record.update(evaluate(state) if evaluate is not None else {})
     record["seconds"] = time.perf_counter() - t0
     history.append(record)
@@ -223,9 +296,26 @@ def fit(train_step: step_lib.TrainStep, state: step_lib.TrainState, data: Any, c
       shown = "  ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in record.items()
                         if k not in ("epoch", "seconds"))
       log(f"epoch {epoch + 1}/{config.epochs}  {shown}  ETA {eta:.0f} s")
-  if checkpointer is not None:
-    checkpointer.close()
+
+  try:
+    state, _ = _train_steps(train_step, state, data, config, seed=seed, start=start_epoch * per_epoch,
+                            stop=config.epochs * per_epoch, sums=_zero_sums(), end_epoch=end_epoch)
+  finally:
+    if checkpointer is not None:
+      checkpointer.close()
   return state, history
+
+
+def _test_fn(compiled: _Compiled, data: Any, config: RecipeConfig
+             ) -> Callable[[step_lib.TrainState], dict[str, float]]:
+  """Test-set loss and accuracy of a state (padded last batch, BatchNorm's running averages)."""
+
+  def test(state):
+    out = step_lib.evaluate(compiled.eval_step, state, _batches(
+        data.x_test, data.y_test, config.eval_batch_size, np.arange(len(data.x_test)), False))
+    return {"test_accuracy": out["accuracy"], "test_loss": out["loss"]}
+
+  return test
 
 
 def train_network(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: int = 0,
@@ -234,20 +324,163 @@ def train_network(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: 
   """Trains ``genotype``'s network on ``data`` (a ``Cifar10``-like object) and tests it after every
   epoch; with ``workdir`` it checkpoints and resumes (see :func:`fit`)."""
   mesh = mesh or mesh_lib.make_data_mesh()
-  compiled = _compiled(genotype, config, max(1, len(data.x_train) // config.batch_size), mesh)
-  eval_step = compiled.eval_step
-
-  def test(state):
-    out = step_lib.evaluate(eval_step, state, _batches(data.x_test, data.y_test, config.eval_batch_size,
-                                                       np.arange(len(data.x_test)), False))
-    return {"test_accuracy": out["accuracy"], "test_loss": out["loss"]}
-
+  compiled = _compiled(genotype, config, steps_per_epoch(data, config), mesh)
   state, history = fit(compiled.train_step, init_state(compiled, seed, mesh), data, config, seed=seed,
-                       workdir=workdir, evaluate=test, log=log)
+                       workdir=workdir, evaluate=_test_fn(compiled, data, config), log=log)
   last = history[-1]
   n_params = count_params(genotype, config.init_channels, config.layers)
   return TrainResult(test_accuracy=last["test_accuracy"], test_loss=last["test_loss"], n_params=n_params,
                      epochs=config.epochs, history=tuple(history), state=state)
+
+
+# A job keeps its newest two checkpoints: the latest, and one to fall back on should it be damaged.
+JOB_MAX_TO_KEEP = 2
+_JOB_FILE = "job.json"
+
+
+def job_dir(root: str | Path, genotype: Genotype, config: RecipeConfig, seed: int) -> Path:
+  """The directory of one training job under ``root``: ``<12 hex digits>-seed<seed>``, the digits a
+  hash of the genotype and recipe, so that one (architecture, recipe, seed) always lands in the same
+  place and a rerun resumes it.
+
+  Inside, :func:`train_until` keeps ``job.json`` (what the job is) and ``checkpoints/<global step>``
+  (at most :data:`JOB_MAX_TO_KEEP` of them).
+  """
+  key = json.dumps({"genotype": genotype.to_json(), "recipe": dataclasses.asdict(config)}, sort_keys=True)
+  return Path(root) / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}-seed{int(seed)}"
+
+
+def _check_job(workdir: Path, genotype: Genotype, config: RecipeConfig, seed: int, data: Any) -> None:
+  """Records the job in ``workdir/job.json``, or checks that the one recorded there is this one."""
+  job = {"genotype": genotype.to_json(), "recipe": dataclasses.asdict(config), "seed": int(seed),
+         "n_train": len(data.x_train), "n_test": len(data.x_test)}
+  path = workdir / _JOB_FILE
+  if not path.exists():
+    # Hidden files may be the temporary file of a job.json write that a kill interrupted.
+    if workdir.is_dir() and any(not f.name.startswith(".") for f in workdir.iterdir()):
+      raise WorkdirError(f"{workdir} holds files but no {_JOB_FILE}: it is not a training job's "
+                         "directory; use a new or empty one.")
+    fileio.atomic_write_json(path, job)
+    return
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{path} cannot be read ({e}); delete the job directory to start it again.") from None
+  diff = sorted(k for k in job if saved.get(k) != json.loads(json.dumps(job[k])))
+  if diff:
+    raise WorkdirError(f"{workdir} holds another training job (its {', '.join(diff)} differ from this "
+                       "one's); use job_dir() or a new directory for this one.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainProgress:
+  """Where a training job stands after :func:`train_until`.
+
+  Attributes:
+    step: global steps done (the checkpoint's step).
+    total_steps: steps of the whole run (:func:`total_steps`).
+    finished: ``step == total_steps``; the test metrics are set only then.
+    test_accuracy, test_loss: on the test set after the last step; ``None`` until finished.
+    n_params: the network's parameter count.
+    history: ``{epoch, train_loss, train_accuracy}`` of each completed epoch.
+    steps_run: steps this call trained (0 when the checkpoint was already there).
+    seconds: wall-clock seconds this call spent training and testing.
+    state: the training state at ``step``.
+  """
+
+  step: int
+  total_steps: int
+  finished: bool
+  test_accuracy: float | None
+  test_loss: float | None
+  n_params: int
+  history: tuple[dict[str, float], ...]
+  steps_run: int
+  seconds: float
+  state: step_lib.TrainState
+
+
+def train_until(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: int, workdir: str | Path,
+                stop_step: int, mesh: jax.sharding.Mesh | None = None,
+                log: Callable[[str], None] | None = None) -> TrainProgress:
+  """Advances a from-scratch training job to global step ``stop_step``, from its latest checkpoint.
+
+  The job is ``train_network(genotype, data, config, seed=seed)`` cut into segments: any split of
+  ``[0, total_steps]`` into calls (mid-epoch too, each in a fresh process) ends with the same
+  parameters, bit for bit, and the same test accuracy as one call and as :func:`train_network` (same
+  backend and device count), because both run :func:`_train_steps` and the step index fixes the
+  batch. A segment checkpoints at each epoch end inside it and at ``stop_step``; when ``stop_step``
+  reaches the total it tests the network and keeps the test metrics in the last checkpoint.
+
+  Idempotent: when the checkpoint is already at or beyond ``stop_step`` nothing is trained; the call
+  returns where the job stands.
+
+  Args:
+    genotype, data, config, seed: the job, as for :func:`train_network`.
+    workdir: the job's directory (see :func:`job_dir`); new, empty or this job's.
+    stop_step: the global step to reach; clipped to :func:`total_steps`.
+    mesh: data mesh (default: every device).
+    log: receives one line per completed epoch and one per call.
+
+  Raises:
+    ValueError: ``stop_step`` < 0 or fewer training images than one batch.
+    WorkdirError: ``workdir`` holds other files or another job.
+    CheckpointError: the latest checkpoint is unreadable or incompatible.
+  """
+  if stop_step < 0:
+    raise ValueError(f"stop_step must be >= 0, got {stop_step}")
+  t0 = time.perf_counter()
+  total = total_steps(data, config)
+  per_epoch = steps_per_epoch(data, config)
+  stop = min(int(stop_step), total)
+  workdir = Path(workdir)
+  _check_job(workdir, genotype, config, seed, data)
+  mesh = mesh or mesh_lib.make_data_mesh()
+  compiled = _compiled(genotype, config, per_epoch, mesh)
+  history: list[dict[str, float]] = []
+  sums, test, start = _zero_sums(), None, 0
+  with ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=JOB_MAX_TO_KEEP) as checkpointer:
+    if checkpointer.latest_step() is None:
+      state = init_state(compiled, seed, mesh)
+    else:
+      # Restored onto the state's shapes alone: a resumed segment never compiles the initializer.
+      one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
+                            jax.eval_shape(lambda: init_state(compiled, seed, None)))
+      restored = checkpointer.restore(target=target)
+      state, start, side = mesh_lib.replicate(restored.state, mesh), restored.step, restored.side_state
+      history, sums, test = list(side["history"]), dict(side["sums"]), side.get("test")
+    if start < stop:
+
+      def end_epoch(epoch, state, sums):
+        history.append(_epoch_record(epoch, sums, per_epoch))
+        if (epoch + 1) * per_epoch < stop:  # the segment's own end is saved below, with its test
+          checkpointer.save((epoch + 1) * per_epoch, state, {"history": history, "sums": _zero_sums()})
+        if log is not None:
+          log(f"epoch {epoch + 1}/{config.epochs}  train loss {history[-1]['train_loss']:.4f}  "
+              f"train accuracy {history[-1]['train_accuracy']:.4f}")
+
+      state, sums = _train_steps(compiled.train_step, state, data, config, seed=seed, start=start,
+                                 stop=stop, sums=sums, end_epoch=end_epoch)
+      if stop == total:
+        test = _test_fn(compiled, data, config)(state)
+      checkpointer.save(stop, state, {"history": history, "sums": sums, "test": test})
+    elif start == total and test is None:  # a final step saved without its test: test it now
+      test = _test_fn(compiled, data, config)(state)
+  step = max(start, stop)
+  if int(state.step) != step:
+    raise ckpt_lib.CheckpointError(f"{workdir}: the checkpoint of step {step} holds a state at step "
+                                   f"{int(state.step)}; delete the job directory to start it again.")
+  seconds = time.perf_counter() - t0
+  if log is not None:
+    shown = f"  test accuracy {test['test_accuracy']:.4f}" if test is not None else ""
+    log(f"step {step}/{total}  trained {max(0, stop - start)} steps in {seconds:.1f} s{shown}")
+  return TrainProgress(step=step, total_steps=total, finished=step == total,
+                       test_accuracy=None if test is None else test["test_accuracy"],
+                       test_loss=None if test is None else test["test_loss"],
+                       n_params=count_params(genotype, config.init_channels, config.layers),
+                       history=tuple(history), steps_run=max(0, stop - start), seconds=seconds,
+                       state=state)
 
 
 def train_step_energy(genotype: Genotype, config: RecipeConfig, device: str = "h100-sxm") -> dict[str, Any]:
