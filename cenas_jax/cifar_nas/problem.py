@@ -172,9 +172,7 @@ class CifarProblem:
     for c, seg in last.items():
       step_s = self.step_cost(c).time_s
       stop = self.total_steps if seg.finished else min(self.total_steps, int(round(seg.end_s / step_s)))
-      jobs.append(TrainJob(candidate=c, genotype=self.genotype(c).to_json(),
-                           job_dir=f"{self.jobs_dir}/c{c:06d}", stop_step=stop,
-                           seed=int(np.random.SeedSequence([self.seed, c]).generate_state(1)[0] >> 1)))
+      jobs.append(self.job(c, stop))
     if not jobs:
       return
     for job, out in zip(jobs, self._run_jobs(jobs)):
@@ -186,6 +184,14 @@ class CifarProblem:
                              f"{self.total_steps}")
         self.metrics[c] = {k: v for k, v in out.items() if k != "history"}
         self._y_true[c] = (100.0 * float(out["test_accuracy"]), -self.params_m[c])
+
+  def job(self, c: int, stop_step: int | None = None) -> TrainJob:
+    """The training job of candidate ``c`` (its own directory and seed), up to ``stop_step``
+    (default: the whole training)."""
+    return TrainJob(candidate=c, genotype=self.genotype(c).to_json(),
+                    job_dir=f"{self.jobs_dir}/c{c:06d}",
+                    stop_step=self.total_steps if stop_step is None else int(stop_step),
+                    seed=int(np.random.SeedSequence([self.seed, c]).generate_state(1)[0] >> 1))
 
   # --- state ---------------------------------------------------------------------------------
   def _add(self, genotypes: Sequence[space.Genotype]) -> None:

@@ -38,10 +38,10 @@ class ReplayClock:
     if self.pace_wall_s < 0:
       raise ConfigError("pace_wall_s", f"must be >= 0, got {self.pace_wall_s}")
 
-  def wait_until(self, hour: int, started: float) -> float:
-    """Waits until ``hour`` may start (``started``: ``now()`` when hour 0 began); returns the
-    seconds waited."""
-    wait = started + hour * self.pace_wall_s - self.now()
+  def wait_until(self, hour: int, first_hour: int, started: float) -> float:
+    """Waits until ``hour`` may start, this process having started ``first_hour`` at ``now()`` =
+    ``started``; returns the seconds waited."""
+    wait = started + (hour - first_hour) * self.pace_wall_s - self.now()
     if wait > 0:
       self.sleep(wait)
     return max(0.0, wait)
@@ -57,8 +57,9 @@ class WallClock:
   now: Callable[[], float] = time.time
   name: str = "wall"
 
-  def wait_until(self, hour: int, started: float) -> float:
-    del started
+  def wait_until(self, hour: int, first_hour: int, started: float) -> float:
+    """Waits until ``start_unix + hour`` hours (a resumed run catches up on missed hours at once)."""
+    del first_hour, started
     wait = self.start_unix + hour * self.hour_s - self.now()
     if wait > 0:
       self.sleep(wait)

@@ -1,0 +1,178 @@
+"""Settings of ``experiments.cifar_search`` as nested frozen dataclasses (flat flags, unique names).
+
+The proposal, agent and pre-training settings are the HW-NAS-Bench study's own classes, so the two
+binaries spell them the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Literal
+
+from cenas_jax.cifar_nas.jobs import DataSpec
+from cenas_jax.cluster.config import AgentSettings, PretrainConfig, ProposalConfig, _check_choices
+from cenas_jax.errors import ConfigError
+from cenas_jax.training.cifar import RecipeConfig
+
+STRATEGIES = ("cenas", "cenas_faithful", "heuristic", "vanilla", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSettings:
+  """How a proposal is trained from scratch (defaults: DARTS' evaluation recipe, as CE-NAS)."""
+
+  init_channels: int = 36
+  layers: int = 20
+  epochs: int = 600
+  batch_size: int = 96
+  learning_rate: float = 0.025
+  cutout_length: int = 16
+  drop_path_prob: float = 0.2
+  auxiliary_weight: float = 0.4
+
+  def recipe(self) -> RecipeConfig:
+    try:
+      return RecipeConfig(epochs=self.epochs, batch_size=self.batch_size,
+                          learning_rate=self.learning_rate, cutout_length=self.cutout_length,
+                          drop_path_prob=self.drop_path_prob, auxiliary_weight=self.auxiliary_weight,
+                          init_channels=self.init_channels, layers=self.layers)
+    except ValueError as e:
+      raise ConfigError(str(e).split(" ")[0], str(e)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SupernetSettings:
+  """The weight-sharing supernet of the sampling GPUs (defaults: DARTS' search network)."""
+
+  supernet_channels: int = 16
+  supernet_layers: int = 8
+  supernet_epochs: int = 50
+  supernet_batch_size: int = 64
+  supernet_learning_rate: float = 0.025
+  few_shot: bool = False
+  calib_batches: int = 4
+
+  def recipe(self) -> RecipeConfig:
+    from cenas_jax.training.supernet import SEARCH_RECIPE
+
+    try:
+      return dataclasses.replace(SEARCH_RECIPE, epochs=self.supernet_epochs,
+                                 batch_size=self.supernet_batch_size,
+                                 learning_rate=self.supernet_learning_rate,
+                                 init_channels=self.supernet_channels, layers=self.supernet_layers)
+    except ValueError as e:
+      raise ConfigError("supernet_" + str(e).split(" ")[0], str(e)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class CifarSearchConfig:
+  """Everything that defines a CIFAR-10 search (saved in the workdir; a resume must match it).
+
+  Attributes:
+    strategy: who splits the GPUs hour by hour (``cenas``: the allocation agent).
+    seed: proposals, initial samples, supernet and training seeds derive from it.
+    cifar_path: CIFAR-10 archive or folder; "" downloads the official archive (sha256-checked);
+      ``shared:<path>`` is a file under the shared data folder (``$CENAS_SHARED_DATA``).
+    train_images, valid_images, test_images: the data split (``jobs.DataSpec``).
+    include_genotypes: published cells (``spaces.darts.GENOTYPES`` names) or genotype JSON files that
+      are candidates from the start.
+    region, trace_dataset, ci_column, trace_path, start: the carbon-intensity trace and the search
+      window's first hour (as ``hwnas_search``).
+    clock: ``replay`` (one trace hour = ``hour_s`` device-seconds, deterministic) or ``wall``.
+    live_zone: with ``clock=wall``, read each hour's intensity from Electricity Maps for this zone
+      at the hour's start (token in ``ELECTRICITYMAPS_TOKEN``) instead of the trace.
+    hours: trace hours the search runs.
+    hour_s: device-seconds per trace hour under ``replay`` (``wall``: 3600).
+    pace_wall_s: under ``replay``, wall seconds to wait per hour at least (0: none).
+    n_gpus: GPUs the agent splits between sampling and evaluation.
+    n_init: random candidates trained before the first hour (uncharged, as the official code).
+    candidates_per_hour: genotypes sampled each hour for LaMOO to classify.
+    queue_capacity, screen_per_gpu_hour, idle_power_w, pue, switch_overhead_s: the pool
+      (``cluster.pool.PoolConfig``); training and sampling power and the time to score a proposal
+      come from the energy model's prediction for ``energy_device``.
+    history_hours, reward_accounting: as the HW-NAS-Bench study.
+    energy_device: the NVIDIA device whose predicted step time and energy price the search
+      (``energy.DEVICE_SPECS``).
+    backend: where training jobs run: ``local`` (threads over local devices) or ``ray``.
+    ray_address: a running Ray cluster ("" starts one on this machine).
+    n_devices: local devices the jobs may use (0: all).
+    devices_per_job: devices one training job trains on, data-parallel.
+  """
+
+  strategy: Literal["cenas", "cenas_faithful", "heuristic", "vanilla", "fixed"] = "cenas"
+  seed: int = 0
+  cifar_path: str = ""
+  train_images: int = 0
+  valid_images: int = 5000
+  test_images: int = 0
+  include_genotypes: tuple[str, ...] = ()
+  region: str = "US-CAL-CISO"
+  trace_dataset: Literal["forecasting", "benchmark", "electricitymaps"] = "forecasting"
+  ci_column: Literal["lifecycle", "direct"] = "lifecycle"
+  trace_path: str = ""
+  start: str = "2021-07-02T06:00:00+00:00"
+  clock: Literal["replay", "wall"] = "replay"
+  live_zone: str = ""
+  hours: int = 80
+  hour_s: float = 3600.0
+  pace_wall_s: float = 0.0
+  n_gpus: int = 8
+  n_init: int = 10
+  candidates_per_hour: int = 200
+  queue_capacity: int = 10
+  screen_per_gpu_hour: int = 0
+  idle_power_w: float = 60.0
+  pue: float = 1.0
+  switch_overhead_s: float = 0.0
+  history_hours: int = 168
+  reward_accounting: Literal["paper", "full"] = "paper"
+  energy_device: str = "h100-sxm"
+  backend: Literal["local", "ray"] = "local"
+  ray_address: str = ""
+  n_devices: int = 0
+  devices_per_job: int = 1
+  network: NetworkSettings = NetworkSettings()
+  supernet: SupernetSettings = SupernetSettings()
+  lamoo: ProposalConfig = ProposalConfig()
+  agent: AgentSettings = AgentSettings()
+  pretrain: PretrainConfig = PretrainConfig()
+
+  def __post_init__(self):
+    _check_choices(self)
+    for name in ("hours", "n_gpus", "candidates_per_hour", "history_hours", "devices_per_job"):
+      if getattr(self, name) < 1:
+        raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+    for name in ("n_init", "queue_capacity", "screen_per_gpu_hour", "n_devices", "valid_images",
+                 "train_images", "test_images"):
+      if getattr(self, name) < 0:
+        raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+    if self.clock == "wall" and self.hour_s != 3600.0:
+      raise ConfigError("hour_s", "--clock=wall runs real hours; leave --hour_s at 3600")
+    if self.live_zone and self.clock != "wall":
+      raise ConfigError("live_zone", "live intensities need --clock=wall (a replay reads a trace)")
+    if self.live_zone and self.strategy == "cenas" and self.agent.agent_ci_input != "actual":
+      raise ConfigError("live_zone", "a live run has no future intensities: use "
+                        "--agent_ci_input=actual")
+    if self.n_init < 1:
+      raise ConfigError("n_init", "needs at least one initial training (the loop's first HV)")
+    try:
+      when = dt.datetime.fromisoformat(self.start)
+    except ValueError:
+      raise ConfigError("start", f"{self.start!r} is not an ISO 8601 time, e.g. 2021-07-02T06:00:00+00:00") from None
+    if when.tzinfo is None:
+      raise ConfigError("start", f"{self.start!r} needs a UTC offset, e.g. 2021-07-02T06:00:00+00:00")
+    from cenas_jax.energy.specs import DEVICE_SPECS
+
+    if self.energy_device not in DEVICE_SPECS:
+      raise ConfigError("energy_device", f"unknown {self.energy_device!r}; choose one of "
+                        f"{', '.join(sorted(DEVICE_SPECS))}")
+    if self.backend == "local" and self.ray_address:
+      raise ConfigError("ray_address", "is for --backend=ray")
+    self.network.recipe()
+    self.supernet.recipe()
+
+  @property
+  def data(self) -> DataSpec:
+    return DataSpec(path=self.cifar_path, train_images=self.train_images,
+                    valid_images=self.valid_images, test_images=self.test_images)

@@ -1,0 +1,94 @@
+r"""CE-NAS on CIFAR-10: the allocation agent splits GPUs between supernet sampling and training.
+
+  python -m experiments.cifar_search --flagfile=experiments/flags/quickstart.flags --workdir=W
+
+Writes W/summary.json, W/summary.md, W/results.jsonl (one line per trace hour), W/pareto.csv, the
+figures (pareto.png, hv_vs_hours.png, hv_vs_carbon.png, allocation.png) and W/architectures/ (each
+Pareto architecture's genotype and trained parameters; ``cenas_jax.training.export.load_network``
+loads one). Checkpoints every hour; run the same command again to resume a killed run.
+"""
+
+from __future__ import annotations
+
+from absl import app
+
+from cenas_jax.cifar_nas import config as config_lib
+from cenas_jax.cifar_nas import experiment
+from experiments import cli
+
+_HELP = {
+    "strategy": "Who splits the GPUs hour by hour (cenas: the allocation agent).",
+    "seed": "Seed of proposals, supernet and trainings.",
+    "cifar_path": "CIFAR-10 archive or folder; empty: download the official archive (sha256-checked); "
+                  "shared:<path>: a file under $CENAS_SHARED_DATA.",
+    "train_images": "Training images networks and the supernet train on (0: all but the held-out).",
+    "valid_images": "Training images held out for the supernet's scores.",
+    "test_images": "Test images a trained network is tested on (0: all).",
+    "include_genotypes": "Published cells (DARTS_V1, DARTS_V2, P_DARTS, PC_DARTS) or genotype JSON "
+                         "files that are candidates from the start.",
+    "region": "Carbon-intensity region (US-CAL-CISO, DE, US-MIDA-PJM).",
+    "trace_dataset": "Which shared trace files to read for --region.",
+    "ci_column": "Intensity column.",
+    "trace_path": "Any trace file the data layer reads (overrides --region).",
+    "start": "UTC start of the search window (ISO 8601 with offset).",
+    "clock": "replay: one trace hour = --hour_s device-seconds (deterministic); wall: real hours.",
+    "hours": "Trace hours the search runs.",
+    "hour_s": "Device-seconds per trace hour under --clock=replay.",
+    "pace_wall_s": "Under replay, wait at least this many wall seconds per hour.",
+    "n_gpus": "GPUs the agent splits between sampling and evaluation.",
+    "n_init": "Random architectures trained before the first hour (uncharged).",
+    "candidates_per_hour": "Genotypes sampled per hour for LaMOO to classify.",
+    "queue_capacity": "Evaluation queue capacity.",
+    "screen_per_gpu_hour": "0: official queue refill; N: each sampling GPU screens up to N proposals/hour.",
+    "idle_power_w": "Power of a held, idle GPU (W).",
+    "pue": "Power usage effectiveness.",
+    "switch_overhead_s": "Device-seconds lost when a GPU changes role.",
+    "history_hours": "Trailing hours of intensity a strategy sees.",
+    "reward_accounting": "Carbon in the agent's reward.",
+    "energy_device": "NVIDIA device whose predicted step time and energy price the search.",
+    "backend": "Where training jobs run: local devices, or a Ray cluster.",
+    "ray_address": "Address of a running Ray cluster (empty: start one on this machine).",
+    "n_devices": "Local devices training jobs may use (0: all).",
+    "devices_per_job": "Devices one training job trains on (data-parallel).",
+    "init_channels": "Channels of the trained networks.",
+    "layers": "Cells of the trained networks.",
+    "epochs": "Training epochs of a proposal.",
+    "batch_size": "Training batch size.",
+    "learning_rate": "Initial SGD learning rate (cosine schedule).",
+    "cutout_length": "Cutout size (0: none).",
+    "drop_path_prob": "Drop-path probability at the last epoch.",
+    "auxiliary_weight": "Weight of the auxiliary head's loss (0: no head).",
+    "supernet_channels": "Channels of the supernet.",
+    "supernet_layers": "Cells of the supernet.",
+    "supernet_epochs": "SPOS training epochs of the supernet.",
+    "supernet_batch_size": "Supernet batch size.",
+    "supernet_learning_rate": "Supernet learning rate.",
+    "few_shot": "Split the supernet by the op of one edge into 7 sub-supernets.",
+    "calib_batches": "Batches that recalibrate BatchNorm for a scored path.",
+    "proposal": "LaMOO proposal method.",
+    "cp": "LaMOO UCB exploration constant.",
+    "lamoo_preset": "LaMOO tree rules.",
+    "max_tree_samples": "Cap on samples per LaMOO tree (0: none).",
+    "agent_mode": "Agent of the 'cenas' strategy: repaired, or faithful (the official agent).",
+    "agent_ci_input": "Agent state: current intensity only, or next-24 h features (perfect/forecast).",
+    "agent_release": "The repaired agent may release GPUs.",
+    "agent_entropy_weight": "Entropy bonus of the repaired agent.",
+    "agent_greedy": "A pre-trained agent takes its most probable action.",
+    "agent_beta_scale": "Carbon weight in the repaired agent's reward.",
+    "forecaster_dir": "Trained forecaster for --agent_ci_input=forecast.",
+    "pretrain_episodes": "Pre-train the 'cenas' agent on this many simulated HW-NAS-Bench episodes.",
+    "pretrain_regions": "Regions for pre-training windows.",
+    "pretrain_end": "Pre-training windows end before this UTC time.",
+}
+cli.define_flags(config_lib.CifarSearchConfig, help=_HELP)
+
+
+def main(argv):
+  summary = cli.run_main(argv, config_lib.CifarSearchConfig, experiment.run)
+  print(f"\ntrained {summary['n_trained']} architectures; Pareto set of {len(summary['pareto'])}; "
+        f"carbon {summary['carbon_g']['full']:.4g} g full / {summary['carbon_g']['paper']:.4g} g paper "
+        "accounting; summary.md explains every number")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=cli.parse_flags)
