@@ -1,14 +1,15 @@
-"""Execution backends: where the search's training jobs run (this machine's devices, or a Ray cluster).
+"""Execution backends: where the search's training jobs run (this machine's devices or Ray).
 
 A *job* is a picklable call ``fn(*args, devices=[...], **kwargs)``: a top-level function with plain
-arguments that trains one candidate up to a step in its own checkpoint directory. Jobs are idempotent
-(a job whose checkpoint is already there returns at once), so a backend may rerun, cancel or
-interrupt one without losing more than the work since its last checkpoint. A backend hands each job
-the device set it may use; the job builds its mesh from them
+arguments that trains one candidate up to a step in its own checkpoint directory. Jobs are
+idempotent (a job whose checkpoint is already there returns at once), so a backend may rerun,
+cancel or interrupt one without losing more than the work since its last checkpoint. A backend
+hands each job the device set it may use; the job builds its mesh from them
 (``training.mesh.make_data_mesh(devices=devices)``).
 
-Two backends share one small interface (:class:`Backend`): ``submit`` -> ``concurrent.futures.Future``,
-``cancel``, ``capacity`` (jobs run at once) and ``close`` (also a context manager):
+Two backends share one small interface (:class:`Backend`): ``submit`` -> a
+``concurrent.futures.Future``, ``cancel``, ``capacity`` (jobs run at once) and ``close`` (also a
+context manager):
 
 - :class:`LocalBackend`, the default: this process's devices split into fixed *slots* of
   ``devices_per_job`` devices, one worker thread per slot (JAX releases the GIL while it computes),
@@ -49,7 +50,8 @@ class Backend(Protocol):
   name: str  # "local" or "ray"
   capacity: int  # jobs it runs at once
 
-  def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+  def submit(self, fn: Callable[..., Any], /, *args: Any,
+             **kwargs: Any) -> concurrent.futures.Future:
     """Queues a job; its future holds the job's return value or raises its exception."""
 
   def cancel(self, future: concurrent.futures.Future) -> bool:
@@ -122,7 +124,8 @@ class LocalBackend(_ContextManager):
     finally:
       self._free.put(slot)
 
-  def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+  def submit(self, fn: Callable[..., Any], /, *args: Any,
+             **kwargs: Any) -> concurrent.futures.Future:
     """Queues ``fn(*args, devices=<a slot's devices>, **kwargs)``.
 
     Raises:
@@ -159,7 +162,7 @@ def make_local_backend(n_devices: int | None = None, *, devices_per_job: int = 1
                       devices_per_job=devices_per_job)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Ray
 
 
@@ -200,7 +203,8 @@ def _ray_job_devices() -> list[jax.Device]:
     return [jax.devices("cpu")[0]]
   gpus = jax.local_devices(backend="gpu")
   # Ray sets CUDA_VISIBLE_DEVICES to the task's GPUs, and a GPU task runs in a fresh worker
-  # (max_calls=1), so JAX sees exactly them; with every GPU visible, JAX's ids are the physical ones.
+  # (max_calls=1), so JAX sees exactly them; with every GPU visible, JAX's ids are the physical
+  # ones.
   if len(gpus) == len(gpu_ids):
     return gpus
   mine = [d for d in gpus if str(d.id) in gpu_ids]
@@ -215,6 +219,38 @@ def _run_ray_job(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
   devices = _ray_job_devices()
   with jax.default_device(devices[0]):
     return fn(*args, devices=devices, **kwargs)
+
+
+def ray_job_size(resources: dict[str, float], num_gpus_per_job: int,
+                 num_cpus_per_job: int) -> tuple[int, int]:
+  """GPUs a Ray job asks for and how many such jobs the cluster runs at once.
+
+  Args:
+    resources: ``ray.cluster_resources()`` (``{"CPU": 16.0, "GPU": 8.0, ...}``).
+    num_gpus_per_job: GPUs a job wants; on a cluster without GPUs the jobs ask for none.
+    num_cpus_per_job: CPUs a job asks for.
+
+  Returns:
+    ``(gpus per job, capacity)``: capacity is GPUs // GPUs per job, bounded by CPUs // CPUs per
+    job (CPUs // CPUs per job alone for CPU jobs).
+
+  Raises:
+    ConfigError: the cluster has fewer GPUs (but some) or CPUs than one job asks for.
+  """
+  gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+  if num_gpus_per_job and not gpus:
+    _log.warning("the Ray cluster has no GPUs: jobs run on CPUs (%d of them)", cpus)
+    num_gpus_per_job = 0
+  if num_gpus_per_job > gpus:
+    raise ConfigError("devices_per_job", f"a job asks for {num_gpus_per_job} GPUs but the Ray "
+                      f"cluster has {gpus}")
+  if num_cpus_per_job > cpus:
+    raise ConfigError("num_cpus_per_job", f"a job asks for {num_cpus_per_job} CPUs but the Ray "
+                      f"cluster has {cpus}")
+  capacity = cpus // num_cpus_per_job
+  if num_gpus_per_job:
+    capacity = min(capacity, gpus // num_gpus_per_job)
+  return int(num_gpus_per_job), capacity
 
 
 def _cancel(future: concurrent.futures.Future) -> bool:
@@ -233,7 +269,8 @@ class RayBackend(_ContextManager):
   ``None``, starts a local one (``ray.init()``); when Ray is already initialised in this process
   that connection is used as it is and left open by :meth:`close`. The workers must import
   ``cenas_jax`` and the job's module (install the package on every node, or give a ``runtime_env``
-  to ``ray.init`` before making the backend).
+  to ``ray.init`` before making the backend); a job function from a script or a test module, which
+  the workers cannot import, is sent by value after ``ray.cloudpickle.register_pickle_by_value``.
 
   ``capacity`` is read from ``ray.cluster_resources()`` when the backend is made: GPUs //
   ``num_gpus_per_job`` (bounded by CPUs // ``num_cpus_per_job``); on a cluster without GPUs the
@@ -271,20 +308,14 @@ class RayBackend(_ContextManager):
         raise ConfigError("ray_address", f"could not connect to Ray at {address}: {e}; start one "
                           "with `ray start --head` or drop --ray_address to run locally") from e
     resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-    if num_gpus_per_job and not gpus:
-      _log.warning("the Ray cluster has no GPUs: jobs run on CPUs (%d of them)", cpus)
-      num_gpus_per_job = 0
-    if num_gpus_per_job > gpus:
-      raise ConfigError("devices_per_job", f"a job asks for {num_gpus_per_job} GPUs but the Ray "
-                        f"cluster has {gpus}")
-    if num_cpus_per_job > cpus:
-      raise ConfigError("num_cpus_per_job", f"a job asks for {num_cpus_per_job} CPUs but the Ray "
-                        f"cluster has {cpus}")
-    self.num_gpus_per_job, self.num_cpus_per_job = int(num_gpus_per_job), int(num_cpus_per_job)
-    self.capacity = cpus // self.num_cpus_per_job
-    if self.num_gpus_per_job:
-      self.capacity = min(self.capacity, gpus // self.num_gpus_per_job)
+    try:
+      self.num_gpus_per_job, self.capacity = ray_job_size(resources, num_gpus_per_job,
+                                                          num_cpus_per_job)
+    except ConfigError:
+      if self._owns_ray:
+        ray.shutdown()
+      raise
+    self.num_cpus_per_job = int(num_cpus_per_job)
     # A GPU task gets a fresh worker (max_calls=1, Ray's default for GPU tasks, stated here because
     # _ray_job_devices relies on it): JAX then starts with only the task's GPUs visible.
     options: dict[str, Any] = dict(num_gpus=self.num_gpus_per_job, num_cpus=self.num_cpus_per_job)
@@ -297,7 +328,8 @@ class RayBackend(_ContextManager):
     _log.info("Ray backend: %s, capacity %d (%d GPUs, %d CPUs per job)",
               resources, self.capacity, self.num_gpus_per_job, self.num_cpus_per_job)
 
-  def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+  def submit(self, fn: Callable[..., Any], /, *args: Any,
+             **kwargs: Any) -> concurrent.futures.Future:
     """Starts ``fn(*args, devices=<the task's devices>, **kwargs)`` as a Ray task.
 
     The future raises what the job raised (Ray's error is an instance of the job's exception
@@ -331,8 +363,9 @@ class RayBackend(_ContextManager):
 
   def cancel(self, future: concurrent.futures.Future) -> bool:
     """Cancels a job that has not finished (``ray.cancel``): a queued task is dropped, a running one
-    is interrupted (``KeyboardInterrupt`` in the task; the idempotent job resumes from its last
-    checkpoint when submitted again). ``False`` when the job had already finished."""
+    is interrupted (``KeyboardInterrupt`` in the task; Ray does this on a best-effort basis, and a
+    task that misses it runs to its end with its result dropped). The idempotent job resumes from
+    its last checkpoint when submitted again. ``False`` when the job had already finished."""
     with self._lock:
       ref = self._refs.get(future)
     if ref is None or not _cancel(future):
@@ -341,7 +374,7 @@ class RayBackend(_ContextManager):
     return True
 
   def close(self, *, cancel_futures: bool = False) -> None:
-    """Waits for the submitted jobs (or cancels them), then shuts down a Ray this backend started."""
+    """Waits for the submitted jobs (or cancels them), then shuts down a Ray it started."""
     if self._closed:
       return
     self._closed = True

@@ -165,11 +165,41 @@ def test_importing_the_backends_does_not_import_ray():
 # Ray (the optional extra)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
+def test_ray_job_size_counts_gpus_and_falls_back_to_cpus():
+  assert backends.ray_job_size({"CPU": 64.0, "GPU": 8.0}, 1, 1) == (1, 8)
+  assert backends.ray_job_size({"CPU": 64.0, "GPU": 8.0}, 2, 1) == (2, 4)
+  assert backends.ray_job_size({"CPU": 4.0, "GPU": 8.0}, 1, 1) == (1, 4)  # CPUs bound it
+  assert backends.ray_job_size({"CPU": 6.0}, 1, 2) == (0, 3)  # no GPUs: CPU jobs
+  with pytest.raises(ConfigError, match="^devices_per_job: a job asks for 4 GPUs but the Ray "
+                     "cluster has 2$"):
+    backends.ray_job_size({"CPU": 8.0, "GPU": 2.0}, 4, 1)
+  with pytest.raises(ConfigError, match="^num_cpus_per_job: "):
+    backends.ray_job_size({"CPU": 2.0}, 0, 4)
+
+
+def _import_ray_or_skip():
   ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
   # The workers unpickle the test's job functions by value: they cannot import this test module.
   ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+  return ray
+
+
+def test_ray_backend_without_an_address_starts_a_local_ray_and_stops_it():
+  ray = _import_ray_or_skip()
+  if ray.is_initialized():
+    pytest.skip("Ray is already initialised in this process")
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)  # see ray_cluster
+    backend = backends.make_backend("ray")
+  with backend:
+    assert ray.is_initialized() and backend.capacity >= 1
+    assert backend.submit(_sleep, 0).result(timeout=300) == 1
+  assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+  ray = _import_ray_or_skip()
   # The workers inherit this process's environment (PYTHONPATH, JAX_PLATFORMS, 8 CPU devices).
   # Ray starts its daemons with fork + exec, which JAX's fork warning does not concern.
   with warnings.catch_warnings():
@@ -195,15 +225,17 @@ def test_ray_job_exception_surfaces_and_cancel_drops_a_queued_job(ray_cluster):
   with backends.RayBackend() as backend:
     with pytest.raises(ValueError, match="boom"):
       backend.submit(_fail, "boom").result(timeout=300)
-    blockers = [backend.submit(_sleep, 60) for _ in range(backend.capacity)]
+    # Short sleeps: Ray interrupts a running task on a best-effort basis (a cancel that meets the
+    # task while it is being started is lost, and the task then runs to its end).
+    blockers = [backend.submit(_sleep, 3) for _ in range(backend.capacity)]
     queued = backend.submit(_job, 1)
     assert backend.cancel(queued) and queued.cancelled()
-    assert all(backend.cancel(f) for f in blockers)  # running: interrupted
+    assert all(backend.cancel(f) for f in blockers)  # running or about to: interrupted
     done, _ = concurrent.futures.wait([queued, *blockers], timeout=10)
     assert len(done) == 1 + len(blockers)
     with pytest.raises(concurrent.futures.CancelledError):
       queued.result(timeout=1)
-    # The interrupted jobs freed their CPUs: a new job runs.
+    # The cancelled jobs free their CPUs: a new job runs.
     assert backend.submit(_job, 2).result(timeout=300)["value"] == _expected(2)
 
 
