@@ -48,7 +48,8 @@ _HELP = {
     "energy_device": "NVIDIA device whose predicted step time and energy price the search.",
     "backend": "Where training jobs run: local devices, or a Ray cluster.",
     "ray_address": "Address of a running Ray cluster (empty: start one on this machine).",
-    "n_devices": "Local devices training jobs may use (0: all).",
+    "n_devices": "Local devices the supernet (and, with the local backend, the training jobs) use "
+                 "(0: all).",
     "devices_per_job": "Devices one training job trains on (data-parallel).",
     "init_channels": "Channels of the trained networks.",
     "layers": "Cells of the trained networks.",

@@ -7,11 +7,11 @@ binaries spell them the same way.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from typing import Literal
 
 from cenas_jax.cifar_nas.jobs import DataSpec
-from cenas_jax.cluster.config import AgentSettings, PretrainConfig, ProposalConfig, _check_choices
+from cenas_jax.cluster.config import (AgentSettings, PretrainConfig, ProposalConfig, _check_choices,
+                                      check_trace_settings, check_utc_time)
 from cenas_jax.errors import ConfigError
 from cenas_jax.training.cifar import RecipeConfig
 
@@ -96,7 +96,8 @@ class CifarSearchConfig:
       (``energy.DEVICE_SPECS``).
     backend: where training jobs run: ``local`` (threads over local devices) or ``ray``.
     ray_address: a running Ray cluster ("" starts one on this machine).
-    n_devices: local devices the jobs may use (0: all).
+    n_devices: local devices the supernet trains and scores on, data-parallel, and, with the local
+      backend, the devices training jobs run on (0: all).
     devices_per_job: devices one training job trains on, data-parallel.
   """
 
@@ -156,12 +157,10 @@ class CifarSearchConfig:
                         "--agent_ci_input=actual")
     if self.n_init < 1:
       raise ConfigError("n_init", "needs at least one initial training (the loop's first HV)")
-    try:
-      when = dt.datetime.fromisoformat(self.start)
-    except ValueError:
-      raise ConfigError("start", f"{self.start!r} is not an ISO 8601 time, e.g. 2021-07-02T06:00:00+00:00") from None
-    if when.tzinfo is None:
-      raise ConfigError("start", f"{self.start!r} needs a UTC offset, e.g. 2021-07-02T06:00:00+00:00")
+    if not self.live_zone:
+      check_trace_settings(self)
+    check_utc_time("start", self.start)
+    self.pretrain.check(used=self.strategy == "cenas")
     from cenas_jax.energy.specs import DEVICE_SPECS
 
     if self.energy_device not in DEVICE_SPECS:

@@ -244,7 +244,9 @@ def run(config: CifarSearchConfig, workdir: str | os.PathLike[str], *, backend=N
   supernet_mesh(config)  # a device count the machine lacks fails here, before the first write
   own_backend = backend is None
   if own_backend:
-    backend = backends_lib.make_backend(config.backend, n_devices=config.n_devices or None,
+    # With Ray, --n_devices only sizes the local supernet's mesh; Ray places the jobs.
+    local_n = config.n_devices or None if config.backend == "local" else None
+    backend = backends_lib.make_backend(config.backend, n_devices=local_n,
                                         ray_address=config.ray_address,
                                         devices_per_job=config.devices_per_job)
   try:

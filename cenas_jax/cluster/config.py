@@ -34,6 +34,28 @@ def _check_choices(config: Any) -> None:
                         f"{getattr(config, name)!r}")
 
 
+def check_utc_time(name: str, value: str) -> dt.datetime:
+  """``value`` as a time; refuses (naming flag ``name``) one that is not ISO 8601 with an offset."""
+  try:
+    when = dt.datetime.fromisoformat(value)
+  except ValueError:
+    raise ConfigError(name, f"{value!r} is not an ISO 8601 time, e.g. 2021-07-02T06:00:00+00:00") from None
+  if when.tzinfo is None:
+    raise ConfigError(name, f"{value!r} needs a UTC offset, e.g. 2021-07-02T06:00:00+00:00")
+  return when
+
+
+def check_trace_settings(config: Any) -> None:
+  """The trace settings every search config has (``region``, ``trace_path``, ``start``): a region
+  without a shared trace (unless a file is given) or a start without a UTC offset is refused."""
+  from cenas_jax.data.carbon_traces import KNOWN_REGIONS  # pylint: disable=g-import-not-at-top
+
+  if not config.trace_path and config.region not in KNOWN_REGIONS:
+    raise ConfigError("region", f"{config.region!r} has no shared trace; choose one of "
+                      f"{', '.join(KNOWN_REGIONS)}, or pass any trace file as --trace_path")
+  check_utc_time("start", config.start)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProposalConfig:
   """LaMOO's proposals (``search_lib.LaMOOOptimizer``).
@@ -108,6 +130,16 @@ class PretrainConfig:
   def __post_init__(self):
     if self.pretrain_episodes < 0:
       raise ConfigError("pretrain_episodes", f"must be >= 0, got {self.pretrain_episodes}")
+
+  def check(self, used: bool) -> None:
+    """Refuses a ``pretrain_end`` without a UTC offset and, when pre-training will run (``used``
+    and episodes > 0), regions without a shared trace."""
+    from cenas_jax.data.carbon_traces import KNOWN_REGIONS  # pylint: disable=g-import-not-at-top
+
+    check_utc_time("pretrain_end", self.pretrain_end)
+    unknown = [r for r in self.pretrain_regions if r not in KNOWN_REGIONS]
+    if unknown and used and self.pretrain_episodes:
+      raise ConfigError("pretrain_regions", f"unknown {unknown}; choose from {', '.join(KNOWN_REGIONS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,21 +234,8 @@ class ExperimentConfig:
       raise ConfigError("seeds", "needs at least one seed")
     if len(set(self.seeds)) != len(self.seeds):
       raise ConfigError("seeds", f"{list(self.seeds)} repeats a seed")
-    from cenas_jax.data.carbon_traces import KNOWN_REGIONS  # pylint: disable=g-import-not-at-top
-
-    if not self.trace_path and self.region not in KNOWN_REGIONS:
-      raise ConfigError("region", f"{self.region!r} has no shared trace; choose one of "
-                        f"{', '.join(KNOWN_REGIONS)}, or pass any trace file as --trace_path")
-    for name, value in (("start", self.start), ("pretrain_end", self.pretrain.pretrain_end)):
-      try:
-        when = dt.datetime.fromisoformat(value)
-      except ValueError:
-        raise ConfigError(name, f"{value!r} is not an ISO 8601 time, e.g. 2021-07-02T06:00:00+00:00") from None
-      if when.tzinfo is None:
-        raise ConfigError(name, f"{value!r} needs a UTC offset, e.g. 2021-07-02T06:00:00+00:00")
-    unknown = [r for r in self.pretrain.pretrain_regions if r not in KNOWN_REGIONS]
-    if unknown and "cenas" in self.strategies and self.pretrain.pretrain_episodes:
-      raise ConfigError("pretrain_regions", f"unknown {unknown}; choose from {', '.join(KNOWN_REGIONS)}")
+    check_trace_settings(self)
+    self.pretrain.check(used="cenas" in self.strategies)
     if self.workers < 1:
       raise ConfigError("workers", f"must be >= 1, got {self.workers}")
     if any(not 0 < t <= 1 for t in self.hv_targets) or REPORTED_TARGET not in self.hv_targets:

@@ -126,3 +126,16 @@ def test_missing_data_names_the_file(tmp_path):
     experiment.run(dataclasses.replace(TINY, cifar_path=str(tmp_path / "nowhere.tar.gz")),
                    tmp_path / "run", log=lambda line: None)
   assert not (tmp_path / "run").exists()
+
+
+def test_ray_backend_gives_the_same_search(finished, tmp_path):
+  pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+  wd_done, _ = finished
+  wd = tmp_path / "run"
+  with backends.RayBackend(num_gpus_per_job=0) as ray_backend:
+    experiment.run(dataclasses.replace(TINY, backend="ray"), wd, backend=ray_backend,
+                   log=lambda line: None)
+  local, ray = _summary(wd_done), _summary(wd)
+  for s in (local, ray):
+    s.pop("provenance_of_numbers")  # names the backend
+  assert ray == local

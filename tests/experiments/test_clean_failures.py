@@ -106,6 +106,31 @@ def test_hwnas_search(capsys, places, shared_data):
   assert "checkpoints/vanilla__seed0" in err, err
 
 
+def _cifar(capsys, argv):
+  from cenas_jax.cifar_nas import config as cifar_config
+  from cenas_jax.cifar_nas import experiment as cifar_experiment
+
+  return _fails(capsys, cifar_config.CifarSearchConfig, cifar_experiment.run, argv)
+
+
+def test_cifar_search(capsys, places, shared_data):
+  del shared_data
+  new = f"--workdir={places['new']}"
+  data = "--cifar_path=shared:cifar10_subset/cifar-10-python-subset.tar.gz"
+  assert "broken.csv" in _cifar(capsys, [new, data, f"--trace_path={places['broken']}"])
+  assert "missing.csv" in _cifar(capsys, [new, f"--cifar_path={places['missing']}"])
+  assert _cifar(capsys, [new, "--n_gpus=-1"]) == "error: --n_gpus: must be >= 1, got -1\n"
+  assert _cifar(capsys, [new, data, "--include_genotypes=DARTS_V9"]).startswith(
+      "error: --include_genotypes: 'DARTS_V9' is neither a published cell")
+  assert _cifar(capsys, [new, data, "--start=2019-01-01T00:00:00+00:00"]).startswith(
+      "error: --start: 2019-01-01T00:00:00+00:00 with --hours=80 is outside the trace")
+  assert _cifar(capsys, [new, data, "--n_devices=99"]).startswith("error: --n_devices: ")
+  err = _cifar(capsys, [new, data, "--backend=ray", "--ray_address=127.0.0.1:1"])
+  assert err.startswith("error: --ray_address: ") or "ray extra" in err, err
+  assert "not a directory" in _cifar(capsys, [f"--workdir={places['under_file']}"])
+  assert "did not write" in _cifar(capsys, [f"--workdir={places['foreign']}"])
+
+
 def _forecaster(capsys, argv):
   return _fails(capsys, evaluate.ForecastRunConfig, evaluate.run, argv)
 
