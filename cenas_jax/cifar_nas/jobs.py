@@ -52,6 +52,15 @@ class Split:
   source: str
 
 
+def resolve(spec: DataSpec) -> DataSpec:
+  """``spec`` with a ``shared:<path>`` data path made absolute (under ``$CENAS_SHARED_DATA``)."""
+  if spec.path.startswith("shared:"):
+    from cenas_jax.data.paths import shared_data_dir
+
+    return dataclasses.replace(spec, path=str(shared_data_dir() / spec.path[len("shared:"):]))
+  return spec
+
+
 @functools.lru_cache(maxsize=2)
 def load_split(spec: DataSpec) -> Split:
   """Loads and splits the data; raises the data layer's errors (they name the missing file)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cenas_jax.cifar_nas import experiment
+from cenas_jax.cifar_nas import sampling
 from cenas_jax.cifar_nas.config import CifarSearchConfig
 from cenas_jax.cluster import experiment as hw_experiment
 from cenas_jax.fileio import atomic_write_json
@@ -36,7 +36,7 @@ def project(config: CifarSearchConfig, workdir: str | os.PathLike[str], log=prin
   workdir.mkdir(parents=True, exist_ok=True)
   log(f"pricing the training steps on {config.energy_device} (lowering the steps for CUDA; minutes "
       "at paper scale)")
-  prices = experiment.device_prices(config, workdir)
+  prices = sampling.device_prices(config, workdir)
   net, sup = config.network.recipe(), config.supernet.recipe()
   n_train = config.train_images or CIFAR10_TRAIN_IMAGES - config.valid_images
   steps = net.epochs * (n_train // net.batch_size)

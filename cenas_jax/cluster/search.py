@@ -28,7 +28,6 @@ from cenas_jax.cluster.problem import Problem as SearchProblem
 from cenas_jax.cluster.strategies import Strategy
 from cenas_jax.controller.types import Observation, Outcome
 from cenas_jax.errors import ConfigError
-from cenas_jax.moo.hypervolume import hypervolume_2d
 from cenas_jax.moo import lamoo as lamoo_lib
 from cenas_jax.moo.pareto import non_dominated_mask, non_dominated_sort
 

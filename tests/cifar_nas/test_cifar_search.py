@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from cenas_jax.cifar_nas import experiment
+from cenas_jax.cifar_nas import experiment, jobs
 from cenas_jax.cifar_nas.config import CifarSearchConfig, NetworkSettings, SupernetSettings
 from cenas_jax.cluster import backends
 from cenas_jax.errors import CenasError, ConfigError
@@ -86,7 +86,7 @@ def test_exported_architecture_loads_in_one_call(finished):
   wd, summary = finished
   best = summary["pareto"][0]
   model, variables = export.load_network(wd / best["exported"])
-  data = cifar10.load_cifar10(experiment._resolve_data(TINY).path)  # pylint: disable=protected-access
+  data = cifar10.load_cifar10(jobs.resolve(TINY.data).path)
   x = data.x_test[:TINY.test_images]
   from cenas_jax.data import augment
 

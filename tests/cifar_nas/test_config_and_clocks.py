@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 
 from cenas_jax import results
-from cenas_jax.cifar_nas import experiment
+from cenas_jax.cifar_nas import experiment, outputs, sampling
 from cenas_jax.cifar_nas.config import CifarSearchConfig
 from cenas_jax.cifar_nas.problem import StepCost
 from cenas_jax.cluster.clock import ReplayClock, WallClock
@@ -117,10 +117,10 @@ class _InstantJobs:
 def test_wall_clock_run_reads_live_intensities_hour_by_hour(tmp_path, monkeypatch, shared_data):
   del shared_data
   monkeypatch.setenv("ELECTRICITYMAPS_TOKEN", "test-token")
-  monkeypatch.setattr(experiment, "_export", lambda *a, **k: {})
+  monkeypatch.setattr(outputs, "_export", lambda *a, **k: {})
   # Prices of a step that lasts 20 minutes, so that the wall clock's 3600-s hours hold a few jobs.
-  monkeypatch.setattr(experiment, "_step_cost", lambda g, recipe, device: StepCost(300.0, 3e4, "fake"))
-  monkeypatch.setattr(experiment, "device_prices", lambda config, workdir: {
+  monkeypatch.setattr(sampling, "step_cost", lambda g, recipe, device: StepCost(300.0, 3e4, "fake"))
+  monkeypatch.setattr(sampling, "device_prices", lambda config, workdir: {
       "source": "fake", "train_step": {"time_s": 300.0, "energy_j": 3e4},
       "supernet_step": {"time_s": 300.0, "energy_j": 3e4}, "train_power_w": 100.0,
       "sample_power_w": 100.0, "score_time_s": 60.0})
