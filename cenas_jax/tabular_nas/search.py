@@ -182,21 +182,33 @@ def _record(method, t, archs, q, e):
 
 def run_controller(net: Supernet, obj: Objective, config: arch_policy.PolicyConfig, steps: int,
                    seed: int, *, method: str, n_mc: int = 256, oversample: int = 8,
-                   progress: Callable[[int], None] | None = None
+                   max_rounds: int = 16, progress: Callable[[int], None] | None = None
                    ) -> tuple[np.ndarray, list[dict], dict]:
-  """REINFORCE search; returns the final architecture, the records and the policy."""
+  """REINFORCE search; returns the final architecture, the records and the policy.
+
+  With the TabNAS reward, each step's k candidates are rejection-sampled from batches of
+  ``k * oversample`` (at most ``max_rounds`` batches) so that they all meet the energy budget.
+  """
   policy = arch_policy.init_policy(config, net.space.n_choices)
   key = jax.random.key(seed)
   records, skipped = [], 0
   for t in range(steps):
     key, k1, k2 = jax.random.split(key, 3)
     if config.reward == "tabnas":
-      cand = np.asarray(arch_policy.sample(policy, k1, net.k * oversample))
-      ok = obj.feasible(obj.energy_fn(cand))
-      if not ok.any():
+      # Rejection sampling: draw batches of k x oversample until k candidates are feasible (a
+      # tight budget leaves few feasible ones while the policy is still wide); the step is skipped
+      # only if max_rounds batches hold none.
+      feasible = []
+      for r in range(max_rounds):
+        batch = np.asarray(arch_policy.sample(policy, jax.random.fold_in(k1, r), net.k * oversample))
+        feasible.append(batch[obj.feasible(obj.energy_fn(batch))])
+        if sum(len(f) for f in feasible) >= net.k:
+          break
+      pool = np.concatenate(feasible)
+      if not len(pool):
         skipped += 1
         continue
-      cand = cand[ok][np.arange(net.k) % int(ok.sum())]
+      cand = pool[np.arange(net.k) % len(pool)]
       mc = np.asarray(arch_policy.sample(policy, k2, n_mc))
       mc_ok = obj.feasible(obj.energy_fn(mc))
     else:
