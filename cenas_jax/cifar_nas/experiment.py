@@ -129,7 +129,7 @@ def run(config: CifarSearchConfig, workdir: str | os.PathLike[str], *, backend=N
   wd = results.prepare_workdir(workdir, config, kind=KIND, may_change=RESUMABLE_CHANGES)
   workdir = wd.path
   inputs = load_inputs(config)
-  if config.clock == "wall" and not wd.resumed and clock is None and time.time() - _start_unix(config) > 3600:
+  if config.clock == "wall" and not wd.resumed and clock is None and time.time() - unix_time(config.start) > 3600:
     raise ConfigError("start", f"{config.start} is past: --clock=wall runs in real time from --start "
                       "(give the coming hour, or use --clock=replay to replay a trace)")
   if wd.finished:
@@ -171,7 +171,7 @@ def _search(config, workdir: Path, inputs: Inputs, backend, score_fn, clock, liv
   prices = sampling.device_prices(config, workdir)
   if clock is None:
     clock = (clock_lib.ReplayClock(config.hour_s, config.pace_wall_s) if config.clock == "replay"
-             else clock_lib.WallClock(start_unix=_start_unix(config)))
+             else clock_lib.WallClock(start_unix=unix_time(config.start)))
   pool = PoolConfig(n_gpus=config.n_gpus, step_s=clock.hour_s, queue_capacity=config.queue_capacity,
                     sample_time_s=prices["score_time_s"], train_power_w=prices["train_power_w"],
                     sample_power_w=prices["sample_power_w"], idle_power_w=config.idle_power_w,
@@ -228,6 +228,7 @@ def _search(config, workdir: Path, inputs: Inputs, backend, score_fn, clock, liv
             power_w=pool.sample_power_w, pue=pool.pue, tag="supernet")
       per_arch = {}
       _save(ckpt, state, problem, per_arch, learns)
+    # A new run saved its initial state above and continues from it exactly as a resumed run does.
     flat0, unravel = (ravel_pytree(strategy.init(_key0()))[0:2] if learns else (None, None))
     restored = ckpt.restore(target={"flat": flat0} if learns else {})
     side = restored.side_state
@@ -260,11 +261,8 @@ def _key0():
   return jax.random.key(0)
 
 
-def _start_unix(config) -> float:
-  return dt_timestamp(config.start)
-
-
-def dt_timestamp(iso: str) -> float:
+def unix_time(iso: str) -> float:
+  """Seconds since the epoch of an ISO 8601 time with an offset (``--start``)."""
   import datetime as dt
 
   return dt.datetime.fromisoformat(iso).timestamp()

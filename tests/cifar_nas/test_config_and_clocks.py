@@ -135,7 +135,7 @@ def test_wall_clock_run_reads_live_intensities_hour_by_hour(tmp_path, monkeypatc
       supernet=dataclasses.replace(CifarSearchConfig().supernet, supernet_channels=2, supernet_layers=3,
                                    supernet_batch_size=16, calib_batches=1),
       n_devices=1)
-  start = experiment.dt_timestamp(config.start)
+  start = experiment.unix_time(config.start)
   clock = WallClock(start_unix=start, sleep=lambda s: t.__setitem__(0, t[0] + s),
                     now=lambda: start + t[0])
   live = _Live([300.0, 100.0, 200.0, 250.0])
