@@ -17,40 +17,21 @@ settings. Use it in two steps, so that a start that fails on bad input writes no
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from cenas_jax.config_tree import flat_config
 from cenas_jax.errors import WorkdirError
 from cenas_jax.fileio import atomic_write_json
 
 MARKER_FILE = "cenas_run.json"
-
-
-def flat_config(config: Any) -> dict[str, Any]:
-  """``{leaf field name: value}`` of a (nested) config dataclass, in JSON types (a mapping is kept
-  as it is). Leaf names are the binaries' flag names."""
-  from cenas_jax.results import to_json_safe  # pylint: disable=g-import-not-at-top
-
-  if isinstance(config, Mapping):
-    return to_json_safe(dict(config))
-  out: dict[str, Any] = {}
-
-  def walk(obj: Any) -> None:
-    for f in (f for f in dataclasses.fields(obj) if f.init):
-      value = getattr(obj, f.name)
-      if dataclasses.is_dataclass(value):
-        walk(value)
-      else:
-        out[f.name] = value
-
-  walk(config)
-  return to_json_safe(out)
 
 
 @dataclasses.dataclass
@@ -223,3 +204,25 @@ def release_if_untouched(path: str | os.PathLike[str], before: frozenset[str] | 
       (path / MARKER_FILE).unlink()
     if before is None and not any(path.iterdir()):
       path.rmdir()
+
+
+@contextlib.contextmanager
+def released_on_failure(path: str | os.PathLike[str] | None):
+  """Undoes a failed start's claim (``release_if_untouched``) when the block raises, then re-raises;
+  ``None``: no directory to watch."""
+  before = snapshot(path) if path else None
+  try:
+    yield
+  except BaseException:
+    if path:
+      try:
+        release_if_untouched(path, before)
+      except OSError:
+        pass
+    raise
+
+
+def claim_for(path: str | os.PathLike[str], config: Any, *, kind: str) -> Path:
+  """Checks and claims ``path`` for a run of ``kind`` whose library does not check its workdir
+  itself: only whose directory it is matters here (any setting may change on a resume)."""
+  return prepare_workdir(path, config, kind=kind, may_change=tuple(flat_config(config))).claim()

@@ -25,7 +25,6 @@ nothing is written:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import typing
 from collections.abc import Callable, Mapping
@@ -34,6 +33,7 @@ from typing import Any, Literal, TypeVar
 from absl import flags, logging
 
 from cenas_jax import workdir as workdir_lib
+from cenas_jax.config_tree import build_config, leaf_fields  # noqa: F401  (leaf_fields: tests)
 from cenas_jax.errors import CenasError, ConfigError
 
 FLAGS = flags.FLAGS
@@ -63,30 +63,6 @@ class _TupleParser(flags.ArgumentParser):
 
   def flag_type(self) -> str:
     return f"tuple of {self.item_type.__name__}"
-
-
-def leaf_fields(config_cls: type) -> dict[str, tuple[Any, Any]]:
-  """``{flag name: (type, default)}`` over the flattened config dataclass.
-
-  Raises:
-    TypeError: a name used twice in the nesting.
-  """
-  out: dict[str, tuple[Any, Any]] = {}
-
-  def walk(cls: type, default: Any) -> None:
-    hints = typing.get_type_hints(cls)
-    for f in (f for f in dataclasses.fields(cls) if f.init):
-      tp, value = hints[f.name], getattr(default, f.name)
-      if dataclasses.is_dataclass(tp):
-        walk(tp, value)
-      elif f.name in out:
-        raise TypeError(f"{config_cls.__name__}: field name {f.name!r} is used twice in the nesting; "
-                        "flag names must be unique.")
-      else:
-        out[f.name] = (tp, value)
-
-  walk(config_cls, config_cls())
-  return out
 
 
 def define_flags(config_cls: type, *, help: Mapping[str, str] | None = None,  # pylint: disable=redefined-builtin
@@ -131,18 +107,6 @@ def config_from_flags(config_cls: type[C], *, flag_values: flags.FlagValues = FL
   return build_config(config_cls, values)
 
 
-def build_config(config_cls: type[C], values: Mapping[str, Any]) -> C:
-  """``config_cls`` from flat ``{field name: value}`` (missing names keep their defaults)."""
-  hints = typing.get_type_hints(config_cls)
-  kw = {}
-  for f in (f for f in dataclasses.fields(config_cls) if f.init):
-    if dataclasses.is_dataclass(hints[f.name]):
-      kw[f.name] = build_config(hints[f.name], values)
-    elif f.name in values:
-      kw[f.name] = values[f.name]
-  return config_cls(**kw)
-
-
 def define_tuple(name: str, item_type: type, default: tuple, help: str,  # pylint: disable=redefined-builtin
                  flag_values: flags.FlagValues = FLAGS) -> None:
   """A comma-separated flag of ``item_type`` values (``--seeds=0,1,2``) parsed to a tuple; a bad item
@@ -185,32 +149,19 @@ def run_main(argv: list[str], config_cls: type[C], run: Callable[[C, str], Any],
   # The binaries print their own progress; orbax logs several INFO lines per checkpoint.
   logging.set_verbosity(logging.WARNING)
   workdir = flag_values.workdir if "workdir" in flag_values else None
-  before = workdir_lib.snapshot(workdir) if workdir else None
   try:
-    config = config_from_flags(config_cls, flag_values=flag_values, **overrides)
-    if workdir_kind and workdir:
-      # Only whose directory it is: which settings may change on a resume is the library's call.
-      everything = tuple(workdir_lib.flat_config(config))
-      workdir_lib.prepare_workdir(workdir, config, kind=workdir_kind, may_change=everything).claim()
-    return run(config, workdir)
+    with workdir_lib.released_on_failure(workdir):
+      config = config_from_flags(config_cls, flag_values=flag_values, **overrides)
+      if workdir_kind and workdir:
+        workdir_lib.claim_for(workdir, config, kind=workdir_kind)
+      return run(config, workdir)
   except ConfigError as e:
-    _release(workdir, before)
     _fail(f"--{e.field}: {e.message}")
   except CenasError as e:
-    _release(workdir, before)
     _fail(str(e))
   except OSError as e:  # a file or the workdir: permissions, a file where a folder is expected, ...
-    _release(workdir, before)
     where = e.filename if e.filename is not None else (workdir or "")
     _fail(f"{where}: {e.strerror or e}" if where else str(e))
-
-
-def _release(workdir: str | None, before: frozenset[str] | None) -> None:
-  if workdir:
-    try:
-      workdir_lib.release_if_untouched(workdir, before)
-    except OSError:
-      pass
 
 
 def _fail(message: str) -> typing.NoReturn:

@@ -45,7 +45,7 @@ from cenas_jax.cluster.config import ExperimentConfig
 from cenas_jax.cluster.pool import PoolConfig
 from cenas_jax.errors import ConfigError
 from cenas_jax.fileio import atomic_write_json
-from cenas_jax.workdir import flat_config
+from cenas_jax.config_tree import flat_config
 from cenas_jax.spaces import darts as space
 
 KIND = "cifar_search"

@@ -15,7 +15,7 @@ from cenas_jax.cifar_nas.problem import CifarProblem
 from cenas_jax.cluster import search
 from cenas_jax.cluster.pool import PoolConfig
 from cenas_jax.fileio import atomic_write_text
-from cenas_jax.workdir import flat_config
+from cenas_jax.config_tree import flat_config
 
 LBS_PER_G = 1.0 / 453.59237
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from cenas_jax.cluster import search as search_lib
 from cenas_jax.cluster.pool import PoolConfig
 from cenas_jax.cluster.search import SearchConfig
+from cenas_jax.config_tree import flat_config
 from cenas_jax.errors import ConfigError
 
 STRATEGIES = ("vanilla", "oneshot", "heuristic", "cenas", "cenas_faithful", "oracle", "fixed")
@@ -252,18 +253,4 @@ class ExperimentConfig:
 
   def to_json(self) -> dict:
     """The flat ``{flag name: value}`` form (what ``config.json`` and the provenance hold)."""
-    return json.loads(json.dumps(flat_fields(self)))
-
-
-def flat_fields(config: Any) -> dict[str, Any]:
-  """``{leaf field name: value}`` of a nested config dataclass (parsed, non-init fields left out)."""
-  out = {}
-  for f in dataclasses.fields(config):
-    if not f.init:
-      continue
-    value = getattr(config, f.name)
-    if dataclasses.is_dataclass(value):
-      out.update(flat_fields(value))
-    else:
-      out[f.name] = value
-  return out
+    return json.loads(json.dumps(flat_config(self)))
