@@ -79,6 +79,15 @@ def load_split(spec: DataSpec) -> Split:
   return Split(train=train, x_valid=data.x_train[valid], y_valid=data.y_train[valid], source=data.source)
 
 
+def _advance(job: TrainJob, data: DataSpec, recipe: cifar.RecipeConfig,
+             devices: list[Any] | None) -> cifar.TrainProgress:
+  """``cifar.train_until`` for ``job`` on ``devices`` (default: the first local device)."""
+  mesh = mesh_lib.make_data_mesh(devices=devices or jax.local_devices()[:1])
+  return cifar.train_until(space.Genotype.from_json(job.genotype), load_split(data).train, recipe,
+                           seed=job.seed, workdir=job.job_dir, stop_step=job.stop_step, mesh=mesh,
+                           log=None)
+
+
 def train_job(job: TrainJob, data: DataSpec, recipe: cifar.RecipeConfig, *,
               devices: list[Any] | None = None) -> dict[str, Any]:
   """Advances ``job``'s candidate to ``job.stop_step`` on ``devices`` (data-parallel over them).
@@ -86,11 +95,7 @@ def train_job(job: TrainJob, data: DataSpec, recipe: cifar.RecipeConfig, *,
   Returns ``{"step", "finished", "test_accuracy", "test_loss", "n_params"}`` (accuracy and loss
   None until the training is finished).
   """
-  split = load_split(data)
-  mesh = mesh_lib.make_data_mesh(devices=devices or jax.local_devices()[:1])
-  progress = cifar.train_until(space.Genotype.from_json(job.genotype), split.train, recipe,
-                               seed=job.seed, workdir=job.job_dir, stop_step=job.stop_step,
-                               mesh=mesh, log=None)
+  progress = _advance(job, data, recipe, devices)
   return {"step": int(progress.step), "finished": bool(progress.finished),
           "test_accuracy": None if progress.test_accuracy is None else float(progress.test_accuracy),
           "test_loss": None if progress.test_loss is None else float(progress.test_loss),
@@ -102,12 +107,8 @@ def export_job(job: TrainJob, data: DataSpec, recipe: cifar.RecipeConfig, path: 
   """Exports ``job``'s finished training (its last checkpoint) to ``path`` (``training.export``)."""
   from cenas_jax.training import export
 
-  split = load_split(data)
-  mesh = mesh_lib.make_data_mesh(devices=devices or jax.local_devices()[:1])
-  genotype = space.Genotype.from_json(job.genotype)
-  done = cifar.train_until(genotype, split.train, recipe, seed=job.seed, workdir=job.job_dir,
-                           stop_step=job.stop_step, mesh=mesh)
-  export.export_network(path, genotype, recipe, done.state,
+  done = _advance(job, data, recipe, devices)  # a finished job: restores its last checkpoint
+  export.export_network(path, space.Genotype.from_json(job.genotype), recipe, done.state,
                         {"test_accuracy": done.test_accuracy, "test_loss": done.test_loss,
                          "n_params": done.n_params, "candidate": job.candidate})
   return path

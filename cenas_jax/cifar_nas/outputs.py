@@ -14,7 +14,7 @@ from cenas_jax.cifar_nas import jobs as jobs_lib
 from cenas_jax.cifar_nas.problem import CifarProblem
 from cenas_jax.cluster import search
 from cenas_jax.cluster.pool import PoolConfig
-from cenas_jax.fileio import atomic_write_text
+from cenas_jax.fileio import atomic_write_text, sha256_file
 from cenas_jax.config_tree import flat_config
 
 LBS_PER_G = 1.0 / 453.59237
@@ -89,27 +89,16 @@ def write_outputs(config, workdir: Path, state, problem: CifarProblem, per_arch,
   results.write_pareto_csv(workdir / "pareto.csv",
                            [{k: v for k, v in r.items() if k not in ("genotype", "pareto")} for r in rows],
                            objectives=("cifar10_test_acc_pct", "params_m"), maximize=(True, False))
+  source = inputs.split.source
   results.write_summary(workdir, summary, dict(
       seed=config.seed, config=flat_config(config), trace=inputs.trace_info,
       energy_source=prices["source"], ci_source=inputs.trace_info.get("source"),
-      data_hashes={"trace": inputs.trace_info.get("sha256"), "cifar10": _sha256(inputs.split.source)},
+      data_hashes={"trace": inputs.trace_info.get("sha256"),
+                   "cifar10": sha256_file(source) if Path(source).is_file() else None},
       data=inputs.split.source))
   _plots(workdir, config, state, problem, rows, curves)
   atomic_write_text(workdir / "summary.md", summary_markdown(summary))
   return summary
-
-
-def _sha256(path: str) -> str | None:
-  import hashlib
-
-  p = Path(path)
-  if not p.is_file():
-    return None
-  h = hashlib.sha256()
-  with p.open("rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _export(workdir: Path, problem: CifarProblem, front, config, recipe, backend) -> dict[int, str]:

@@ -1,4 +1,5 @@
-"""One CE-NAS search episode on the simulated GPU pool: init, hour steps, and the final record.
+"""One CE-NAS search episode: init, hour steps, and the final record, on any ``problem.Problem``
+(the NB201 table of the HW-NAS-Bench study, or the open DARTS space with real training).
 
 The episode is a loop of pure-ish steps over an explicit ``EpisodeState`` (JSON-serializable apart
 from the strategy's pytree), so a runner can checkpoint after every simulated hour and resume:
@@ -24,7 +25,7 @@ import numpy as np
 
 from cenas_jax.carbon import ledger as ledger_lib
 from cenas_jax.cluster import pool as pool_lib
-from cenas_jax.cluster.problem import Problem as SearchProblem
+from cenas_jax.cluster.problem import Problem
 from cenas_jax.cluster.strategies import Strategy
 from cenas_jax.controller.types import Observation, Outcome
 from cenas_jax.errors import ConfigError
@@ -70,7 +71,7 @@ class Optimizer(Protocol):
 
   name: str
 
-  def order(self, problem: SearchProblem, sample_pos: np.ndarray, sample_y: np.ndarray,
+  def order(self, problem: Problem, sample_pos: np.ndarray, sample_y: np.ndarray,
             exclude: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray: ...
 
 
@@ -171,7 +172,7 @@ def _jax_key(seed: int, hour: int):
   return jax.random.fold_in(jax.random.key(seed), hour)
 
 
-def current_hv(state: EpisodeState, problem: SearchProblem, trains: bool) -> float:
+def current_hv(state: EpisodeState, problem: Problem, trains: bool) -> float:
   """HV of what the strategy would report: its trained architectures, or (for one-shot search) the
   true objectives of the architectures its supernet estimates put on the front."""
   if trains:
@@ -179,7 +180,7 @@ def current_hv(state: EpisodeState, problem: SearchProblem, trains: bool) -> flo
   return problem.hv(oneshot_selection(state, problem))
 
 
-def oneshot_selection(state: EpisodeState, problem: SearchProblem) -> np.ndarray:
+def oneshot_selection(state: EpisodeState, problem: Problem) -> np.ndarray:
   """The architectures a one-shot search reports: the non-dominated set of its estimates (the
   initial random architectures count with their true values)."""
   init = np.asarray(state.evaluated, dtype=np.int64)
@@ -189,7 +190,7 @@ def oneshot_selection(state: EpisodeState, problem: SearchProblem) -> np.ndarray
   return pos[non_dominated_mask(y)]
 
 
-def init_episode(problem: SearchProblem, config: SearchConfig, seed: int,
+def init_episode(problem: Problem, config: SearchConfig, seed: int,
                  strategy: Strategy) -> EpisodeState:
   """Evaluates ``n_init`` random architectures (uncharged) and initializes the strategy."""
   # Streams: 0 initial samples, 1 hourly proposals, 3 the initial expansion, 4 hourly expansions.
@@ -206,7 +207,7 @@ def init_episode(problem: SearchProblem, config: SearchConfig, seed: int,
   return state
 
 
-def observe(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.ndarray, hour0: int,
+def observe(state: EpisodeState, problem: Problem, ci_g_per_kwh: np.ndarray, hour0: int,
             config: SearchConfig, trains: bool,
             forecast_fn: Callable[[int], np.ndarray | None] | None = None,
             ci_ref: tuple[float, float] | None = None) -> Observation:
@@ -234,7 +235,7 @@ def observe(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.ndarra
       n_queued=len(state.pool.queue) + len(state.pool.halfwork))
 
 
-def step_episode(state: EpisodeState, problem: SearchProblem, ci_g_per_kwh: np.ndarray, hour0: int,
+def step_episode(state: EpisodeState, problem: Problem, ci_g_per_kwh: np.ndarray, hour0: int,
                  strategy: Strategy, optimizer: Optimizer, config: SearchConfig,
                  forecast_fn=None, ci_ref=None) -> tuple[EpisodeState, dict]:
   """Simulates one hour: the strategy allocates, the pool works, the strategy learns.
@@ -359,7 +360,7 @@ def record_carbon_curves(record: dict) -> dict[str, np.ndarray]:
           for acc in ledger_lib.POLICIES}
 
 
-def episode_record(state: EpisodeState, problem: SearchProblem, hv_targets=(0.95, 0.97, 0.98, 0.99),
+def episode_record(state: EpisodeState, problem: Problem, hv_targets=(0.95, 0.97, 0.98, 0.99),
                    step_s: float = pool_lib.PoolConfig.step_s) -> dict:
   """The per-episode summary that ``summary.json`` aggregates, with the episode's carbon ledger
   (``ledger``, as ``Ledger.to_dict``): carbon totals and curves come from it."""
