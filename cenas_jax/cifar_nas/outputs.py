@@ -23,7 +23,7 @@ def write_outputs(config, workdir: Path, state, problem: CifarProblem, per_arch,
                    pool: PoolConfig, backend, wall_s: float) -> dict:
   from cenas_jax.moo.pareto import non_dominated_mask
 
-  record = search.episode_record(state, problem, (0.25, 0.5, 0.75), pool.step_s)
+  record = search.episode_record(state, problem, (0.25, 0.5, 0.75), pool)
   evaluated = np.asarray(state.evaluated, dtype=np.int64)
   y = problem.y_true[evaluated]
   front = evaluated[non_dominated_mask(y)]

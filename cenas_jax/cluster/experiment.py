@@ -200,9 +200,13 @@ def run_episode(spec: StrategySpec, seed: int, config: ExperimentConfig, inputs:
   done_path = workdir / "episodes" / f"{ep}.json"
   if done_path.exists():
     try:
-      return {**json.loads(done_path.read_text()), "_loaded": True}
+      done = json.loads(done_path.read_text())
     except json.JSONDecodeError as e:
       raise DataError(f"{done_path}: damaged ({e}); delete it to rerun that episode.") from None
+    if "final_eval_g" not in done:
+      raise DataError(f"{done_path}: stored before the final-evaluation charge existed, so its carbon "
+                      "figures are not comparable; use a new --workdir (or delete the episodes).")
+    return {**done, "_loaded": True}
   strategy = make_strategy(spec, config, inputs, pretrained)
   scfg = config.search
   optimizer = config.lamoo.optimizer()
@@ -231,7 +235,7 @@ def run_episode(spec: StrategySpec, seed: int, config: ExperimentConfig, inputs:
         print(f"  {ep}: hour {state.hour}/{scfg.hours}  HV {state.history['hv'][-1]:.1f} "
               f"({state.history['hv'][-1] / inputs.problem.max_hv:.4f} of max)  "
               f"trained {len(state.evaluated)}  {el:.1f}s", flush=True)
-  record = search.episode_record(state, inputs.problem, config.hv_targets, scfg.pool.step_s)
+  record = search.episode_record(state, inputs.problem, config.hv_targets, scfg.pool)
   record.update(strategy=name, wall_s=time.time() - t0, history=state.history,
                 evaluated=[int(inputs.problem.arch_index[p]) for p in state.evaluated])
   atomic_write_json(done_path, record)

@@ -336,20 +336,60 @@ def carbon_curve(ledger: ledger_lib.Ledger, accounting: str, hours: int,
   return np.cumsum(per_hour[:hours])
 
 
-def carbon_to_target(hv: list[float], carbon_curve_g: np.ndarray, target_hv: float) -> float | None:
+def carbon_to_target(hv: list[float], carbon_curve_g: np.ndarray, target_hv: float,
+                     final_eval_g: np.ndarray | None = None) -> float | None:
   """Carbon (g) spent when the HV first reaches ``target_hv`` (None if it never does).
 
   Args:
     hv: the HV before the first hour, then after each hour.
     carbon_curve_g: cumulative carbon after each hour (``carbon_curve``).
     target_hv: the HV to reach.
+    final_eval_g: the final-evaluation charge before the first hour, then after each hour
+      (``final_eval_charge_g``): what training the reported but untrained architectures would cost.
+      None: nothing reported is untrained.
   """
+  hv = np.asarray(hv, dtype=np.float64)
+  extra = np.zeros(len(hv)) if final_eval_g is None else np.asarray(final_eval_g, dtype=np.float64)
   if hv[0] >= target_hv:
-    return 0.0
-  hit = np.flatnonzero(np.asarray(hv[1:], dtype=np.float64) >= target_hv)
+    return float(extra[0])
+  hit = np.flatnonzero(hv[1:] >= target_hv)
   if len(hit) == 0:
     return None
-  return float(carbon_curve_g[hit[0]])
+  return float(carbon_curve_g[hit[0]] + extra[hit[0] + 1])
+
+
+def final_eval_charge_g(state: EpisodeState, problem: Problem,
+                        pool: pool_lib.PoolConfig) -> tuple[np.ndarray, float, float]:
+  """What training the architectures a search reports, but has not trained, would cost.
+
+  A one-shot search reports architectures whose accuracy only training reveals; charging that
+  training makes it comparable with strategies that trained what they report. Training strategies
+  report what they trained (already in the ledger), so their charge is 0. The initial ``n_init``
+  architectures stay uncharged for every strategy (as the official code).
+
+  The charge after hour h is ``sum_i t_i P_train PUE CI_mean / 3.6e6`` (g) over the untrained
+  architectures i reported then, with ``t_i`` their training time (s), ``P_train`` the training
+  power (W) and ``CI_mean`` the window's mean intensity (gCO2eq/kWh): the search does not say when
+  that training would run, so it is charged at the window's average rather than at a chosen hour.
+
+  Returns:
+    ``(charge_g, train_s_final, ci_mean)``: the charge before the first hour and after each hour
+    (length ``state.hour + 1``), the final reported set's untrained training seconds, and ``CI_mean``.
+  """
+  h = state.history
+  ci_mean = float(np.mean(h["ci_g_per_kwh"])) if h.get("ci_g_per_kwh") else 0.0
+  g_per_s = pool.train_power_w * pool.pue * ci_mean / 3.6e6
+  train_s = np.zeros(state.hour + 1)
+  if state.scored:
+    n_scored = np.concatenate([[0], np.cumsum(h["n_scored"]).astype(np.int64)])
+    assert n_scored[-1] == len(state.scored), "history n_scored disagrees with the scored list"
+    trained = set(state.evaluated)
+    for t, n in enumerate(n_scored):
+      sub = EpisodeState(seed=state.seed, hour=t, evaluated=state.evaluated,
+                         scored=state.scored[:n], pool=state.pool, history={}, strategy_state=None)
+      untrained = [p for p in oneshot_selection(sub, problem) if int(p) not in trained]
+      train_s[t] = float(np.sum(problem.train_time_s[np.asarray(untrained, dtype=np.int64)]))
+  return train_s * g_per_s, float(train_s[-1]), ci_mean
 
 
 def record_carbon_curves(record: dict) -> dict[str, np.ndarray]:
@@ -361,11 +401,23 @@ def record_carbon_curves(record: dict) -> dict[str, np.ndarray]:
 
 
 def episode_record(state: EpisodeState, problem: Problem, hv_targets=(0.95, 0.97, 0.98, 0.99),
-                   step_s: float = pool_lib.PoolConfig.step_s) -> dict:
+                   pool: pool_lib.PoolConfig = pool_lib.PoolConfig()) -> dict:
   """The per-episode summary that ``summary.json`` aggregates, with the episode's carbon ledger
-  (``ledger``, as ``Ledger.to_dict``): carbon totals and curves come from it."""
+  (``ledger``, as ``Ledger.to_dict``): carbon totals and curves come from it.
+
+  The ledger of the record adds the final-evaluation charge (``final_eval_charge_g``) as one
+  ``training`` entry tagged ``final_eval`` after the last hour, so totals include it under both
+  accountings while the hourly curves stop at the last hour; carbon-to-target adds the charge of
+  the hour the target is reached (``final_eval_g``, before the first hour and after each hour).
+  """
   h = state.history
+  step_s = pool.step_s
+  final_eval_g, final_train_s, ci_mean = final_eval_charge_g(state, problem, pool)
   led = state.ledger
+  if final_train_s > 0:
+    led = ledger_lib.ledger_add(led, t_start_s=state.hour * step_s, duration_s=final_train_s,
+                                kind=ledger_lib.TRAINING, ci_g_per_kwh=ci_mean, n_gpus=1,
+                                power_w=pool.train_power_w, pue=pool.pue, tag="final_eval")
   curves = {acc: carbon_curve(led, acc, state.hour, step_s) for acc in ledger_lib.POLICIES}
   facility_j = led.column("energy_j") * led.column("pue")
   kinds = led.kinds
@@ -377,11 +429,14 @@ def episode_record(state: EpisodeState, problem: Problem, hv_targets=(0.95, 0.97
       "n_trained": len(state.evaluated),
       "n_scored": len(state.scored),
       "carbon_g": {acc: float(ledger_lib.totals(led, acc).carbon_g) for acc in ledger_lib.POLICIES},
+      "final_eval_g": [float(x) for x in final_eval_g],
       "carbon_to_target_g": {
-          acc: {f"{t:.2f}": carbon_to_target(h["hv"], curves[acc], t * problem.max_hv)
+          acc: {f"{t:.2f}": carbon_to_target(h["hv"], curves[acc], t * problem.max_hv, final_eval_g)
                 for t in hv_targets}
           for acc in ledger_lib.POLICIES},
       "gpu_hours": {k: float(np.sum(h.get(f"gpu_s_{k}", [0.0])) / 3600.0) for k in pool_lib.KINDS},
-      "energy_kwh": {k: float(np.sum(facility_j[kinds == k]) / 3.6e6) for k in pool_lib.KINDS},
+      "final_eval_gpu_hours": final_train_s / 3600.0,
+      "energy_kwh": {k: float(np.sum(facility_j[(kinds == k) & (led.tags != "final_eval")]) / 3.6e6)
+                     for k in pool_lib.KINDS},
       "ledger": led.to_dict(),
   }

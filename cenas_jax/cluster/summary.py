@@ -29,9 +29,11 @@ def _ratio(num, den) -> float | None:
 
 
 def hv_at_budget(record: dict, curve: np.ndarray, budget_g: float) -> float:
-  """HV reached before the cumulative carbon (``curve``, after each hour) exceeds ``budget_g``."""
+  """HV reached before the cumulative carbon (``curve``, after each hour, plus the hour's
+  final-evaluation charge ``record["final_eval_g"]``) exceeds ``budget_g``."""
   hv = np.asarray(record["history"]["hv"])
-  ok = np.flatnonzero(curve <= budget_g)
+  extra = np.asarray(record.get("final_eval_g") or np.zeros(len(hv)))
+  ok = np.flatnonzero(curve + extra[1:] <= budget_g)
   return float(hv[0] if len(ok) == 0 else hv[ok[-1] + 1])
 
 

@@ -224,6 +224,41 @@ def test_oneshot_episode_scores_without_training(problem):
   assert h["hv"][-1] == pytest.approx(problem.hv(sel))
 
 
+def test_the_final_evaluation_charge_prices_what_a_one_shot_search_reports(problem):
+  from cenas_jax.carbon import ledger as ledger_lib
+
+  config = tiny_config(hours=4, n_gpus=2)
+  pool = config.pool
+  state = run(problem, config, 0, strat_lib.OneShot(), search.RandomOptimizer())
+  rec = search.episode_record(state, problem, (0.5, 0.9), pool)
+  ci_mean = float(np.mean(state.history["ci_g_per_kwh"]))
+  g_per_s = pool.train_power_w * pool.pue * ci_mean / 3.6e6
+  # After the last hour: the untrained architectures of the reported front, at the window's mean.
+  untrained = [p for p in search.oneshot_selection(state, problem) if p not in state.evaluated]
+  assert untrained, "the synthetic problem's one-shot front should hold scored architectures"
+  expect = float(np.sum(problem.train_time_s[untrained])) * g_per_s
+  assert rec["final_eval_g"][-1] == pytest.approx(expect)
+  assert rec["final_eval_g"][0] == 0.0  # only the initial (uncharged) architectures are reported
+  assert len(rec["final_eval_g"]) == config.hours + 1
+  assert rec["final_eval_gpu_hours"] == pytest.approx(np.sum(problem.train_time_s[untrained]) / 3600)
+  # Totals include it under both accountings; paper then charges nothing else.
+  assert rec["carbon_g"]["paper"] == pytest.approx(expect)
+  assert rec["carbon_g"]["full"] == pytest.approx(search.charged_g(state.ledger, "full") + expect)
+  # The hourly curves stop at the last hour, and carbon-to-target adds the hit hour's charge.
+  curves = search.record_carbon_curves(rec)
+  np.testing.assert_allclose(curves["full"], search.carbon_curve(state.ledger, "full", 4))
+  hv = np.asarray(state.history["hv"])
+  target = float(hv[1:].max())
+  hit = int(np.flatnonzero(hv[1:] >= target)[0])
+  assert search.carbon_to_target(hv, curves["paper"], target, rec["final_eval_g"]) == pytest.approx(
+      rec["final_eval_g"][hit + 1])
+  # A training strategy reports what it trained: no charge, and the record's ledger is the episode's.
+  trained = run(problem, config, 0, strat_lib.Fixed(1, 1), search.RandomOptimizer())
+  rec2 = search.episode_record(trained, problem, (0.5,), pool)
+  assert rec2["final_eval_g"] == [0.0] * (config.hours + 1)
+  assert ledger_lib.from_dict(rec2["ledger"]).n == trained.ledger.n
+
+
 def test_hwnas_problem_on_the_real_table(shared_data):
   from cenas_jax.data.nasbench import load_nb201_table
 
