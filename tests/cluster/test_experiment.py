@@ -90,6 +90,15 @@ def test_run_writes_the_outputs(tiny_run):
   assert on_disk["provenance"]["config"]["hours"] == 6
   assert on_disk["provenance"]["config"]["oracle_splits"] == ["8:1"]
   assert summary["max_hv"] == on_disk["max_hv"]
+  # The clairvoyant bound is below what every strategy spent to 0.98 (in 6 h: where it got there).
+  bound = on_disk["bound"]
+  assert [b["seed"] for b in bound["per_seed"]] == [0, 1]
+  assert all(b["carbon_g"] > 0 and b["n_trained"] >= 1 for b in bound["per_seed"])
+  for name, entry in on_disk["strategies"].items():
+    for acc in ("paper", "full"):
+      for b, c in zip(bound["per_seed"], entry["carbon_to_target_g"][acc]["0.98"]):
+        assert c is None or c >= b["carbon_g"], (name, acc)
+  assert "to 0.98 vs bound" in (workdir / "summary.md").read_text()
 
   rows = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
   assert len(rows) == 4 * 2 * 6  # strategies x seeds x hours
