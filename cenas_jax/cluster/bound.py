@@ -28,7 +28,6 @@ import dataclasses
 
 import numpy as np
 
-from cenas_jax.moo.hypervolume import hypervolume_2d
 from cenas_jax.moo.pareto import non_dominated_mask
 
 
