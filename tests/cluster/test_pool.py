@@ -258,6 +258,26 @@ def test_screening_keeps_the_least_dominated_capacity_plus_one():
   assert rep.n_scored == 60 and len(new.queue) == 3
 
 
+def test_exploration_keeps_and_trains_the_optimizer_s_first_proposal():
+  # Proposal 0 is the optimizer's first pick but the supernet rates it worst of all.
+  preds = {0: (0, 0), 1: (5, 5), 2: (4, 4), 3: (3, 3), 4: (0, 6)}
+  base = dict(n_gpus=3, queue_capacity=2, sample_time_s=60.0, screen_per_gpu_hour=5)
+  kw = dict(train_time_s=[100.0] * 5, n_train=2, n_sample=1, predict=_predictor(preds))
+  off, rep_off = _step(PoolState(), config=PoolConfig(**base), propose=ListProposer(range(5)), **kw)
+  assert 0 not in rep_off.finished and 0 not in pool_lib.queued_candidates(off)
+  # Every 2nd job started is the exploration job: order 1 (least dominated), 0 (explore), 4, 2.
+  on, rep_on = _step(PoolState(), config=PoolConfig(**base, screen_explore_every=2),
+                     propose=ListProposer(range(5)), **kw)
+  assert rep_on.finished[:2] == (1, 0)
+  assert on.n_started == len(rep_on.finished) and not any(j.explore for j in on.queue)
+  back = PoolState.from_dict(json.loads(json.dumps(on.to_dict())))
+  assert back.n_started == on.n_started
+  # Without screening the rule is off (nothing is screened out to begin with).
+  fifo, rep = _step(PoolState(), config=PoolConfig(n_gpus=2, queue_capacity=2, screen_explore_every=2),
+                    train_time_s=[100.0] * 5, n_train=2, propose=ListProposer(range(5)))
+  assert rep.finished[:3] == (0, 1, 2) and not any(j.explore for j in fifo.queue)
+
+
 @pytest.mark.parametrize("n_train, n_sample", [(5, 4), (-1, 2), (2, -1), (9, 0)])
 def test_bad_allocation_raises(n_train, n_sample):
   with pytest.raises(ValueError, match="does not fit 8 GPUs"):
