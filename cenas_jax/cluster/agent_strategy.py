@@ -26,6 +26,7 @@ class AgentStrategy:
   init_params: Any = None
   name: str = "cenas"
   trains: bool = True
+  entropy_weight: float | None = None  # overrides the config's (a pre-training schedule sets it)
 
   @property
   def learns(self) -> bool:
@@ -50,5 +51,7 @@ class AgentStrategy:
     # The last hour has no next state: its bootstrap term is masked out by ``done``.
     next_feats = feats if outcome.done else jnp.asarray(agent_lib.features(self.config, next_obs))
     agent, _ = agent_lib.update(self.config, state, feats, jnp.int32(info["action"]),
-                                jnp.float32(r), next_feats, jnp.float32(outcome.done))
+                                jnp.float32(r), next_feats, jnp.float32(outcome.done),
+                                None if self.entropy_weight is None
+                                else jnp.float32(self.entropy_weight))
     return agent

@@ -96,6 +96,10 @@ class AgentSettings:
     agent_entropy_weight: entropy bonus of the repaired agent (official: 0.5).
     agent_greedy: a pre-trained, frozen agent acts by its most probable action.
     agent_beta_scale: carbon weight of the repaired agent's reward (official: 2 / CI_max).
+    agent_reward: the repaired agent's reward: "official", or "progress" (carbon priced against
+      the hypervolume still to gain; ``controller/allocation_agent.py``).
+    agent_carbon_price: the "progress" reward's price of one hour of the whole pool training at the
+      trace's highest intensity, in e-folds of the remaining HV gap.
     forecaster_dir: a trained forecaster, for ``agent_ci_input="forecast"``.
   """
 
@@ -105,6 +109,8 @@ class AgentSettings:
   agent_entropy_weight: float = 0.5
   agent_greedy: bool = False
   agent_beta_scale: float = 2.0
+  agent_reward: Literal["official", "progress"] = "official"
+  agent_carbon_price: float = 0.2
   forecaster_dir: str = ""
 
   def __post_init__(self):
@@ -122,13 +128,21 @@ class PretrainConfig:
     pretrain_episodes: episodes (0: the agent learns online in the search window instead).
     pretrain_regions: regions whose traces the windows are drawn from.
     pretrain_end: the windows end before this UTC time (ISO 8601 with offset).
+    pretrain_optimizer: proposals in pre-training episodes: "random" (fast; the agent learns the
+      pool's dynamics only) or "lamoo" (the deployed search's own proposals and HV progress).
+    pretrain_entropy_final: < 0: the entropy weight stays ``agent_entropy_weight``; else it falls
+      linearly from it to this value over the episodes (a policy that settles instead of staying
+      near uniform or collapsing early).
   """
 
   pretrain_episodes: int = 0
   pretrain_regions: tuple[str, ...] = ("US-CAL-CISO", "DE", "US-MIDA-PJM")
   pretrain_end: str = "2021-06-25T00:00:00+00:00"
+  pretrain_optimizer: Literal["random", "lamoo"] = "random"
+  pretrain_entropy_final: float = -1.0
 
   def __post_init__(self):
+    _check_choices(self)
     if self.pretrain_episodes < 0:
       raise ConfigError("pretrain_episodes", f"must be >= 0, got {self.pretrain_episodes}")
 

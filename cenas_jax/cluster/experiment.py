@@ -136,7 +136,8 @@ def _agent_config(config: ExperimentConfig, faithful: bool, frozen: bool = False
                      use_forecast=agent.agent_ci_input != "actual", frozen=frozen,
                      greedy=frozen and agent.agent_greedy,
                      entropy_weight=agent.agent_entropy_weight, beta_scale=agent.agent_beta_scale,
-                     reward_gpu_power_kw=power_kw)
+                     reward_gpu_power_kw=power_kw, reward_mode=agent.agent_reward,
+                     carbon_price=agent.agent_carbon_price)
 
 
 def spec_name(spec: StrategySpec) -> str:
@@ -381,9 +382,10 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
   """Trains the ``cenas`` agent over random trace windows and regions before the search window;
   returns the directory of the trained parameters (reused on resume).
 
-  Proposals are uniform random here (the agent learns the pool's dynamics, not LaMOO's), and an
-  agent that reads forecast features is trained on the true next 24 h; at deployment
-  ``--agent_ci_input`` decides whether it sees the truth or the trained forecaster's P50.
+  Proposals are uniform random (``pretrain_optimizer="random"``: the agent learns the pool's
+  dynamics only) or the search's own LaMOO; an agent that reads forecast features is trained on the
+  true next 24 h; at deployment ``--agent_ci_input`` decides whether it sees the truth or the trained
+  forecaster's P50.
   """
   import jax
   import pandas as pd
@@ -408,12 +410,16 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
   n_episodes = config.pretrain.pretrain_episodes
   rng = np.random.default_rng(12345)
   agent = init_agent(acfg, jax.random.key(12345))
-  optimizer = search.RandomOptimizer()  # allocation dynamics only; LaMOO is not needed to learn them
+  pcfg = config.pretrain
+  optimizer = (config.lamoo.optimizer() if pcfg.pretrain_optimizer == "lamoo"
+               else search.RandomOptimizer())
+  w0, w1 = acfg.entropy_weight, pcfg.pretrain_entropy_final
   t0 = time.time()
   for ep in range(n_episodes):
     region, ci, end = traces[rng.integers(len(traces))]
     hour0 = int(rng.integers(config.hours // 2 + 168, end - config.hours))
-    strat = dataclasses.replace(strategy, init_params=agent)
+    ent = None if w1 < 0 else float(w0 + (w1 - w0) * ep / max(n_episodes - 1, 1))
+    strat = dataclasses.replace(strategy, init_params=agent, entropy_weight=ent)
     state = search.init_episode(inputs.problem, scfg, 10_000 + ep, strat)
     fc = (lambda t, ci=ci: ci[t: t + 24]) if acfg.use_forecast else None
     while state.hour < scfg.hours:
@@ -425,7 +431,8 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
       print(f"  pretrain episode {ep + 1}/{n_episodes} ({region}): mean n_train "
             f"{np.mean(h['n_train']):.2f}, final HV {h['hv'][-1] / inputs.problem.max_hv:.4f}, "
             f"paper carbon {search.charged_g(state.ledger, 'paper'):.0f} g; "
-            f"{time.time() - t0:.0f}s", flush=True)
+            f"{time.time() - t0:.0f}s, ETA {(time.time() - t0) / (ep + 1) * (n_episodes - ep - 1):.0f}s",
+            flush=True)
   with Checkpointer(out, max_to_keep=1) as ckpt:
     ckpt.save(n_episodes, agent, {"episodes": n_episodes}, force=True)
   return str(out)

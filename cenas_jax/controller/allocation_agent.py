@@ -16,10 +16,17 @@ Two modes (``AgentConfig.mode``):
   (actor lr 3e-4, critic lr 1e-3), and an action space that may release GPUs (``release=True``:
   ``n_train`` in 0..8, one GPU keeps sampling while anything is released).
 
-The reward is the official one in both modes:
+The reward (``reward_mode``) is the official one by default:
 ``r = alpha dHV/HV_max (0.8 + 0.8 t / T) - beta C_t + gamma_s n_t`` with ``beta = beta_scale / CI_max``,
 ``C_t`` the hour's carbon per GPU in the official unit (GPU-hours x gCO2/kWh, i.e. grams at 1 kW per
-GPU) and ``n_t`` the architectures finished in the hour.
+GPU) and ``n_t`` the architectures finished in the hour. Its progress term shrinks as the front
+fills (the last 1% of HV pays 1% of the first) while its carbon term does not, so an agent that
+learns it well learns to stop training (measured: WORKSPACE.md section 2).
+
+``reward_mode="progress"`` prices carbon against the hypervolume still to gain instead:
+``r = ln(G_t / G_{t+1}) - carbon_price C_t / CI_max`` with ``G = max(HV_max - HV, gap_floor HV_max)``,
+so halving the remaining gap is worth the same at any stage, and one hour of the whole pool training
+at the trace's highest intensity costs ``carbon_price`` (in units of e-folds of the gap).
 
 Everything is a pure function of explicit pytrees (``features``, ``reward``, ``init_agent``, ``act``,
 ``update``); ``act`` and ``update`` are jitted once per config. Observations, allocations and outcomes
@@ -43,6 +50,7 @@ from cenas_jax.controller.types import Allocation, Observation, Outcome
 
 FAITHFUL, REPAIRED = "faithful", "repaired"
 MODES = (FAITHFUL, REPAIRED)
+REWARDS = ("official", "progress")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +76,9 @@ class AgentConfig:
   beta_scale: float = 2.0
   gamma_s: float = 0.05
   reward_gpu_power_kw: float = 1.0  # grams -> official "GPU-hours x gCO2/kWh" unit
+  reward_mode: str = "official"  # or "progress" (module docstring)
+  carbon_price: float = 0.2
+  gap_floor: float = 1e-4
   # Faithful quirks.
   state_budget_hours: float = 40.0
   # Repaired mode.
@@ -79,6 +90,8 @@ class AgentConfig:
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"AgentConfig.mode must be one of {MODES}, got {self.mode!r}")
+    if self.reward_mode not in REWARDS:
+      raise ValueError(f"AgentConfig.reward_mode must be one of {REWARDS}, got {self.reward_mode!r}")
 
   @property
   def n_actions(self) -> int:
@@ -123,7 +136,14 @@ def features(config: AgentConfig, obs: Observation) -> np.ndarray:
 
 
 def reward(config: AgentConfig, obs: Observation, outcome: Outcome) -> float:
-  """The official reward for one hour (see module docstring)."""
+  """The reward for one hour, official or progress-priced (see module docstring)."""
+  if config.reward_mode == "progress":
+    floor = config.gap_floor * obs.max_hv
+    gap_before = max(obs.max_hv - obs.hv, floor)
+    gap_after = max(obs.max_hv - obs.hv - outcome.hv_gain, floor)
+    c_t = outcome.carbon_g / config.reward_gpu_power_kw / config.n_gpus
+    return float(np.log(gap_before / gap_after)
+                 - config.carbon_price * c_t / max(obs.ci_ref_max, 1e-9))
   t_frac = (obs.hour + 1) / (config.state_budget_hours if config.mode == FAITHFUL
                               else obs.hours_total)
   beta = config.beta_scale / max(obs.ci_ref_max, 1e-9)
@@ -198,8 +218,14 @@ def act(config: AgentConfig, agent: dict, feats, key):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done):
-  """One actor-critic update on a single transition; returns ``(agent, metrics)``."""
+def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done,
+           entropy_weight=None):
+  """One actor-critic update on a single transition; returns ``(agent, metrics)``.
+
+  ``entropy_weight`` (a traced scalar, so a schedule does not recompile) overrides
+  ``config.entropy_weight``.
+  """
+  ent_w = config.entropy_weight if entropy_weight is None else entropy_weight
   critic_apply = lambda p, x: _trunk(config, 1).apply(p, x[None])[0, 0]
   if config.mode == FAITHFUL:
     ret = r  # batch of one: the discounted return is the reward itself
@@ -211,7 +237,7 @@ def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done)
   def actor_loss(p):
     logp = jax.nn.log_softmax(policy_logits(config, p, feats[None])[0])
     entropy = -jnp.sum(jnp.exp(logp) * logp)
-    return -logp[action] * adv - config.entropy_weight * entropy, entropy
+    return -logp[action] * adv - ent_w * entropy, entropy
 
   def critic_loss(p):
     return jnp.square(ret - critic_apply(p, feats))

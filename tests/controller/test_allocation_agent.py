@@ -77,6 +77,37 @@ def test_reward_on_hand_numbers():
   assert aa.reward(c300, obs, outcome) == pytest.approx(0.176 - 1.2 / 0.3 + 0.15)
 
 
+def test_progress_reward_prices_carbon_against_the_remaining_gap():
+  obs = _obs(hv=4000.0, max_hv=4150.0, ci_ref_max=500.0)
+  cfg = AgentConfig(mode="repaired", reward_mode="progress", carbon_price=0.2)
+  # Gap 150 -> 75: one halving (ln 2); carbon per GPU 2400 / 8 = 300 of 500 -> 0.2 x 0.6 = 0.12.
+  r = aa.reward(cfg, obs, Outcome(hv_gain=75.0, carbon_g=2400.0, n_finished=3))
+  assert r == pytest.approx(np.log(2.0) - 0.12)
+  # Halving a small gap is worth as much as halving a large one; nothing is paid per finished job.
+  late = aa.reward(cfg, _obs(hv=4149.0, max_hv=4150.0, ci_ref_max=500.0),
+                   Outcome(hv_gain=0.5, carbon_g=0.0, n_finished=0))
+  assert late == pytest.approx(np.log(2.0))
+  # The gap is floored (gap_floor x max HV), so reaching the maximum gives a finite reward.
+  top = aa.reward(cfg, _obs(hv=4149.0, max_hv=4150.0), Outcome(hv_gain=1.0, carbon_g=0.0,
+                                                               n_finished=1))
+  assert top == pytest.approx(np.log(1.0 / (1e-4 * 4150.0)))
+  with pytest.raises(ValueError, match="reward_mode"):
+    AgentConfig(reward_mode="greedy")
+
+
+def test_an_entropy_weight_passed_to_update_overrides_the_config():
+  agent = aa.init_agent(SMALL, jax.random.key(0))
+  feats = jnp.ones(SMALL.obs_dim, jnp.float32)
+  args = (feats, jnp.int32(1), jnp.float32(0.0), feats, jnp.float32(1.0))
+  _, m_cfg = aa.update(SMALL, agent, *args)
+  _, m_same = aa.update(SMALL, agent, *args, jnp.float32(SMALL.entropy_weight))
+  _, m_zero = aa.update(SMALL, agent, *args, jnp.float32(0.0))
+  assert float(m_same["actor_loss"]) == pytest.approx(float(m_cfg["actor_loss"]))
+  # Actor loss = -logp * adv - w H: with w = 0 only the advantage term is left.
+  assert float(m_zero["actor_loss"]) - float(m_cfg["actor_loss"]) == pytest.approx(
+      SMALL.entropy_weight * float(m_cfg["entropy"]), rel=1e-5)
+
+
 # One small repaired-mode configuration shared by the tests that compile ``act`` / ``update`` (each
 # distinct configuration is a static argument and compiles once).
 SMALL = AgentConfig(mode="repaired", n_gpus=4, hidden=(32, 32), use_forecast=False)
