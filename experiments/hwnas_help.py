@@ -44,6 +44,8 @@ HELP = {
     "agent_greedy": "A pre-trained (frozen) agent takes its most probable action instead of sampling.",
     "agent_beta_scale": "Carbon weight in the repaired agent's reward, beta = beta_scale / CI_max "
                         "(official 2).",
+    "agent_action": "Action of the repaired agent: absolute (0..n_gpus training GPUs) or residual "
+                    "(adjust the heuristic's rule by -3..3).",
     "agent_reward": "Reward of the repaired agent: official, or progress (carbon priced against the "
                     "HV still to gain).",
     "agent_carbon_price": "Progress reward: price of one hour of the whole pool training at the "

@@ -39,7 +39,7 @@ class AgentStrategy:
   def act(self, state, obs: Observation, key):
     a, logp, _ = agent_lib.act(self.config, state, jnp.asarray(agent_lib.features(self.config, obs)),
                                key)
-    return state, agent_lib.action_to_allocation(self.config, int(a)), {"action": int(a),
+    return state, agent_lib.action_to_allocation(self.config, int(a), obs), {"action": int(a),
                                                                         "logp": float(logp)}
 
   def learn(self, state, obs: Observation, info: dict, outcome: Outcome,

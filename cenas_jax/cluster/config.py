@@ -96,6 +96,8 @@ class AgentSettings:
     agent_entropy_weight: entropy bonus of the repaired agent (official: 0.5).
     agent_greedy: a pre-trained, frozen agent acts by its most probable action.
     agent_beta_scale: carbon weight of the repaired agent's reward (official: 2 / CI_max).
+    agent_action: the repaired agent's action: "absolute" (0..n_gpus training GPUs) or "residual"
+      (an adjustment of the heuristic's rule by -3..3 GPUs; ``controller/allocation_agent.py``).
     agent_reward: the repaired agent's reward: "official", or "progress" (carbon priced against
       the hypervolume still to gain; ``controller/allocation_agent.py``).
     agent_carbon_price: the "progress" reward's price of one hour of the whole pool training at the
@@ -109,6 +111,7 @@ class AgentSettings:
   agent_entropy_weight: float = 0.5
   agent_greedy: bool = False
   agent_beta_scale: float = 2.0
+  agent_action: Literal["absolute", "residual"] = "absolute"
   agent_reward: Literal["official", "progress"] = "official"
   agent_carbon_price: float = 0.2
   forecaster_dir: str = ""

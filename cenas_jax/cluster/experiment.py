@@ -137,6 +137,7 @@ def _agent_config(config: ExperimentConfig, faithful: bool, frozen: bool = False
                      greedy=frozen and agent.agent_greedy,
                      entropy_weight=agent.agent_entropy_weight, beta_scale=agent.agent_beta_scale,
                      reward_gpu_power_kw=power_kw, reward_mode=agent.agent_reward,
+                     action_mode=agent.agent_action,
                      carbon_price=agent.agent_carbon_price)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cenas_jax.controller.types import Allocation, Observation, Outcome
+from cenas_jax.controller.types import Allocation, Observation, Outcome, intensity_rule_n_train
 
 __all__ = ["Allocation", "Observation", "Outcome", "Strategy", "Vanilla", "OneShot", "Fixed",
            "Heuristic", "Threshold"]
@@ -103,8 +103,7 @@ class Heuristic(_Stateless):
 
   def act(self, state, obs, key):
     del key
-    n_train = int(round(self.min_train + (self.max_train - self.min_train) * (1.0 - obs.ci_norm)))
-    n_train = int(np.clip(n_train, 0, obs.n_gpus))
+    n_train = intensity_rule_n_train(obs, self.min_train, self.max_train)
     return state, Allocation(n_train, obs.n_gpus - n_train), {}
 
 

@@ -23,6 +23,13 @@ GPU) and ``n_t`` the architectures finished in the hour. Its progress term shrin
 fills (the last 1% of HV pays 1% of the first) while its carbon term does not, so an agent that
 learns it well learns to stop training (measured: WORKSPACE.md section 2).
 
+``action_mode="residual"`` (repaired mode) makes the action an adjustment ``delta`` in
+``-residual_max..residual_max`` of the heuristic's rule (``n_train = round(1 + (n - 2)(1 - ci_norm))``,
+``controller.types.intensity_rule_n_train``): residual policy learning (Silver et al. 2018,
+arXiv:1812.06298). The rule supplies the timing that one-step rewards teach poorly (a training hour
+pays its carbon at once and its hypervolume hours later); the agent learns how far to lean from it
+given progress, queue and forecast. Released GPUs as in the absolute mode.
+
 ``reward_mode="progress"`` prices carbon against the hypervolume still to gain instead:
 ``r = ln(G_t / G_{t+1}) - carbon_price C_t / CI_max`` with ``G = max(HV_max - HV, gap_floor HV_max)``,
 so halving the remaining gap is worth the same at any stage, and one hour of the whole pool training
@@ -46,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cenas_jax.controller.types import Allocation, Observation, Outcome
+from cenas_jax.controller.types import Allocation, Observation, Outcome, intensity_rule_n_train
 
 FAITHFUL, REPAIRED = "faithful", "repaired"
 MODES = (FAITHFUL, REPAIRED)
@@ -83,6 +90,8 @@ class AgentConfig:
   state_budget_hours: float = 40.0
   # Repaired mode.
   release: bool = True
+  action_mode: str = "absolute"  # or "residual" (repaired mode; module docstring)
+  residual_max: int = 3
   use_forecast: bool = True
   frozen: bool = False  # deploy a trained agent without further updates
   greedy: bool = False  # act by the most probable action instead of sampling (deployment)
@@ -90,11 +99,15 @@ class AgentConfig:
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"AgentConfig.mode must be one of {MODES}, got {self.mode!r}")
+    if self.action_mode not in ("absolute", "residual"):
+      raise ValueError(f"AgentConfig.action_mode must be absolute or residual, got {self.action_mode!r}")
     if self.reward_mode not in REWARDS:
       raise ValueError(f"AgentConfig.reward_mode must be one of {REWARDS}, got {self.reward_mode!r}")
 
   @property
   def n_actions(self) -> int:
+    if self.mode == REPAIRED and self.action_mode == "residual":
+      return 2 * self.residual_max + 1
     return self.n_gpus + 1 if (self.mode == REPAIRED and self.release) else 10
 
   @property
@@ -102,9 +115,17 @@ class AgentConfig:
     return 4 if self.mode == FAITHFUL else (6 + (3 if self.use_forecast else 0))
 
 
-def action_to_allocation(config: AgentConfig, action: int) -> Allocation:
-  """Maps a discrete action to GPUs per role."""
+def action_to_allocation(config: AgentConfig, action: int,
+                         obs: Observation | None = None) -> Allocation:
+  """Maps a discrete action to GPUs per role (``obs``: the hour's observation, which a residual
+  action adjusts the heuristic's rule for)."""
   n = config.n_gpus
+  if config.mode == REPAIRED and config.action_mode == "residual":
+    if obs is None:
+      raise ValueError("a residual action needs the hour's observation")
+    base = intensity_rule_n_train(obs, 1, n - 1)
+    n_train = int(min(max(base + int(action) - config.residual_max, 0), n))
+    return Allocation(n_train, 0 if n_train == n else 1)
   if config.mode == FAITHFUL or not config.release:
     n_train = max(int(n * min(int(action), 9) / 10), 1)
     return Allocation(n_train, n - n_train)

@@ -84,3 +84,10 @@ class Outcome:
   carbon_g: float
   n_finished: int
   done: bool = False
+
+
+def intensity_rule_n_train(obs: Observation, min_train: int, max_train: int) -> int:
+  """The heuristic's rule: ``round(min_train + (max_train - min_train) (1 - ci_norm))`` training
+  GPUs, clipped to the pool (the ``heuristic`` strategy, and the base a residual agent adjusts)."""
+  n = int(round(min_train + (max_train - min_train) * (1.0 - obs.ci_norm)))
+  return int(min(max(n, 0), obs.n_gpus))

@@ -39,6 +39,20 @@ def test_repaired_action_mapping_may_release_gpus():
   assert aa.action_to_allocation(AgentConfig(mode="repaired", release=False), 9) == Allocation(7, 1)
 
 
+def test_residual_actions_adjust_the_heuristic_rule():
+  config = AgentConfig(mode="repaired", action_mode="residual", residual_max=3)
+  assert config.n_actions == 7
+  # ci 200 in [100, 500]: ci_norm 0.25 -> the rule trains round(1 + 6 x 0.75) = 6 (of 1..7).
+  obs = _obs(ci_g_per_kwh=200.0)
+  assert aa.action_to_allocation(config, 3, obs) == Allocation(6, 1)  # delta 0: the rule itself
+  assert aa.action_to_allocation(config, 0, obs) == Allocation(3, 1)
+  assert aa.action_to_allocation(config, 6, obs) == Allocation(8, 0)  # 9 clipped to the pool
+  clean = _obs(ci_g_per_kwh=500.0)  # the dirtiest hour: the rule trains 1
+  assert aa.action_to_allocation(config, 0, clean) == Allocation(0, 1)
+  with pytest.raises(ValueError, match="observation"):
+    aa.action_to_allocation(config, 3)
+
+
 def test_faithful_features_reproduce_the_official_quirks():
   config = AgentConfig(mode="faithful")
   hv0 = 2821.26
