@@ -111,8 +111,12 @@ def run(config: WindowsConfig, workdir: str | os.PathLike[str]) -> dict:
   workdir = wd.path
   configs = windows(config)
   inputs = [exp_lib.load_inputs(c) for c in configs[:1]]  # the problem; checks the first trace
-  for c in configs:
-    exp_lib.trace_window(c)  # every window inside its trace before the first write
+  for c in configs:  # every window inside its trace before the first write
+    try:
+      exp_lib.trace_window(c)
+    except ConfigError as e:
+      raise ConfigError("windows_trace_paths" if c.trace_path else "windows_end",
+                        f"window {window_name(c)}: {e.message}") from None
   wd.claim()
   study = config.study
   pretrained = None

@@ -106,6 +106,26 @@ def test_hwnas_search(capsys, places, shared_data):
   assert "checkpoints/vanilla__seed0" in err, err
 
 
+def test_hwnas_windows(capsys, places, shared_data):
+  from cenas_jax.cluster import windows
+
+  del shared_data
+  new = f"--workdir={places['new']}"
+
+  def fails(argv):
+    return _fails(capsys, windows.WindowsConfig, windows.run, argv, skip=("seeds",),
+                  overrides={"seeds": (0,)})
+
+  assert "broken.csv" in fails([new, f"--windows_trace_paths={places['broken']}"])
+  assert "missing.csv" in fails([new, f"--windows_trace_paths={places['missing']}"])
+  assert fails([new, "--windows_per_region=0"]) == (
+      "error: --windows_per_region: must be >= 1, got 0\n")
+  assert fails([new, "--windows_start=2022-01-01"]).startswith("error: --windows_start: ")
+  assert fails([new, "--strategies=cenas,oracle,heuristic"]).startswith("error: --strategies: ")
+  assert fails([new, "--windows_end=2030-01-01T00:00:00+00:00"]).startswith("error: --windows_end: ")
+  assert "did not write" in fails([f"--workdir={places['foreign']}"])
+
+
 def _cifar(capsys, argv):
   from cenas_jax.cifar_nas import config as cifar_config
   from cenas_jax.cifar_nas import experiment as cifar_experiment
