@@ -51,8 +51,11 @@ def test_flagfiles_build_the_config(tmp_path):
   config = cli.config_from_flags(ExperimentConfig, flag_values=values,
                                  seeds=tuple(range(values.num_seeds)))
   assert config.seeds == (0, 1, 2)
-  assert config.search == SearchConfig(pool=PoolConfig(screen_per_gpu_hour=60))
+  assert config.search == SearchConfig(pool=PoolConfig(screen_per_gpu_hour=60,
+                                                       screen_explore_every=2))
   assert config.sampling == "fewshot" and config.pretrain.pretrain_episodes == 20
+  assert config.agent.agent_action == "residual" and config.pretrain.pretrain_optimizer == "lamoo"
+  assert config.pretrain.pretrain_entropy_final == 0.05
   assert config.strategies == ("vanilla", "oneshot", "heuristic", "cenas", "oracle")
 
 
