@@ -127,7 +127,12 @@ def run(config: StudyConfig, workdir: str | os.PathLike[str]) -> dict:
   from cenas_jax import plots, results
   from cenas_jax.fileio import atomic_write_text
 
-  wd = results.prepare_workdir(workdir, config, kind=KIND)
+  wd = results.prepare_workdir(workdir, config, kind=KIND, may_change=("workers",))
+  if wd.finished:
+    print(f"{wd.path} holds this study, finished with these settings: nothing to run.")
+    done = results.load_summary(wd.path)
+    done.pop("provenance", None)
+    return done
   problem, table_prov = load_problem()
   wd.claim()
   workdir = Path(wd.path)

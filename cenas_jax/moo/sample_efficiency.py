@@ -102,10 +102,12 @@ def initial_samples(n_candidates: int, n_init: int, rng: np.random.Generator) ->
 
 
 def hv_prefix_trace(y: np.ndarray, ref_point: np.ndarray) -> np.ndarray:
-  """``out[i]`` = hypervolume of ``y[: i + 1]`` (maximized objectives), shape ``(n,)``."""
+  """``out[i]`` = hypervolume of ``y[: i + 1]`` (maximized objectives), shape ``(n,)``, non-decreasing."""
   y = np.asarray(y, dtype=np.float64)
   hv_fn = hypervolume_2d if y.shape[1] == 2 else hypervolume
-  return np.array([hv_fn(y[: i + 1], ref_point) for i in range(y.shape[0])], dtype=np.float64)
+  hv = np.array([hv_fn(y[: i + 1], ref_point) for i in range(y.shape[0])], dtype=np.float64)
+  # A superset's HV is never smaller; the sweep's summation order can make it ~1e-13 smaller.
+  return np.maximum.accumulate(hv)
 
 
 def _tree_config(method: str, settings: OptimizerSettings) -> lamoo.LaMOOConfig:
