@@ -115,9 +115,18 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False, m_d: jax.Array | None = None,
-               m_h: jax.Array | None = None, m_f: jax.Array | None = None) -> jax.Array:
+               m_h: jax.Array | None = None, m_f: jax.Array | None = None,
+               delta: jax.Array | None = None) -> jax.Array:
+    """``x`` (B, T, d) -> (B, T, d), or (B, 1, d) for ``cls_only``.
+
+    ``delta``, added to ``x`` first, serves the energy lookup (the previous block's residual add
+    fused into this block's first LayerNorm).
+    """
     def mask(v, m):
       return v if m is None else v * m
+
+    if delta is not None:
+      x = x + delta
 
     B, T, _ = x.shape
     H, E, F = self.heads, self.head_dim, self.d_hidden
