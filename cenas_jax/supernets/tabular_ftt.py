@@ -98,7 +98,8 @@ class Tokenizer(nn.Module):
       onehot = x[:, self.n_num:self.n_num + sum(cards)]
       parts.append(jnp.einsum("bgc,cd->bgd", onehot[:, None, :] * group, emb) + b)
     cls = self.param("cls", init, (self.d,))
-    parts.append(jnp.broadcast_to(cls, (x.shape[0], 1, self.d)).astype(x.dtype))
+    # Built from x (not broadcast from the parameter) so that it is sharded like the batch.
+    parts.append(jnp.zeros_like(x[:, :1])[:, :, None] + cls)
     return jnp.concatenate(parts, axis=1)
 
 
