@@ -105,12 +105,15 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--check", type=int, default=50)
   p.add_argument("--batch", type=int, default=256)
+  p.add_argument("--only", default="all", choices=("all", "energy", "training"))
   args = p.parse_args()
   cats = (10,) * 8 if args.space == "ftt" else ()
   space = make_space(args.space, 100, 2, cat_cardinalities=cats)
-  for b in (1, 4096):
-    bench_energy(space, b, args.check)
-  bench_training(space, args.n_archs, args.steps, args.batch)
+  if args.only in ("all", "energy"):
+    for b in (1, 4096):
+      bench_energy(space, b, args.check)
+  if args.only in ("all", "training"):
+    bench_training(space, args.n_archs, args.steps, args.batch)
 
 
 if __name__ == "__main__":
