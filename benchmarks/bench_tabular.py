@@ -1,6 +1,9 @@
 """Speed of the tabular search's two hot paths, each against its reference measured in the same run.
 
-Run: ``python benchmarks/bench_tabular.py [--space mlp|resnet] [--n_archs 8] [--check 50]``
+Run: ``python benchmarks/bench_tabular.py [--space mlp|resnet|ftt] [--n_archs 8] [--check 50]``
+
+(100 input columns; for ``ftt`` 20 numeric columns and 8 categorical ones of 10 one-hot columns
+each, so 29 tokens with the CLS token.)
 
 1. Energy: the per-layer lookup (``tabular_nas.energy_lut``) on 2,000 random architectures, warm
    (every segment already priced), in architectures/s, against extracting and pricing each
@@ -97,16 +100,20 @@ def bench_training(space, n_archs: int, steps: int, batch: int) -> None:
 
 def main() -> None:
   p = argparse.ArgumentParser()
-  p.add_argument("--space", default="mlp", choices=("mlp", "resnet"))
+  p.add_argument("--space", default="mlp", choices=("mlp", "resnet", "ftt"))
   p.add_argument("--n_archs", type=int, default=8)
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--check", type=int, default=50)
   p.add_argument("--batch", type=int, default=256)
+  p.add_argument("--only", default="all", choices=("all", "energy", "training"))
   args = p.parse_args()
-  space = make_space(args.space, 100, 2)
-  for b in (1, 4096):
-    bench_energy(space, b, args.check)
-  bench_training(space, args.n_archs, args.steps, args.batch)
+  cats = (10,) * 8 if args.space == "ftt" else ()
+  space = make_space(args.space, 100, 2, cat_cardinalities=cats)
+  if args.only in ("all", "energy"):
+    for b in (1, 4096):
+      bench_energy(space, b, args.check)
+  if args.only in ("all", "training"):
+    bench_training(space, args.n_archs, args.steps, args.batch)
 
 
 if __name__ == "__main__":

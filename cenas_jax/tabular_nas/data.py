@@ -1,8 +1,10 @@
 """Datasets for the tabular search: loading by name, checks, TabZilla folds, model-ready arrays.
 
-MLP and ResNet read numeric features (standardized with training statistics, missing values imputed
+Every network reads numeric features (standardized with training statistics, missing values imputed
 with the training mean) and one-hot categorical codes (with the preprocessor's reserved "missing"
-and "unseen" codes), concatenated. Regression targets are standardized with training statistics
+and "unseen" codes), concatenated in that order; ``Split.cat_cardinalities`` gives the width of
+each categorical column's one-hot block, so the FT-Transformer embeds each categorical column as
+one token (its one-hot block times an embedding table, the table lookup). Regression targets are standardized with training statistics
 (RMSE is reported in the target's own units).
 """
 
@@ -30,6 +32,7 @@ class Split:
     d_out: classes (classification) or 1.
     y_mean, y_std: the regression target's training mean and std (0, 1 for classification).
     data_hashes: ``{file: sha256}`` of the files read.
+    cat_cardinalities: one-hot width of each categorical column (the last columns of ``x``).
   """
 
   name: str
@@ -43,6 +46,7 @@ class Split:
   y_mean: float
   y_std: float
   data_hashes: dict
+  cat_cardinalities: tuple[int, ...] = ()
 
   @property
   def d_in(self) -> int:
@@ -117,4 +121,5 @@ def prepare(ds: tabular.TabularDataset, fold: int = 0, n_folds: int = 10,
     y_mean, y_std, y, d_out = 0.0, 1.0, ds.y.astype(np.int32), ds.n_classes
   return Split(name=ds.name, task=ds.task, x=x, y=y, train=train, val=val, test=test, d_out=d_out,
                y_mean=y_mean, y_std=y_std,
-               data_hashes={s.location: s.sha256 for s in ds.source})
+               data_hashes={s.location: s.sha256 for s in ds.source},
+               cat_cardinalities=tuple(int(c) for c in arrays.cat_cardinalities))

@@ -16,6 +16,15 @@ architecture. Segments are cut where XLA does not fuse across them:
   BatchNorm + ReLU loop (``resnet_head``); before a block without norm it is its own loop kernel
   (``residual_add``).
 
+- FT-Transformer: per block ``ftt_block(d_token, heads, d_hidden, n_tokens, head_dim, first,
+  last, d_out)`` (LayerNorm, fused QKV GEMM, batched QK^T, softmax, PV, output GEMM, LayerNorm,
+  ReGLU FFN GEMMs; the last block for the CLS query only); the first block's segment includes
+  the tokenizer (numeric tokens, categorical embeddings, CLS) and the last block's the head. A
+  block's final residual add fuses into the next block's first LayerNorm reduction (one
+  multi-output kernel) in the whole network, but is a kernel of its own when it is a segment's
+  output, so each block boundary adds ``ftt_add_fusion(d_token, n_tokens, head_dim)``, the
+  (negative) energy difference of the two, extracted once.
+
 ``check_against_whole_network`` compares the sum with extracting the whole materialized network's
 jitted forward.
 
@@ -39,6 +48,7 @@ import numpy as np
 from cenas_jax import energy
 from cenas_jax.fileio import atomic_write_json
 from cenas_jax.spaces.tabular import TabularSpace
+from cenas_jax.supernets import tabular_ftt as ftt
 from cenas_jax.supernets.layers import MaskableBatchNorm
 
 _F32 = jnp.float32
@@ -75,8 +85,67 @@ class _Seg(nn.Module):
 _TWO_INPUTS = ("add_body", "resnet_head")
 
 
+class _FttSeg(nn.Module):
+  """One FT-Transformer chain segment, from the standalone network's own modules."""
+
+  key: tuple
+  n_num: int = 0
+  cat_cardinalities: tuple[int, ...] = ()
+
+  @nn.compact
+  def __call__(self, x, z=None):
+    _, d, heads, hidden, _, head_dim, first, last, d_out = self.key
+    if first:
+      x = ftt.Tokenizer(self.n_num, self.cat_cardinalities, d)(x)
+    out = ftt.Block(d, heads, head_dim, hidden, first=bool(first), cls_only=bool(last))(
+        x, delta=z)
+    return ftt._head(out[:, -1], d, d_out, None) if last else out  # pylint: disable=protected-access
+
+
+def _ftt_kernels(key: tuple, inputs: tuple, space: TabularSpace) -> list:
+  module = _FttSeg(tuple(key), space.n_num, tuple(space.cat_cardinalities))
+  variables = jax.eval_shape(lambda: module.init(jax.random.key(0),
+                                                 *(jnp.zeros(i.shape, _F32) for i in inputs)))
+  return energy.extract_kernels(lambda v, *a: module.apply(v, *a), variables, *inputs, mode="gpu")
+
+
+def _ftt_segment_energy_j(key: tuple, batch: int, space: TabularSpace,
+                          model: energy.EnergyModel) -> float:
+  """Energy of a block segment, or of the ``ftt_add_fusion`` correction.
+
+  Between two blocks, the whole network's residual add fuses into the next block's first
+  LayerNorm reduction (one multi-output kernel), while the segments compute it as a kernel of its
+  own (the segment's output) followed by the reduction. The correction, added once per block
+  boundary, is E(block on ``x + u``) - E(block on ``h``) - E(``x + u``), extracted on the
+  smallest block of the same token dim and token count.
+  """
+  def price(ks):
+    return float(energy.predict_energy_j(model, ks, batch_size=batch))
+
+  if key[0] == "ftt_block":
+    _, d, _, _, n_tok, _, first, _, _ = key
+    x = jax.ShapeDtypeStruct((batch, n_tok, d), _F32)
+    inputs = (jax.ShapeDtypeStruct((batch, space.d_in), _F32),) if first else (x,)
+    return price(_ftt_kernels(key, inputs, space))
+  _, d, n_tok, head_dim = key
+  x = jax.ShapeDtypeStruct((batch, n_tok, d), _F32)
+  block = ("ftt_block", d, 1, d, n_tok, head_dim, 0, 0, 1)
+  fused = price(_ftt_kernels(block, (x, x), space))
+  apart = price(_ftt_kernels(block, (x,), space))
+  add = price(energy.extract_kernels(lambda a, b: a + b, x, x, mode="gpu"))
+  return fused - apart - add
+
+
+def _ftt_segments(space: TabularSpace, d: dict) -> list[tuple]:
+  last = d["depth"] - 1
+  out = [("ftt_block", d["d_token"], b["heads"], b["d_hidden"], d["n_tokens"], d["head_dim"],
+          int(i == 0), int(i == last), space.d_out) for i, b in enumerate(d["blocks"])]
+  return out + [("ftt_add_fusion", d["d_token"], d["n_tokens"], d["head_dim"])] * last
+
+
 def segment_kernels(key: tuple, batch: int) -> list:
-  """The predicted GPU kernels of one segment ``(kind, d_in, d_out, d_hidden, norm)`` at ``batch``."""
+  """The predicted GPU kernels of one MLP or ResNet segment ``(kind, d_in, d_out, d_hidden, norm)``
+  at ``batch``."""
   x = jax.ShapeDtypeStruct((batch, key[1]), _F32)
   if key[0] == "residual_add":
     return energy.extract_kernels(lambda a, b: a + b, x, x, mode="gpu")
@@ -91,6 +160,8 @@ def segment_kernels(key: tuple, batch: int) -> list:
 def segments(space: TabularSpace, arch: np.ndarray) -> list[tuple]:
   """The chain segments (lookup keys) of one architecture, in order."""
   d = space.decode(arch)
+  if d["kind"] == "ftt":
+    return _ftt_segments(space, d)
   if d["kind"] == "mlp":
     w = d["width"]
     return ([("first_relu", space.d_in, w, 0, 0)] + [("hidden", w, w, 0, 0)] * (d["depth"] - 1)
@@ -128,8 +199,11 @@ class EnergyLookup:
   def _fill(self, keys: Iterable[tuple]) -> None:
     for key in keys:
       if key not in self._table:
-        ks = segment_kernels(key, self.batch)
-        self._table[key] = float(energy.predict_energy_j(self.model, ks, batch_size=self.batch))
+        if key[0].startswith("ftt_"):
+          self._table[key] = _ftt_segment_energy_j(key, self.batch, self.space, self.model)
+        else:
+          ks = segment_kernels(key, self.batch)
+          self._table[key] = float(energy.predict_energy_j(self.model, ks, batch_size=self.batch))
         self.extractions += 1
 
   def energy_j(self, archs: np.ndarray) -> np.ndarray:

@@ -43,13 +43,15 @@ class TabularSearchConfig:
   dataset: str = "adult"
   target: str = ""
   task: Literal["auto", "binclass", "multiclass", "regression"] = "auto"
-  space: Literal["mlp", "resnet"] = "mlp"
+  space: Literal["mlp", "resnet", "ftt"] = "mlp"
   seeds: tuple[int, ...] = (0, 1, 2)
   fold: int = 0
   depths: tuple[int, ...] = ()
   widths: tuple[int, ...] = ()
   hidden_widths: tuple[int, ...] = ()
   dropouts: tuple[float, ...] = ()
+  heads: tuple[int, ...] = ()
+  ffn_ratios: tuple[float, ...] = ()
   batch_size: int = 256
   lr: float = 1e-3
   spos_steps: int = 300
@@ -218,7 +220,8 @@ def run(config: TabularSearchConfig, workdir: str) -> dict:
   split = data_lib.prepare(ds, fold=config.fold)
   space = make_space(config.space, split.d_in, split.d_out, depths=config.depths,
                      widths=config.widths, hidden_widths=config.hidden_widths,
-                     dropouts=config.dropouts)
+                     dropouts=config.dropouts, heads=config.heads, ffn_ratios=config.ffn_ratios,
+                     cat_cardinalities=split.cat_cardinalities)
   model = energy.prior_model(config.device)
   guard.claim()
   wd = Path(workdir)

@@ -76,7 +76,8 @@ def retrain(space: TabularSpace, split: Split, arch: np.ndarray, *, mesh: Any, s
   t0 = time.perf_counter()
   module = sn.standalone(space, arch)
   key = jax.random.key(seed)
-  variables = dict(module.init(key, np.zeros((2, space.d_in), np.float32)))
+  # Jitted: op-by-op init of a transformer compiles every op on its own.
+  variables = dict(jax.jit(module.init)(key, np.zeros((2, space.d_in), np.float32)))
   optimizer = optax.adamw(lr, weight_decay=weight_decay)
   step = step_lib.make_train_step(make_loss_fn(module, split.task, False), optimizer, mesh=mesh,
                                   batch_size=batch_size)

@@ -68,6 +68,26 @@ def test_run_writes_summary_front_and_resumes(tmp_path, space, task):
   assert again["energy_saving"] == summary["energy_saving"]
 
 
+def test_run_ftt_space_embeds_categorical_columns_and_retrains(tmp_path):
+  csv = _csv(tmp_path / "d.csv")
+  wd = tmp_path / "w"
+  summary = experiment.run(_config(csv, space="ftt", widths=(8, 16), heads=(1, 2),
+                                   ffn_ratios=(1.0, 2.0)), str(wd))
+  assert summary["space"] == "ftt"
+  seed = summary["seeds"][0]
+  for name in ("energy_aware", "accuracy_only"):
+    w = seed["winners"][name]
+    d = w["decoded"]
+    # 3 numeric tokens, one token for the categorical column 'color', and the CLS token.
+    assert d["kind"] == "ftt" and d["n_tokens"] == 5 and d["head_dim"] == 8
+    assert w["arch_desc"].startswith("ftt(") and 0.0 <= w["test"]["accuracy"] <= 1.0
+    assert w["energy_per_sample_j_batch1"] > w["energy_per_sample_j_batch64"] > 0
+  ea = seed["winners"]["energy_aware"]
+  assert ea["energy_per_sample_j_batch64"] * 64 <= seed["e0_j"] * (1 + 1e-9)
+  assert set(summary["hypervolume"]) >= {"accuracy_only", "energy_aware", "random", "evolution"}
+  assert np.isfinite(summary["energy_saving"]["median"])
+
+
 @pytest.mark.parametrize("kw,field", [
     (dict(dataset="nope"), "dataset"),
     (dict(target=""), "target"),

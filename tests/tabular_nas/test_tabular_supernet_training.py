@@ -21,11 +21,12 @@ def _split(n=512, d=6, seed=0) -> Split:
   return Split("toy", "binclass", x, y, idx[:384], idx[384:448], idx[448:], 2, 0.0, 1.0, {})
 
 
-@pytest.mark.parametrize("kind", ["mlp", "resnet"])
+@pytest.mark.parametrize("kind", ["mlp", "resnet", "ftt"])
 def test_spos_learns_on_8_devices_and_scores_match_the_forward(kind):
   split = _split()
+  ftt = dict(heads=(1, 2), ffn_ratios=(1.0, 2.0)) if kind == "ftt" else {}
   space = make_space(kind, split.d_in, 2, widths=(4, 16), hidden_widths=(8, 16), depths=(1, 2),
-                     dropouts=(0.0, 0.1))
+                     dropouts=(0.0, 0.1), **ftt)
   mesh = mesh_lib.make_data_mesh()
   assert mesh_lib.data_size(mesh) == 8
   net = search.Supernet(space, split, mesh, batch_size=64, k=3, val_batch=16, lr=1e-2, seed=0)
