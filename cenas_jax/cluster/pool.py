@@ -290,12 +290,11 @@ def run_step(
       queue[n_old] = queue[n_old]._replace(explore=True)
       kept = [i for i, j in enumerate(queue) if j.explore][-2:]
       queue = [j for i, j in enumerate(queue) if not j.explore or i in kept]
-    plain = [j for j in queue if not j.explore]
+    plain = [i for i, j in enumerate(queue) if not j.explore]
     if len(plain) > cap + 1:
-      counts = _dominance_counts(plain)
-      keep = set(np.argsort(counts, kind="stable")[: cap + 1].tolist())
-      ids = iter(range(len(plain)))
-      queue = [j for j in queue if j.explore or next(ids) in keep]
+      counts = _dominance_counts([queue[i] for i in plain])
+      dropped = {plain[k] for k in np.argsort(counts, kind="stable")[cap + 1:]}
+      queue = [j for i, j in enumerate(queue) if i not in dropped]
 
   def refill() -> None:
     if len(queue) <= cap:

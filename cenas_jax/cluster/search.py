@@ -180,11 +180,12 @@ def current_hv(state: EpisodeState, problem: Problem, trains: bool) -> float:
   return problem.hv(oneshot_selection(state, problem))
 
 
-def oneshot_selection(state: EpisodeState, problem: Problem) -> np.ndarray:
+def oneshot_selection(state: EpisodeState, problem: Problem, n_scored: int | None = None) -> np.ndarray:
   """The architectures a one-shot search reports: the non-dominated set of its estimates (the
-  initial random architectures count with their true values)."""
+  initial random architectures count with their true values); ``n_scored``: only the first that
+  many scored ones (what it reported after an earlier hour)."""
   init = np.asarray(state.evaluated, dtype=np.int64)
-  scored = np.asarray(state.scored, dtype=np.int64)
+  scored = np.asarray(state.scored[:n_scored], dtype=np.int64)
   pos = np.concatenate([init, scored])
   y = np.concatenate([problem.y_true[init], problem.y_pred[scored]])
   return pos[non_dominated_mask(y)]
@@ -385,9 +386,7 @@ def final_eval_charge_g(state: EpisodeState, problem: Problem,
     assert n_scored[-1] == len(state.scored), "history n_scored disagrees with the scored list"
     trained = set(state.evaluated)
     for t, n in enumerate(n_scored):
-      sub = EpisodeState(seed=state.seed, hour=t, evaluated=state.evaluated,
-                         scored=state.scored[:n], pool=state.pool, history={}, strategy_state=None)
-      untrained = [p for p in oneshot_selection(sub, problem) if int(p) not in trained]
+      untrained = [p for p in oneshot_selection(state, problem, int(n)) if int(p) not in trained]
       train_s[t] = float(np.sum(problem.train_time_s[np.asarray(untrained, dtype=np.int64)]))
   return train_s * g_per_s, float(train_s[-1]), ci_mean
 

@@ -32,7 +32,7 @@ def hv_at_budget(record: dict, curve: np.ndarray, budget_g: float) -> float:
   """HV reached before the cumulative carbon (``curve``, after each hour, plus the hour's
   final-evaluation charge ``record["final_eval_g"]``) exceeds ``budget_g``."""
   hv = np.asarray(record["history"]["hv"])
-  extra = np.asarray(record.get("final_eval_g") or np.zeros(len(hv)))
+  extra = np.asarray(record["final_eval_g"])
   ok = np.flatnonzero(curve + extra[1:] <= budget_g)
   return float(hv[0] if len(ok) == 0 else hv[ok[-1] + 1])
 

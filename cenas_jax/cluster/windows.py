@@ -25,6 +25,7 @@ import numpy as np
 from cenas_jax.cluster import experiment as exp_lib
 from cenas_jax.cluster import summary as summary_lib
 from cenas_jax.cluster.config import TARGET_KEY, ExperimentConfig, check_utc_time
+from cenas_jax.config_tree import flat_config
 from cenas_jax.errors import ConfigError
 from cenas_jax.fileio import atomic_write_text
 
@@ -110,7 +111,7 @@ def run(config: WindowsConfig, workdir: str | os.PathLike[str]) -> dict:
   wd = results.prepare_workdir(workdir, config, kind="hwnas_windows")
   workdir = wd.path
   configs = windows(config)
-  inputs = [exp_lib.load_inputs(c) for c in configs[:1]]  # the problem; checks the first trace
+  inputs = exp_lib.load_inputs(configs[0])  # the problem (every window shares it)
   for c in configs:  # every window inside its trace before the first write
     try:
       exp_lib.trace_window(c)
@@ -121,8 +122,8 @@ def run(config: WindowsConfig, workdir: str | os.PathLike[str]) -> dict:
   study = config.study
   pretrained = None
   if study.pretrain.pretrain_episodes > 0:
-    path = exp_lib.pretrain(study, inputs[0], workdir)
-    pretrained = exp_lib._load_pretrained(path, study, inputs[0])  # pylint: disable=protected-access
+    path = exp_lib.pretrain(study, inputs, workdir)
+    pretrained = exp_lib._load_pretrained(path, study, inputs)  # pylint: disable=protected-access
   rows, per_window, sources, hashes = [], {}, {}, {}
   jobs = [(c, name, seed) for c in configs for name in study.strategies for seed in study.seeds]
   t0, done = time.time(), 0
@@ -167,20 +168,14 @@ def run(config: WindowsConfig, workdir: str | os.PathLike[str]) -> dict:
         "median_heuristic_over_cenas": float(np.median(ratios)) if ratios else None,
         "cenas_wins": int(sum(x > 1.0 for x in ratios)), "windows": len(rows)}
   results.write_summary(workdir, summary, dict(
-      seed=list(study.seeds), config=config_json(config), ci_source=sources,
+      seed=list(study.seeds), config=flat_config(config), ci_source=sources,
       energy_source="table-hw-nas-bench-edgegpu_energy (objective); GPU power model for carbon "
       "(PoolConfig)", data_hashes={**hashes, **{
-          k: v.get("sha256") for k, v in inputs[0].table_provenance.get("files", {}).items()}}))
+          k: v.get("sha256") for k, v in inputs.table_provenance.get("files", {}).items()}}))
   results.write_csv(workdir / "windows.csv", rows)
   atomic_write_text(workdir / "summary.md", summary_markdown(summary, config))
   wd.finish()
   return summary
-
-
-def config_json(config: WindowsConfig) -> dict:
-  from cenas_jax.config_tree import flat_config
-
-  return flat_config(config)
 
 
 def summary_markdown(summary: dict, config: WindowsConfig) -> str:
