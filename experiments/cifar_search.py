@@ -59,6 +59,8 @@ _HELP = {
     "cutout_length": "Cutout size (0: none).",
     "drop_path_prob": "Drop-path probability at the last epoch.",
     "auxiliary_weight": "Weight of the auxiliary head's loss (0: no head).",
+    "compute_dtype": "float32, or bfloat16 (mixed precision: bf16 forward/backward on a GPU's tensor "
+                     "cores, float32 master weights and update).",
     "supernet_channels": "Channels of the supernet.",
     "supernet_layers": "Cells of the supernet.",
     "supernet_epochs": "SPOS training epochs of the supernet.",

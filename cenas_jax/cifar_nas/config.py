@@ -30,13 +30,15 @@ class NetworkSettings:
   cutout_length: int = 16
   drop_path_prob: float = 0.2
   auxiliary_weight: float = 0.4
+  compute_dtype: str = "float32"
 
   def recipe(self) -> RecipeConfig:
     try:
       return RecipeConfig(epochs=self.epochs, batch_size=self.batch_size,
                           learning_rate=self.learning_rate, cutout_length=self.cutout_length,
                           drop_path_prob=self.drop_path_prob, auxiliary_weight=self.auxiliary_weight,
-                          init_channels=self.init_channels, layers=self.layers)
+                          init_channels=self.init_channels, layers=self.layers,
+                          compute_dtype=self.compute_dtype)
     except ValueError as e:
       raise ConfigError(str(e).split(" ")[0], str(e)) from None
 

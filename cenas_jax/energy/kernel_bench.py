@@ -203,6 +203,12 @@ def default_kernel_specs() -> list[KernelSpec]:
   return specs
 
 
+def short_kernel_specs() -> list[KernelSpec]:
+  """Every second configuration of the standard grid (45: every class and dtype, about half the
+  sizes), for a lease of a few minutes (~2.5 minutes at 0.5 s x 2 windows each on an H200)."""
+  return default_kernel_specs()[::2]
+
+
 def tiny_kernel_specs() -> list[KernelSpec]:
   """Three tiny configurations (tests)."""
   mk = KernelSpec.make
@@ -212,6 +218,7 @@ def tiny_kernel_specs() -> list[KernelSpec]:
 
 PRESETS: dict[str, Callable[[], list[KernelSpec]]] = {
     "default": default_kernel_specs,
+    "short": short_kernel_specs,
     "tiny": tiny_kernel_specs,
 }
 
@@ -239,7 +246,7 @@ class ProfileConfig:
     fake_idle_power_w: idle power of the fake meter, W.
   """
 
-  preset: Literal["default", "tiny"] = "default"
+  preset: Literal["default", "short", "tiny"] = "default"
   min_window_s: float = 1.0
   repeats: int = 3
   idle_s: float = 5.0
@@ -309,6 +316,68 @@ def _iqr(xs: Sequence[float]) -> float:
   return q[2] - q[0]
 
 
+def measure_calls(
+    meter: EnergyMeter, call: Callable[[], Any], *, name: str, min_window_s: float, repeats: int,
+    cooldown_s: float = 0.0,
+) -> dict[str, Any]:
+  """Energy and time of one call of ``call`` (a thunk that launches device work and returns an output
+  to block on), measured over back-to-back calls.
+
+  The first two calls compile and warm up. Then the number of calls ``n`` that fills ``min_window_s``
+  is calibrated (doubling until a batch of calls takes >= 5 % of a window), and ``repeats`` windows of
+  ``n`` calls are measured, each between two synchronized meter readings. Per call:
+  ``time = window_s / n`` (s), ``energy = E_window / n`` (J, gross: idle power included).
+
+  Returns:
+    ``n_calls``, ``repeats``, ``window_s`` (median), ``time_per_call_s`` and ``energy_per_call_j``
+    (medians over the windows, with their IQRs ``*_iqr``), ``power_w`` (median) and
+    ``min_counter_updates`` (the fewest meter updates of a window).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  out = jax.block_until_ready(call())  # compile + warm-up
+  out = jax.block_until_ready(call())
+  n = 1
+  while True:
+    t0 = time.perf_counter()
+    for _ in range(n):
+      out = call()
+    jax.block_until_ready(out)
+    elapsed = time.perf_counter() - t0
+    if elapsed >= 0.05 * min_window_s or n >= 1 << 20:
+      break
+    n *= 2
+  per_call_s = max(elapsed / n, 1e-9)
+  n_calls = max(1, min(1 << 24, math.ceil(min_window_s / per_call_s)))
+  times, energies, powers, updates, windows = [], [], [], [], []
+  for r in range(repeats):
+    if cooldown_s > 0:
+      time.sleep(cooldown_s)
+    window = f"{name}#{r}"
+    meter.begin_window(window, sync_on=out)
+    for _ in range(n_calls):
+      out = call()
+    m = meter.end_window(window, sync_on=out)
+    if m.duration_s < 0.5 * min_window_s:
+      logging.warning("%s: window lasted %.3f s (< half of the minimum window).", window, m.duration_s)
+    times.append(m.duration_s / n_calls)
+    energies.append(m.energy_j / n_calls)
+    powers.append(m.power_w)
+    updates.append(m.n_updates)
+    windows.append(m.duration_s)
+  return {
+      "n_calls": n_calls,
+      "repeats": repeats,
+      "window_s": statistics.median(windows),
+      "time_per_call_s": statistics.median(times),
+      "time_per_call_s_iqr": _iqr(times),
+      "energy_per_call_j": statistics.median(energies),
+      "energy_per_call_j_iqr": _iqr(energies),
+      "power_w": statistics.median(powers),
+      "min_counter_updates": min(updates),
+  }
+
+
 def measure_kernel(
     meter: EnergyMeter, program: KernelProgram, config: ProfileConfig, *, idle_power_w: float,
     seed: int,
@@ -318,39 +387,9 @@ def measure_kernel(
 
   fn = jax.jit(program.fn)
   args = _make_args(program, seed)
-  out = jax.block_until_ready(fn(*args))  # compile + warm-up
-  out = jax.block_until_ready(fn(*args))
-  # Calibrate: double the number of calls until the batch takes >= 5% of a window.
-  n = 1
-  while True:
-    t0 = time.perf_counter()
-    for _ in range(n):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    elapsed = time.perf_counter() - t0
-    if elapsed >= 0.05 * config.min_window_s or n >= 1 << 20:
-      break
-    n *= 2
-  per_call_s = max(elapsed / n, 1e-9)
-  n_calls = max(1, min(1 << 24, math.ceil(config.min_window_s / per_call_s)))
-  times, energies, powers, updates, windows = [], [], [], [], []
-  for r in range(config.repeats):
-    if config.cooldown_s > 0:
-      time.sleep(config.cooldown_s)
-    name = f"{program.spec.config_id}#{r}"
-    meter.begin_window(name, sync_on=(args, out))
-    for _ in range(n_calls):
-      out = fn(*args)
-    m = meter.end_window(name, sync_on=out)
-    if m.duration_s < 0.5 * config.min_window_s:
-      logging.warning("%s: window lasted %.3f s (< half of --min_window_s).", name, m.duration_s)
-    times.append(m.duration_s / n_calls)
-    energies.append(m.energy_j / n_calls)
-    powers.append(m.power_w)
-    updates.append(m.n_updates)
-    windows.append(m.duration_s)
-  t_med = statistics.median(times)
-  e_med = statistics.median(energies)
+  m = measure_calls(meter, lambda: fn(*args), name=program.spec.config_id,
+                    min_window_s=config.min_window_s, repeats=config.repeats,
+                    cooldown_s=config.cooldown_s)
   return {
       "config_id": program.spec.config_id,
       "op_class": program.spec.op_class,
@@ -360,17 +399,9 @@ def measure_kernel(
       "flops": program.flops,
       "bytes": program.bytes,
       "transcendentals": program.transcendentals,
-      "n_calls": n_calls,
-      "repeats": config.repeats,
-      "window_s": statistics.median(windows),
-      "time_per_call_s": t_med,
-      "time_per_call_s_iqr": _iqr(times),
-      "energy_per_call_j": e_med,
-      "energy_per_call_j_iqr": _iqr(energies),
-      "dyn_energy_per_call_j": e_med - idle_power_w * t_med,
-      "power_w": statistics.median(powers),
+      **m,
+      "dyn_energy_per_call_j": m["energy_per_call_j"] - idle_power_w * m["time_per_call_s"],
       "idle_power_w": idle_power_w,
-      "min_counter_updates": min(updates),
   }
 
 

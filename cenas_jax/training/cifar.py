@@ -46,6 +46,9 @@ from cenas_jax.training import mesh as mesh_lib
 from cenas_jax.training import step as step_lib
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class RecipeConfig:
   """How a standalone network is trained (defaults: the paper-scale recipe)."""
@@ -63,6 +66,7 @@ class RecipeConfig:
   init_channels: int = 36
   layers: int = 20
   eval_batch_size: int = 500
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
     for name in ("epochs", "batch_size", "init_channels", "layers", "eval_batch_size"):
@@ -70,12 +74,28 @@ class RecipeConfig:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if not 0.0 <= self.drop_path_prob < 1.0:
       raise ValueError(f"drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
 
 
 PAPER_RECIPE = RecipeConfig()
 # CPU preset: a 5-cell, 8-channel network that learns on the CIFAR-10 subset in minutes.
 SMOKE_RECIPE = RecipeConfig(epochs=4, batch_size=64, learning_rate=0.05, init_channels=8, layers=5,
                             cutout_length=0, drop_path_prob=0.0, eval_batch_size=500)
+
+
+def cast_for_compute(tree: Any, config: RecipeConfig) -> Any:
+  """The floating leaves of ``tree`` in ``config.compute_dtype`` (``"bfloat16"``: mixed precision).
+
+  Only the forward pass's copies are cast: the master parameters, the optimizer state and
+  BatchNorm's running statistics stay float32, and the gradient flows back through the cast as
+  float32, so the update is a float32 update. Convolutions and matrix products then run in bf16 on
+  the GPU's tensor cores (half the bytes of float32); logits are cast back before the softmax.
+  """
+  if config.compute_dtype == "float32":
+    return tree
+  dtype = jnp.dtype(config.compute_dtype)
+  return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 def make_optimizer(config: RecipeConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -109,9 +129,11 @@ def make_loss_fn(model: NetworkCIFAR, config: RecipeConfig) -> step_lib.LossFn:
     del weights  # training batches are never padded (see the module docstring)
     k_aug, k_drop = jax.random.split(rng)
     x = augment.augment_cifar(k_aug, batch["image"], cutout_length=config.cutout_length)
-    (logits, aux), new_state = model.apply({"params": params, **model_state}, x, train=True,
-                                           drop_prob=batch["drop_prob"], rngs={"drop_path": k_drop},
-                                           mutable=["batch_stats"])
+    (logits, aux), new_state = model.apply(
+        {"params": cast_for_compute(params, config), **model_state}, cast_for_compute(x, config),
+        train=True, drop_prob=batch["drop_prob"], rngs={"drop_path": k_drop}, mutable=["batch_stats"])
+    logits = logits.astype(jnp.float32)
+    aux = None if aux is None else aux.astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     if aux is not None:
       loss = loss + config.auxiliary_weight * optax.softmax_cross_entropy_with_integer_labels(
@@ -122,13 +144,15 @@ def make_loss_fn(model: NetworkCIFAR, config: RecipeConfig) -> step_lib.LossFn:
   return loss_fn
 
 
-def make_eval_fn(model: NetworkCIFAR) -> step_lib.EvalFn:
-  """Per-example loss and top-1 accuracy with BatchNorm's running averages."""
+def make_eval_fn(model: NetworkCIFAR, config: RecipeConfig = PAPER_RECIPE) -> step_lib.EvalFn:
+  """Per-example loss and top-1 accuracy with BatchNorm's running averages (in
+  ``config.compute_dtype``, as trained)."""
 
   def eval_fn(params, model_state, batch, weights):
     del weights
-    logits, _ = model.apply({"params": params, **model_state}, augment.normalize(batch["image"]),
-                            train=False)
+    logits, _ = model.apply({"params": cast_for_compute(params, config), **model_state},
+                            cast_for_compute(augment.normalize(batch["image"]), config), train=False)
+    logits = logits.astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return {"loss": loss, "accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)}
 
@@ -156,7 +180,7 @@ def _compiled(genotype: Genotype, config: RecipeConfig, steps_per_epoch: int,
       init=jax.jit(lambda k: model.init(k, jnp.zeros((1, 32, 32, 3)), train=False)),
       train_step=step_lib.make_train_step(make_loss_fn(model, config), optimizer, mesh=mesh,
                                           batch_size=config.batch_size),
-      eval_step=step_lib.make_eval_step(make_eval_fn(model), mesh=mesh, batch_size=config.eval_batch_size))
+      eval_step=step_lib.make_eval_step(make_eval_fn(model, config), mesh=mesh, batch_size=config.eval_batch_size))
 
 
 def init_state(compiled: _Compiled, seed: int, mesh: jax.sharding.Mesh | None) -> step_lib.TrainState:
@@ -338,6 +362,15 @@ JOB_MAX_TO_KEEP = 2
 _JOB_FILE = "job.json"
 
 
+def _recipe_key(config: RecipeConfig) -> dict[str, Any]:
+  """The recipe as a job records it; the float32 default of ``compute_dtype`` is left out, so that
+  jobs recorded before the option existed keep their directory and resume."""
+  key = dataclasses.asdict(config)
+  if key["compute_dtype"] == "float32":
+    del key["compute_dtype"]
+  return key
+
+
 def job_dir(root: str | Path, genotype: Genotype, config: RecipeConfig, seed: int) -> Path:
   """The directory of one training job under ``root``: ``<12 hex digits>-seed<seed>``, the digits a
   hash of the genotype and recipe, so that one (architecture, recipe, seed) always lands in the same
@@ -346,13 +379,13 @@ def job_dir(root: str | Path, genotype: Genotype, config: RecipeConfig, seed: in
   Inside, :func:`train_until` keeps ``job.json`` (what the job is) and ``checkpoints/<global step>``
   (at most :data:`JOB_MAX_TO_KEEP` of them).
   """
-  key = json.dumps({"genotype": genotype.to_json(), "recipe": dataclasses.asdict(config)}, sort_keys=True)
+  key = json.dumps({"genotype": genotype.to_json(), "recipe": _recipe_key(config)}, sort_keys=True)
   return Path(root) / f"{hashlib.sha256(key.encode()).hexdigest()[:12]}-seed{int(seed)}"
 
 
 def _check_job(workdir: Path, genotype: Genotype, config: RecipeConfig, seed: int, data: Any) -> None:
   """Records the job in ``workdir/job.json``, or checks that the one recorded there is this one."""
-  job = {"genotype": genotype.to_json(), "recipe": dataclasses.asdict(config), "seed": int(seed),
+  job = {"genotype": genotype.to_json(), "recipe": _recipe_key(config), "seed": int(seed),
          "n_train": len(data.x_train), "n_test": len(data.x_test)}
   path = workdir / _JOB_FILE
   if not path.exists():

@@ -60,7 +60,9 @@ def make_loss_fn(config: sn.SupernetConfig, recipe: RecipeConfig) -> step_lib.Lo
     k_arch, k_aug = jax.random.split(rng)
     arch = sn.sample_arch(k_arch, model_state["split_op"])
     x = augment.augment_cifar(k_aug, batch["image"], cutout_length=recipe.cutout_length)
-    logits, _ = sn.apply(params, arch, x, config)
+    logits, _ = sn.apply(cifar.cast_for_compute(params, recipe), arch,
+                         cifar.cast_for_compute(x, recipe), config)
+    logits = logits.astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     accuracy = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
     return loss, (model_state, {"accuracy": accuracy})

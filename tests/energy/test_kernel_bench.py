@@ -135,3 +135,31 @@ def test_kernel_specs_and_costs():
     assert out.dtype == jax.numpy.dtype(spec.dtype), spec.config_id
   with pytest.raises(ValueError, match="Unknown op_class"):
     KernelSpec.make("fft", "float32", n=4)
+
+
+def test_short_preset_covers_every_class_and_dtype_of_the_grid():
+  short, default = kernel_bench.short_kernel_specs(), kernel_bench.default_kernel_specs()
+  assert set(short) < set(default) and len(short) == (len(default) + 1) // 2
+  assert {(s.op_class, s.dtype) for s in short} == {(s.op_class, s.dtype) for s in default}
+
+
+def test_measure_calls_divides_windows_by_calls():
+  t = [0.0]
+
+  def clock():
+    return t[0]
+
+  meter = FakeEnergyMeter(200.0, idle_power_w=50.0, counter_period_s=1e-4, clock=clock,
+                          sleep=lambda s: None)
+
+  out = jax.numpy.zeros(())
+
+  def call():  # each call advances the fake clock by 1 ms
+    t[0] += 1e-3
+    return out
+
+  m = kernel_bench.measure_calls(meter, call, name="x", min_window_s=0.01, repeats=3)
+  assert m["n_calls"] >= 1 and m["repeats"] == 3
+  assert m["time_per_call_s"] == pytest.approx(1e-3)
+  assert m["energy_per_call_j"] == pytest.approx(200.0 * 1e-3, rel=0.01)
+  assert m["power_w"] == pytest.approx(200.0, rel=0.01)

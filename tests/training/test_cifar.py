@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import jax
 import numpy as np
@@ -120,3 +122,43 @@ def test_one_and_eight_devices_take_the_same_step():
   assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
   for a, b in zip(jax.tree.leaves(out[0][1:]), jax.tree.leaves(out[1][1:])):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_state_and_tracks_the_float32_step():
+  """Mixed precision: the forward pass runs in bf16, the parameters, optimizer state, BatchNorm
+  statistics and the update stay float32, and the step agrees with the float32 step to bf16 rounding."""
+  data = _data()
+  batch = {"image": data.x_train[:16], "label": data.y_train[:16], "drop_prob": np.zeros(16, np.float32)}
+  out = {}
+  for dtype in ("float32", "bfloat16"):
+    config = dataclasses.replace(_TINY, batch_size=16, compute_dtype=dtype)
+    model = cifar.make_model(darts.GENOTYPES["DARTS_V2"], config)
+    optimizer = cifar.make_optimizer(config, 3)
+    mesh = mesh_lib.make_data_mesh(1)
+    step = cifar.step_lib.make_train_step(cifar.make_loss_fn(model, config), optimizer, mesh=mesh,
+                                          batch_size=16)
+    variables = dict(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False))
+    params = variables.pop("params")
+    state = cifar.step_lib.init_train_state(params, optimizer, jax.random.key(1), model_state=variables,
+                                            mesh=mesh)
+    before = jax.device_get(state.params)
+    state, metrics = step(state, batch)
+    assert {a.dtype for a in jax.tree.leaves((state.params, state.opt_state, state.model_state))
+            if np.issubdtype(a.dtype, np.floating)} == {np.dtype("float32")}
+    delta = jax.tree.map(lambda a, b: np.asarray(a) - b, jax.device_get(state.params), before)
+    out[dtype] = (float(metrics["loss"]), np.concatenate([d.ravel() for d in jax.tree.leaves(delta)]))
+  (l32, d32), (l16, d16) = out["float32"], out["bfloat16"]
+  assert l16 == pytest.approx(l32, rel=2e-2)
+  assert np.linalg.norm(d16 - d32) / np.linalg.norm(d32) < 0.1
+  with pytest.raises(ValueError, match="compute_dtype"):
+    cifar.RecipeConfig(compute_dtype="float16")
+
+
+def test_float32_jobs_keep_their_directory_and_bfloat16_jobs_get_their_own(tmp_path):
+  g = darts.GENOTYPES["DARTS_V2"]
+  f32 = cifar.job_dir(tmp_path, g, _TINY, 0)
+  key = {"genotype": g.to_json(), "recipe": {k: v for k, v in dataclasses.asdict(_TINY).items()
+                                             if k != "compute_dtype"}}
+  expected = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+  assert f32.name == f"{expected}-seed0"
+  assert cifar.job_dir(tmp_path, g, dataclasses.replace(_TINY, compute_dtype="bfloat16"), 0) != f32
