@@ -56,15 +56,17 @@ class Recorder:
     (out / "hlo").mkdir(parents=True, exist_ok=True)
     self.path = out / "networks.jsonl"
 
-  def hlo(self, name: str, jitted, *args) -> dict:
-    """Writes the optimized HLO of ``jitted(*args)``; returns XLA's cost analysis (flops, bytes)."""
+  def compile(self, name: str, jitted, *args):
+    """Compiles ``jitted`` for ``args`` once (the executable is what gets measured: calling
+    ``jitted`` again would compile a second time) and writes its optimized HLO; returns the
+    executable and XLA's cost analysis (flops, bytes)."""
     compiled = jitted.lower(*args).compile()
     (self.out / "hlo" / f"{name}.txt").write_text(compiled.as_text())
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     cost = cost or {}
-    return {"xla_flops": float(cost.get("flops", float("nan"))),
-            "xla_bytes_accessed": float(cost.get("bytes accessed", float("nan")))}
+    return compiled, {"xla_flops": float(cost.get("flops", float("nan"))),
+                      "xla_bytes_accessed": float(cost.get("bytes accessed", float("nan")))}
 
   def measure(self, name: str, call, args: argparse.Namespace, **fields) -> dict:
     m = kernel_bench.measure_calls(self.meter, call, name=name, min_window_s=args.min_window_s,
@@ -86,8 +88,7 @@ class Recorder:
 
 def _inference(rec: Recorder, args, name: str, module, x: jax.Array, **fields) -> None:
   variables = jax.jit(lambda k: module.init(k, x[:1]))(jax.random.key(0))
-  fwd = jax.jit(lambda v, x: module.apply(v, x))
-  rec.hlo(name, fwd, variables, x)
+  fwd, _ = rec.compile(name, jax.jit(lambda v, x: module.apply(v, x)), variables, x)
   rec.measure(name, lambda: fwd(variables, x), args, batch=int(x.shape[0]), **fields)
 
 
@@ -178,11 +179,11 @@ def darts(rec: Recorder, args) -> None:
     batch_d, weights_d = mesh_lib.shard_batch((padded, weights), mesh)
     name = f"darts_v2-c{config.init_channels}-l{config.layers}-b{b}-{dtype}-train_step"
     with jax.set_mesh(mesh):
-      cost = rec.hlo(name, compiled.train_step.jitted, state, batch_d, weights_d)
+      exe, cost = rec.compile(name, compiled.train_step.jitted, state, batch_d, weights_d)
       holder = [state]
 
       def call():  # the state is donated: each call consumes the previous one
-        holder[0], metrics = compiled.train_step.jitted(holder[0], batch_d, weights_d)
+        holder[0], metrics = exe(holder[0], batch_d, weights_d)
         return metrics["loss"]
 
       row = rec.measure(name, call, args, part="darts", genotype="DARTS_V2",
