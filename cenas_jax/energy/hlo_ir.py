@@ -258,6 +258,7 @@ def parse_instruction(line: str) -> tuple[HloInstr, bool]:
                   literal), is_root
 
 
+_COMMENT_RE = re.compile(r"/\*.*?\*/")
 _HEADER_RE = re.compile(r"^\s*(ENTRY\s+)?%?([^\s(=]+)\s*(\(.*\))?\s*(->.*)?\{\s*$")
 
 
@@ -271,6 +272,8 @@ def module_from_text(text: str) -> HloModuleIR:
   comps: dict[str, HloComputationIR] = {}
   entry = None
   cur_name, cur_instrs, cur_root, cur_entry = None, [], None, False
+  # Newer XLA prints position comments (``/*index=5*/``) inside long operand and tuple lists.
+  text = _COMMENT_RE.sub("", text)
   for lineno, line in enumerate(text.splitlines(), start=1):
     stripped = line.strip()
     if cur_name is None:

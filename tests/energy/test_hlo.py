@@ -241,6 +241,15 @@ def test_text_reader_on_gpu_optimized_hlo():
   assert g.edges == ((0, 1),)
 
 
+def test_text_reader_ignores_position_comments_of_newer_xla():
+  """XLA 0.11's optimized HLO writes ``/*index=5*/`` inside long operand and tuple lists."""
+  commented = GPU_OPTIMIZED_HLO.replace("custom-call(%x, %w)", "custom-call(%x, /*index=1*/%w)").replace(
+      "(f32[8,32]{1,0}, s8[4194304]{0})", "(f32[8,32]{1,0}, /*index=1*/s8[4194304]{0})")
+  assert commented != GPU_OPTIMIZED_HLO
+  plain = hlo.kernel_graph_from_hlo(GPU_OPTIMIZED_HLO, mode="compiled", parser="text")
+  assert hlo.kernel_graph_from_hlo(commented, mode="compiled", parser="text").kernels == plain.kernels
+
+
 def test_parse_instruction_forms():
   instr, root = hlo_ir.parse_instruction(
       "ROOT %t = (f32[2,3]{1,0}, s32[]) tuple(f32[2,3]{1,0} %a, s32[] %b), metadata={op_name=\"x, y\"}")
