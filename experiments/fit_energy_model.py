@@ -29,6 +29,8 @@ cli.define_flags(kernel_fit.FitConfig, help={
                     "model (cenas_jax.energy.model.SIGNATURE_LEVELS, e.g. class+op); empty: no "
                     "table.",
     "table_ridge": "Ridge of the kernel table (unitless, > 0).",
+    "min_dynamic_fraction": "Leave out configurations whose dynamic energy (E - idle power x time) is "
+                            "under this share of E: the meter does not resolve it.",
 })
 
 

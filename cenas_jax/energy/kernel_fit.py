@@ -67,6 +67,10 @@ class FitConfig:
     table_levels: '+'-joined signature levels of a kernel table fitted on top of the class model
       (``model.SIGNATURE_LEVELS``, e.g. ``class+op``); empty: no table.
     table_ridge: ridge of the kernel table (unitless, > 0).
+    min_dynamic_fraction: rows whose measured dynamic energy ``E - P_idle * T`` is below this share
+      of their energy ``E`` are left out of the fit and the metrics (and listed in the summary): on
+      them the meter sees idle power, so their dynamic energy is not resolved (kernels shorter than
+      the host's dispatch gap, or windows within the counter's resolution of idle). 0 keeps all.
   """
 
   dataset: str = ""
@@ -78,6 +82,7 @@ class FitConfig:
   allow_fake: bool = False
   table_levels: str = ""
   table_ridge: float = 1e-2
+  min_dynamic_fraction: float = 0.0
 
   def __post_init__(self) -> None:
     from cenas_jax.energy.model import SIGNATURE_LEVELS  # pylint: disable=g-import-not-at-top
@@ -156,6 +161,14 @@ def run(config: FitConfig, workdir: str | Path) -> dict[str, Any]:
     raise ConfigError("dataset", "required: the kernels.csv written by profile_kernels.")
   path = require_file(config.dataset, what="Kernel energy dataset (--dataset)")
   rows = _load_rows(path)
+  if not 0.0 <= config.min_dynamic_fraction < 1.0:
+    raise ConfigError("min_dynamic_fraction", f"must be in [0, 1), got {config.min_dynamic_fraction}.")
+  unresolved = [r["config_id"] for r in rows if r["energy_per_call_j"] - r["idle_power_w"] *
+                r["time_per_call_s"] < config.min_dynamic_fraction * r["energy_per_call_j"]]
+  if unresolved:
+    print(f"Leaving out {len(unresolved)} of {len(rows)} configurations whose dynamic energy is under "
+          f"{config.min_dynamic_fraction:.0%} of their energy: {', '.join(unresolved)}", flush=True)
+    rows = [r for r in rows if r["config_id"] not in set(unresolved)]
   sources = sorted({r["energy_source"] for r in rows})
   devices = sorted({r["device_name"] for r in rows})
   if ENERGY_SOURCE_FAKE in sources and not config.allow_fake:
@@ -234,6 +247,7 @@ def run(config: FitConfig, workdir: str | Path) -> dict[str, Any]:
       "device_spec": spec_name,
       "n_train": len(train),
       "n_test": len(test),
+      "left_out_unresolved": unresolved,
       "static_power_w": idle_w,
       "model_provenance": fitted.provenance,
       "table_provenance": None if fitted.table is None else fitted.table.provenance,

@@ -96,3 +96,18 @@ def test_config_refuses_bad_settings_naming_the_field():
     assert e.value.field == field
   assert FitConfig(table_levels="class+op").levels == ("class", "op")
   assert FitConfig().levels == ()
+
+
+def test_rows_the_meter_does_not_resolve_are_left_out_and_listed(dataset, tmp_path):
+  table = pd.read_csv(dataset)
+  # The first configuration drew idle power only: its dynamic energy is 2 % of its energy.
+  table.loc[0, "energy_per_call_j"] = table.loc[0, "idle_power_w"] * table.loc[0, "time_per_call_s"] / 0.98
+  idle_only = tmp_path / "kernels.csv"
+  table.to_csv(idle_only, index=False)
+  summary = kernel_fit.run(FitConfig(dataset=str(idle_only), device_spec="h100-sxm", allow_fake=True,
+                                     min_dynamic_fraction=0.1), tmp_path / "fit")
+  assert summary["left_out_unresolved"] == [table.loc[0, "config_id"]]
+  assert summary["n_train"] + summary["n_test"] == 2
+  with pytest.raises(ConfigError, match="min_dynamic_fraction"):
+    kernel_fit.run(FitConfig(dataset=str(idle_only), allow_fake=True, min_dynamic_fraction=1.0),
+                   tmp_path / "bad")
