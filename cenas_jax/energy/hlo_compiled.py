@@ -54,7 +54,11 @@ def _fusion_class(instr: HloInstr, module: HloModuleIR) -> tuple[str, str]:
     return "conv", label
   if "dot" in opcodes or "gemm" in low or any(custom_class(t) == "gemm" for t in targets):
     return "gemm", label
-  if kind == "kInput" or "reduce" in opcodes or "scatter" in opcodes:
+  if "reduce" in opcodes or "scatter" in opcodes:
+    return "reduction", label
+  # kInput also holds XLA-GPU's transpose emitter (e.g. ``wrapped_transpose`` of a convolution's
+  # weights into cuDNN's layout): data movement, not a reduction.
+  if kind == "kInput" and not opcodes <= DATA_MOVEMENT:
     return "reduction", label
   if opcodes <= DATA_MOVEMENT:
     return "copy", label

@@ -250,6 +250,27 @@ def test_text_reader_ignores_position_comments_of_newer_xla():
   assert hlo.kernel_graph_from_hlo(commented, mode="compiled", parser="text").kernels == plain.kernels
 
 
+TRANSPOSE_HLO = """\
+HloModule jit_conv_weights
+
+%wrapped_transpose_computation (p: f32[3,3,16,32]) -> f32[32,3,3,16] {
+  %p = f32[3,3,16,32]{3,2,1,0} parameter(0)
+  ROOT %t = f32[32,3,3,16]{3,2,1,0} transpose(%p), dimensions={3,0,1,2}
+}
+
+ENTRY %main (w: f32[3,3,16,32]) -> f32[32,3,3,16] {
+  %w = f32[3,3,16,32]{3,2,1,0} parameter(0)
+  ROOT %wrapped_transpose = f32[32,3,3,16]{3,2,1,0} fusion(%w), kind=kInput, calls=%wrapped_transpose_computation
+}
+"""
+
+
+def test_xla_gpu_transpose_emitter_fusion_is_data_movement_not_a_reduction():
+  """XLA-GPU runs transposes (here a conv's weights into cuDNN's layout) as kInput fusions."""
+  g = hlo.kernel_graph_from_hlo(TRANSPOSE_HLO, mode="compiled", parser="text")
+  assert _classes(g.kernels) == ["copy"]
+
+
 def test_parse_instruction_forms():
   instr, root = hlo_ir.parse_instruction(
       "ROOT %t = (f32[2,3]{1,0}, s32[]) tuple(f32[2,3]{1,0} %a, s32[] %b), metadata={op_name=\"x, y\"}")
