@@ -43,7 +43,7 @@ _FLOAT_COLUMNS = ("time_per_call_s", "energy_per_call_j", "idle_power_w")
 
 # NVML product-name fragment -> DEVICE_SPECS key.
 _SPEC_BY_NAME: tuple[tuple[str, str], ...] = (
-    ("H100", "h100-sxm"), ("H200", "h100-sxm"), ("A100", "a100-sxm4-40gb"), ("V100", "v100-sxm2"),
+    ("H100", "h100-sxm"), ("H200", "h200-sxm"), ("A100", "a100-sxm4-40gb"), ("V100", "v100-sxm2"),
     ("Orin", "jetson-agx-orin"), ("TX2", "jetson-tx2"),
 )
 

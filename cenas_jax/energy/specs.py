@@ -257,8 +257,11 @@ _NVIDIA_CURRENT = (
                                   "sparse)", "launch_overhead_s": _LAUNCH_NOTE}),
     _nvidia("h200-sxm", "NVIDIA H200 SXM 141 GB (Hopper, HBM3e)",
             {"f64": 34, "f32": 67, "tf32": 494.5, "f16": 989.5, "bf16": 989.5, "f8": 1979,
-             "s8": 1979}, 4800, 700, 70, 4e-6, _H200_URL,
+             "s8": 1979}, 4800, 700, 120, 4e-6, _H200_URL,
             {"peak_flops_per_s": _DC_NOTE, "tdp_w": _H200_URL + " (up to 700 W, configurable)",
+             "idle_power_w": "measured: NVML board power of one H200 SXM with a JAX process "
+                             "attached and no work, 117.6-121.6 W over 2-3 s windows in three "
+                             "readings (driver 580.159.04, 700 W limit; workspace/gpu_h200)",
              "launch_overhead_s": _LAUNCH_NOTE}),
     _nvidia("b200", "NVIDIA B200 (Blackwell, one GPU of an HGX B200 8-GPU board, HBM3e)",
             {"f64": 37, "f32": 75, "tf32": 1100, "f16": 2250, "bf16": 2250, "f8": 4500,

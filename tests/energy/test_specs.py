@@ -25,7 +25,7 @@ def test_every_number_has_a_source(name):
                                                                          "sources")]
   for field in numeric:
     src = spec.sources[field]
-    assert src.startswith("https://") or src.startswith("estimate"), (name, field, src)
+    assert src.startswith(("https://", "estimate", "measured:")), (name, field, src)
   assert spec.tdp_w > spec.idle_power_w > 0
   assert spec.mem_bandwidth_bytes_per_s > 1e10 and spec.launch_overhead_s > 0
   assert all(v > 0 for v in spec.peak_flops_per_s.values())
@@ -66,9 +66,13 @@ def test_current_nvidia_parts_by_loose_name_and_estimates_marked():
   assert rtx.peak_for("f32", "gemm") == pytest.approx(82.6e12)  # GeForce TF32 = FP32-acc rate
   assert rtx.mem_bandwidth_bytes_per_s == pytest.approx(1008e9)
   assert specs.get_spec("h200-sxm").mem_bandwidth_bytes_per_s == pytest.approx(4.8e12)
-  # Idle power and launch gap are never vendor figures; B200's per-GPU rates are derived.
+  # Idle power and launch gap are never vendor figures (estimates, or our own measurement);
+  # B200's per-GPU rates are derived.
   for name, fields in specs.ESTIMATED_FIELDS.items():
-    assert {"idle_power_w", "launch_overhead_s"} <= set(fields), name
+    spec = specs.get_spec(name)
+    assert all(f in fields or spec.sources[f].startswith("measured:")
+               for f in ("idle_power_w", "launch_overhead_s")), name
+  assert specs.get_spec("h200-sxm").sources["idle_power_w"].startswith("measured:")
   assert "peak_flops_per_s" in specs.ESTIMATED_FIELDS["b200"]
   assert "peak_flops_per_s" not in specs.ESTIMATED_FIELDS["rtx4090"]
   # Desktop parts: bandwidth ordering across generations as published.
