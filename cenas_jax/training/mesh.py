@@ -113,9 +113,22 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places every leaf of ``tree`` on every device of ``mesh`` (parameters, optimizer state).
 
-  On many hosts every process must pass the same values (e.g. initialised from the same seed).
+  On many hosts every process must pass the same values (e.g. initialised from the same seed); each
+  process then places its copy on its own devices, since ``device_put`` accepts only addressable
+  devices there.
   """
-  return jax.device_put(tree, replicated_sharding(mesh))
+  sharding = replicated_sharding(mesh)
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda x: _replicate_across_processes(x, sharding), tree)
+
+
+def _replicate_across_processes(x: Any, sharding: NamedSharding) -> jax.Array:
+  if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+    data = _replicate_across_processes(jax.random.key_data(x), sharding)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  value = np.asarray(x)
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:

@@ -1,0 +1,44 @@
+"""One process of the two-process data-parallel check in ``test_multihost.py`` (not a test module).
+
+  python tests/training/multihost_worker.py PROCESS_ID PORT OUT_JSON
+
+Joins a 2-process JAX run on 127.0.0.1:PORT with 4 CPU devices per process (gloo collectives), takes
+two training steps of a small DARTS network on its half of a fixed 16-image batch, and writes the
+losses and the parameters it ends with to OUT_JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+
+PROCESSES, LOCAL_DEVICES = 2, 4
+
+
+def main() -> None:
+  pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+  jax.config.update("jax_num_cpu_devices", LOCAL_DEVICES)
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # pylint: disable=import-outside-toplevel
+  from cenas_jax.training import mesh as mesh_lib
+  mesh_lib.initialize_distributed(f"127.0.0.1:{port}", num_processes=PROCESSES, process_id=pid)
+  import numpy as np
+
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import multihost_case as case
+  mesh = mesh_lib.make_data_mesh()
+  assert mesh_lib.data_size(mesh) == PROCESSES * LOCAL_DEVICES
+  batches = case.batches()
+  rows = slice(pid * case.BATCH // PROCESSES, (pid + 1) * case.BATCH // PROCESSES)
+  losses, params = case.train(mesh, [jax.tree.map(lambda x: x[rows], b) for b in batches])
+  local = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)).tolist(), params)
+  with open(out, "w") as f:
+    json.dump({"losses": losses, "params": local, "process_count": mesh_lib.process_count(),
+               "devices": jax.device_count()}, f)
+
+
+if __name__ == "__main__":
+  main()
