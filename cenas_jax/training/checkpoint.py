@@ -112,7 +112,11 @@ def _to_storable(leaf: Any) -> Any:
 
 def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
   if _is_key(leaf):
-    return jax.eval_shape(jax.random.key_data, leaf)
+    data = jax.eval_shape(jax.random.key_data, leaf)
+    # The key's own (concrete) sharding: eval_shape's is over an abstract mesh, which orbax cannot
+    # place on devices when the state spans several processes.
+    sharding = leaf.sharding if isinstance(leaf, jax.Array) else None
+    return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
   if isinstance(leaf, jax.ShapeDtypeStruct):
     return leaf
   if isinstance(leaf, jax.Array):

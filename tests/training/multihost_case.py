@@ -27,7 +27,7 @@ def batches() -> list[dict[str, np.ndarray]]:
            "drop_prob": np.zeros(BATCH, np.float32)} for _ in range(2)]
 
 
-def train(mesh, local_batches) -> tuple[list[float], dict]:
+def train(mesh, local_batches) -> tuple[list[float], step_lib.TrainState]:
   """Two steps from the same seed; each process passes its own rows of each global batch."""
   model = cifar.make_model(GENOTYPE, CONFIG)
   optimizer = cifar.make_optimizer(CONFIG, 2)
@@ -41,4 +41,4 @@ def train(mesh, local_batches) -> tuple[list[float], dict]:
   for b in local_batches:
     state, metrics = step(state, b)
     losses.append(float(np.asarray(metrics["loss"].addressable_data(0))))
-  return losses, state.params
+  return losses, state

@@ -27,12 +27,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_take_the_same_steps_as_one():
+def test_two_processes_take_the_same_steps_as_one_and_checkpoint_together(tmp_path):
   port = _free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4",
          "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
-  outs = [Path(os.environ.get("TMPDIR", "/tmp")) / f"multihost_{port}_{i}.json" for i in range(2)]
-  procs = [subprocess.Popen([sys.executable, str(_WORKER), str(i), str(port), str(outs[i])], env=env,
+  outs = [tmp_path / f"process{i}.json" for i in range(2)]
+  ckpt = tmp_path / "checkpoints"
+  procs = [subprocess.Popen([sys.executable, str(_WORKER), str(i), str(port), str(outs[i]), str(ckpt)],
+                            env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   logs = []
@@ -45,12 +47,12 @@ def test_two_processes_take_the_same_steps_as_one():
       pytest.fail("the two-process run did not finish in 300 s")
   assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
   runs = [json.loads(o.read_text()) for o in outs]
-  for o in outs:
-    o.unlink()
   assert [r["process_count"] for r in runs] == [2, 2] and [r["devices"] for r in runs] == [8, 8]
 
-  losses, params = case.train(mesh_lib.make_data_mesh(8), case.batches())
-  reference = jax.tree.leaves(jax.device_get(params))
+  assert all(r["restored_equal"] for r in runs)
+  assert [r["restored_side_state"]["losses"] for r in runs] == [runs[0]["losses"]] * 2
+  losses, state = case.train(mesh_lib.make_data_mesh(8), case.batches())
+  reference = jax.tree.leaves(jax.device_get(state.params))
   for run in runs:
     assert run["losses"] == pytest.approx(losses, rel=1e-5)
     got = jax.tree.leaves(run["params"], is_leaf=lambda x: isinstance(x, list))
