@@ -45,6 +45,16 @@ def _data():
   return _Data(x, y, xt, yt)
 
 
+def _step_and_state(model, config, optimizer, mesh):
+  """A batch-16 train step of ``model`` and its fresh state (seeds 0 and 1)."""
+  step = cifar.step_lib.make_train_step(cifar.make_loss_fn(model, config), optimizer, mesh=mesh,
+                                        batch_size=16)
+  variables = dict(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False))
+  params = variables.pop("params")
+  return step, cifar.step_lib.init_train_state(params, optimizer, jax.random.key(1),
+                                               model_state=variables, mesh=mesh)
+
+
 def test_recipe_defaults_are_the_paper_recipe():
   r = cifar.PAPER_RECIPE
   assert (r.epochs, r.batch_size, r.learning_rate, r.momentum, r.weight_decay) == (600, 96, 0.025, 0.9, 3e-4)
@@ -111,12 +121,7 @@ def test_one_and_eight_devices_take_the_same_step():
   out = []
   for n in (1, 8):
     mesh = mesh_lib.make_data_mesh(n)
-    step = cifar.step_lib.make_train_step(cifar.make_loss_fn(model, config), optimizer, mesh=mesh,
-                                          batch_size=16)
-    variables = dict(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False))
-    params = variables.pop("params")
-    state = cifar.step_lib.init_train_state(params, optimizer, jax.random.key(1), model_state=variables,
-                                            mesh=mesh)
+    step, state = _step_and_state(model, config, optimizer, mesh)
     state, metrics = step(state, batch)
     out.append((float(metrics["loss"]), jax.device_get(state.params), jax.device_get(state.model_state)))
   assert out[0][0] == pytest.approx(out[1][0], rel=1e-5)
@@ -135,12 +140,7 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_the_float32_step():
     model = cifar.make_model(darts.GENOTYPES["DARTS_V2"], config)
     optimizer = cifar.make_optimizer(config, 3)
     mesh = mesh_lib.make_data_mesh(1)
-    step = cifar.step_lib.make_train_step(cifar.make_loss_fn(model, config), optimizer, mesh=mesh,
-                                          batch_size=16)
-    variables = dict(model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False))
-    params = variables.pop("params")
-    state = cifar.step_lib.init_train_state(params, optimizer, jax.random.key(1), model_state=variables,
-                                            mesh=mesh)
+    step, state = _step_and_state(model, config, optimizer, mesh)
     before = jax.device_get(state.params)
     state, metrics = step(state, batch)
     assert {a.dtype for a in jax.tree.leaves((state.params, state.opt_state, state.model_state))
