@@ -142,8 +142,12 @@ def _resolve_tuples(graph: _Graph) -> None:
   graph.roots = [resolve(r) for r in graph.roots]
 
 
-def _cse(graph: _Graph, order: list[str]) -> None:
-  """Merges pure instructions with the same opcode, type, operands and attributes."""
+def _cse(graph: _Graph, order: list[str]) -> dict[str, str]:
+  """Merges pure instructions with the same opcode, type, operands and attributes.
+
+  ``order`` is ``post_order`` of the graph; each class of merged nodes is represented by its first
+  node in ``order``. Returns the merged nodes' representatives (node -> representative).
+  """
   canon: dict[str, str] = {}
   table: dict[tuple, str] = {}
   # Inlined call sites share their ``HloInstr`` objects: the operand-independent part of the key
@@ -167,6 +171,7 @@ def _cse(graph: _Graph, order: list[str]) -> None:
     else:
       table[key] = name
   graph.roots = [canon.get(r, r) for r in graph.roots]
+  return canon
 
 
 def _ancestors(graph: _Graph, order: list[str]) -> dict[str, int]:
@@ -395,6 +400,10 @@ class _FusionState:
     self._view_memo: dict[frozenset[str], dict[str, str]] = {}
     self._eff_users_memo: dict[str, tuple[str, ...]] = {}
 
+  def view_memo(self, through: frozenset[str]) -> dict[str, str]:
+    """The memo of ``view_source`` for ``through`` (callers may fill it with ``_view_source``)."""
+    return self._view_memo.setdefault(through, {})
+
   def view_source(self, name: str, through: frozenset[str]) -> str:
     """``_view_source`` memoized per set of see-through ops (the graph no longer changes)."""
     memo = self._view_memo.setdefault(through, {})
@@ -453,7 +462,16 @@ def _prepare(module: HloModuleIR, config: GpuFusionConfig) -> _FusionState:
   graph = _Graph()
   graph.roots = [_flatten(module, module.entry, graph, {}, "", 1, warnings)]
   _resolve_tuples(graph)
+  return _prepare_graph(graph, config, warnings)
 
+
+def _prepare_graph(graph: _Graph, config: GpuFusionConfig, warnings: list[str],
+                   order: list[str] | None = None) -> _FusionState:
+  """CSE and the dot merger on a flattened graph without tuples; indexes it.
+
+  ``order``, when given, must be what ``post_order`` of ``graph.roots`` gives (a caller that built
+  the graph from pieces whose orders it knows can compose it without walking the graph).
+  """
   def order_now() -> list[str]:
     nodes = graph.nodes
 
@@ -463,9 +481,14 @@ def _prepare(module: HloModuleIR, config: GpuFusionConfig) -> _FusionState:
 
     return post_order(graph.roots, operands_of)
 
-  order = order_now()
-  _cse(graph, order)
-  order = order_now()
+  if order is None:
+    order = order_now()
+  canon = _cse(graph, order)
+  # The post-order of the merged graph is ``order`` without the merged nodes: merged nodes are
+  # structurally equal, so none reaches another, and the walk of the merged graph meets each
+  # representative where the walk of the original met it (a merged node's subtree holds nothing
+  # that was not already seen under its representative).
+  order = [n for n in order if n not in canon]
   merge_groups = _dot_merger(graph, order, config.dot_merger_threshold_bytes)
   if merge_groups:
     order = order_now()
@@ -711,6 +734,11 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
   merged_names = {f"merged({','.join(g)})": g for g in state.merge_groups}
   kernels: list[Kernel] = []
   edges: set[tuple[int, int]] = set()
+  view = state.view_memo(_FREE_THROUGH)
+  # FLOPs of an instruction depend on it and its operands' types, which are those of the
+  # computation it was read from: call sites inlined from one computation share the ``HloInstr``
+  # and its cost (the instructions outlive this pass, so their ids are stable here).
+  cost_of: dict[int, tuple[int, int]] = {}
   for k in live_groups:
     g = groups[k]
     members = sorted(set(g.members), key=pos.__getitem__)
@@ -720,20 +748,27 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
     inputs: dict[str, TensorType] = {}
     for m in members:
       node = nodes[m]
-      f, t = op_cost(node.instr, [graph.type(o) for o in node.operands])
-      flops, trans = flops + f, trans + t
+      instr = node.instr
+      ft = cost_of.get(id(instr))
+      if ft is None:
+        ft = cost_of[id(instr)] = op_cost(instr, [nodes[o].instr.type for o in node.operands])
+      flops, trans = flops + ft[0], trans + ft[1]
       if node.opcode not in FREE:
         ops.append(node.opcode)
       for o in node.operands:
-        s = state.view_source(o, _FREE_THROUGH)
-        if s in mem:
+        s = view.get(o)
+        if s is None:
+          s = view[o] = _view_source(graph, o, _FREE_THROUGH)
+        if s in mem or s in inputs:
           continue
         sn = nodes[s]
-        if sn.opcode == "constant" and sn.instr.type.elements <= 1:
+        st = sn.instr.type
+        if sn.opcode == "constant" and st.elements <= 1:
           continue
-        inputs.setdefault(s, sn.instr.type)
-        if s in owner and alive[owner[s]] and owner[s] != k:
-          edges.add((index[owner[s]], index[k]))
+        inputs[s] = st
+        so = owner.get(s)
+        if so is not None and alive[so] and so != k:
+          edges.add((index[so], index[k]))
     outs = [nodes[o].instr.type for o in g.outputs]
     root_node = nodes[g.root]
     cls = g.cls
@@ -761,6 +796,17 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
   return kernels, sorted(edges)
 
 
+def _run_passes(state: _FusionState, config: GpuFusionConfig) -> tuple[
+    list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
+  _library_calls(state, config)
+  _own_kernels(state)
+  _forced_materializations(state)
+  _loop_fusion(state)
+  _multi_output_fusion(state)
+  kernels, edges = _build_kernels(state)
+  return kernels, edges, state.merge_groups, state.warnings
+
+
 def gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
     list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
   """The gpu-mode rules on ``module``: ``(kernels, edges, merge groups, warnings)``.
@@ -768,11 +814,17 @@ def gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
   ``hlo.kernel_graph_from_module`` is the public form of this.
   """
   with _gc_paused():
-    state = _prepare(module, config)
-    _library_calls(state, config)
-    _own_kernels(state)
-    _forced_materializations(state)
-    _loop_fusion(state)
-    _multi_output_fusion(state)
-    kernels, edges = _build_kernels(state)
-  return kernels, edges, state.merge_groups, state.warnings
+    return _run_passes(_prepare(module, config), config)
+
+
+def gpu_kernels_from_graph(graph: _Graph, config: GpuFusionConfig, *,
+                           order: list[str] | None = None) -> tuple[
+    list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
+  """``gpu_kernels`` on a graph that is already flattened (calls inlined, tuples resolved).
+
+  The graph must be what ``_flatten`` + ``_resolve_tuples`` give for some module (node names
+  included) for the result to equal ``gpu_kernels`` of that module; ``nb201_kernels`` builds it
+  from pre-flattened pieces. ``order``: see ``_prepare_graph``. The graph is modified.
+  """
+  with _gc_paused():
+    return _run_passes(_prepare_graph(graph, config, [], order), config)

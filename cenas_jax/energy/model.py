@@ -244,15 +244,20 @@ def kernel_features(kernels: Sequence[Kernel], spec: DeviceSpec | str, *,
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   spec = _resolve_spec(spec)
-  row = np.zeros(len(FEATURE_NAMES), np.float64)
+  # Accumulated in Python floats (IEEE doubles, the same additions in the same order as adding into
+  # a float64 array, so the same bits) and copied once: a NumPy slice update per kernel cost more
+  # than the rest of the row.
+  acc = [0.0] * len(FEATURE_NAMES)
   for k in kernels:
     if k.kernel_class not in KERNEL_CLASSES:
       raise ValueError(f"kernel {k.name!r} has unknown class {k.kernel_class!r}")
     base = KERNEL_CLASSES.index(k.kernel_class) * _NF
     compute_s, memory_s, roof_s = kernel_roofline(k, spec)
     r = k.repeat
-    row[base:base + _NF] += (r, r * k.flops, r * k.transcendentals, r * k.bytes_accessed,
-                             r * compute_s, r * memory_s, r * roof_s)
+    for j, v in enumerate((r, r * k.flops, r * k.transcendentals, r * k.bytes_accessed,
+                           r * compute_s, r * memory_s, r * roof_s)):
+      acc[base + j] += float(v)
+  row = np.array(acc, np.float64)
   row[-1] = batch_size
   return row
 

@@ -15,9 +15,13 @@ fragments and adds the edge outputs of each node in ``NB201Cell``'s order, with 
 for every weight. The gpu-mode rules of ``cenas_jax.energy.hlo`` then run on that module exactly as
 on a whole-network lowering (calls are inlined before CSE and fusion), so fusions that cross op
 and cell boundaries (BN + node sum + the next ReLU in one loop kernel, multi-output fusion of a
-node read by several kernels, a ReLU absorbed into a conv epilogue) come out the same. Only the
-fusion pass runs per cell; no JAX tracing. ``tests/energy/test_nb201_kernels.py`` checks that the
-composed kernels equal a full-network extraction.
+node read by several kernels, a ReLU absorbed into a conv epilogue) come out the same. No JAX
+tracing per cell. ``network_kernels`` does not even build the module: each fragment is inlined once
+into a template, and a cell's flattened graph and its post-order are assembled from the templates
+(``_GraphBuilder``), the same nodes, names and order the pass's own inlining gives, so only the
+passes from CSE on run per cell (``module_kernels`` is the long way, for tests).
+``tests/energy/test_nb201_kernels.py`` checks that the composed kernels equal a full-network
+extraction and the long way.
 
 Edges that cannot reach the cell output (into node 1 or 2 when that node feeds nothing) are dropped
 before composing (``live_ops``): XLA removes them as dead code, and cells that differ only there
@@ -140,25 +144,26 @@ _REDUCER_OPS = frozenset({"reduce", "reduce-window", "select-and-scatter", "scat
 _NAME_TOKEN = re.compile(r"%?([A-Za-z_][\w.\-]*)")
 
 
-def _rename_module(module: HloModuleIR, prefix: str) -> dict[str, HloComputationIR]:
-  """Computations of ``module`` with ``prefix`` before every computation name and reference."""
-  names = set(module.computations)
+def _rename_instr(i: HloInstr, names: frozenset[str] | set[str], prefix: str) -> HloInstr:
+  """``i`` with ``prefix`` before every computation (of ``names``) it names; ``i`` if it calls none."""
+  if not i.called:
+    return i
 
   def ren(value: str) -> str:
     return _NAME_TOKEN.sub(lambda m: ("%" if m.group(0).startswith("%") else "") + prefix +
                            m.group(1) if m.group(1) in names else m.group(0), value)
 
   call_attrs = hlo_ir._CALL_ATTRS  # pylint: disable=protected-access
-  out = {}
-  for cname, comp in module.computations.items():
-    instrs = []
-    for i in comp.instrs:
-      if i.called:
-        attrs = tuple((k, ren(v) if k in call_attrs else v) for k, v in i.attrs)
-        i = dataclasses.replace(i, attrs=attrs, called=tuple(prefix + c for c in i.called))
-      instrs.append(i)
-    out[prefix + cname] = HloComputationIR(prefix + cname, tuple(instrs), comp.root)
-  return out
+  attrs = tuple((k, ren(v) if k in call_attrs else v) for k, v in i.attrs)
+  return dataclasses.replace(i, attrs=attrs, called=tuple(prefix + c for c in i.called))
+
+
+def _rename_module(module: HloModuleIR, prefix: str) -> dict[str, HloComputationIR]:
+  """Computations of ``module`` with ``prefix`` before every computation name and reference."""
+  names = set(module.computations)
+  return {prefix + cname: HloComputationIR(
+      prefix + cname, tuple(_rename_instr(i, names, prefix) for i in comp.instrs), comp.root)
+          for cname, comp in module.computations.items()}
 
 
 def _lower_fragment(name: str, fn: Callable[..., Any], inputs: Sequence[Any], variables: Any
@@ -302,12 +307,23 @@ def network_module(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()
   ops = validate_ops(ops)
   frags = _fragments(config.C, config.N, config.num_classes, config.batch_size, config.input_hw)
   eb = _EntryBuilder()
+  root = _walk_network(ops, config, eb.param, lambda name, inputs: eb.call(frags[name], inputs),
+                       eb.add)
+  comps = dict(eb.computations)
+  comps["nb201_entry"] = HloComputationIR("nb201_entry", tuple(eb.instrs), root)
+  return HloModuleIR("nb201_network", comps, "nb201_entry")
+
+
+def _walk_network(ops: Sequence[int], config: NB201NetConfig, param: Callable[[TensorType], str],
+                  call: Callable[[str, Sequence[str]], str], add: Callable[[str, str], str]) -> str:
+  """Emits the network's entry computation through ``param`` / ``call(fragment, inputs)`` / ``add``
+  in ``NB201Net``'s order; returns the result's name."""
   hw = config.input_hw
-  x = eb.param(TensorType("f32", (config.batch_size, hw, hw, 3)))
-  x = eb.call(frags["stem"], [x])
+  x = param(TensorType("f32", (config.batch_size, hw, hw, 3)))
+  x = call("stem", [x])
   for stage in range(1, 4):
     if stage > 1:
-      x = eb.call(frags[f"reduction_{stage}"], [x])
+      x = call(f"reduction_{stage}", [x])
     for _ in range(config.N):
       nodes = [x]
       for j in range(1, 4):
@@ -320,18 +336,15 @@ def network_module(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()
           if op == SKIP:
             y = h
           elif op == CONV1X1:
-            y = eb.call(frags[f"conv1x1_{stage}"], [h])
+            y = call(f"conv1x1_{stage}", [h])
           elif op == CONV3X3:
-            y = eb.call(frags[f"conv3x3_{stage}"], [h])
+            y = call(f"conv3x3_{stage}", [h])
           else:
-            y = eb.call(frags[f"pool_{stage}"], [h])
-          total = y if total is None else eb.add(total, y)
-        nodes.append(eb.call(frags[f"zeros_{stage}"], [x]) if total is None else total)
+            y = call(f"pool_{stage}", [h])
+          total = y if total is None else add(total, y)
+        nodes.append(call(f"zeros_{stage}", [x]) if total is None else total)
       x = nodes[3]
-  root = eb.call(frags["head"], [x])
-  comps = dict(eb.computations)
-  comps["nb201_entry"] = HloComputationIR("nb201_entry", tuple(eb.instrs), root)
-  return HloModuleIR("nb201_network", comps, "nb201_entry")
+  return call("head", [x])
 
 
 def fingerprint(config: NB201NetConfig = NB201NetConfig()) -> str:
@@ -352,13 +365,208 @@ def fingerprint(config: NB201NetConfig = NB201NetConfig()) -> str:
   return h.hexdigest()
 
 
+def module_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()
+                   ) -> tuple[Kernel, ...]:
+  """``network_kernels`` the long way: ``hlo.kernel_graph_from_module(network_module(ops))``.
+
+  The reference the composed graph of ``network_kernels`` is tested against (same kernels, names
+  included); about twice as slow.
+  """
+  graph = hlo.kernel_graph_from_module(network_module(live_ops(ops), config), config=config.fusion,
+                                       lowered_for="cuda")
+  if graph.warnings:
+    raise RuntimeError(f"unexpected kernel-extraction warnings for cell {ops}: {graph.warnings}")
+  return tuple(graph.kernels)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Composing the flattened graph directly.
+#
+# ``network_module`` builds an HLO module whose entry calls the fragments, and the gpu-mode pass
+# then inlines every call (``hlo_gpu._flatten``), resolves tuples and walks the graph for its
+# post-order before anything else. All of that is the same for every call site of a fragment up to
+# the call's name prefix, so it is done once per fragment (``_Template``); a network's flattened
+# graph and its post-order are then assembled from the templates (``_GraphBuilder``), with the
+# node names, operands and order the long way gives, and only the passes from CSE on run per cell.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Template:
+  """A fragment's entry computation flattened (calls inlined, tuples resolved) once.
+
+  Attributes:
+    steps: the fragment's live nodes in post-order from its root (``hlo_cost.post_order``), each
+      ``(name, instr, operands, repeat, renamed)`` with the name relative to the call site's prefix
+      and an operand either such a name or an ``int``, the index of the call operand it is bound
+      to; an ``int`` step is where the walk first reaches that call operand. ``renamed``: the
+      instruction names computations that get a per-call-site prefix (``clone_per_call``).
+    root: the name of the fragment's result (or the index of the operand it returns).
+  """
+
+  steps: tuple[Any, ...]
+  root: str | int
+
+
+def _template(frag: _Fragment) -> _Template:
+  from cenas_jax.energy import hlo_gpu  # pylint: disable=g-import-not-at-top
+  from cenas_jax.energy.hlo_cost import post_order  # pylint: disable=g-import-not-at-top
+
+  # A fragment cloned per call site is inlined from its unprefixed computations, renamed per site.
+  module = (frag.module if frag.clone_per_call else
+            HloModuleIR("fragment", frag.computations, frag.entry))
+  holes = [f"\0{i}" for i in range(len(frag.param_types))]  # never an HLO name
+  graph = hlo_gpu._Graph()  # pylint: disable=protected-access
+  warnings: list[str] = []
+  graph.roots = [hlo_gpu._flatten(  # pylint: disable=protected-access
+      module, module.entry, graph, {str(i): h for i, h in enumerate(holes)}, "", 1, warnings)]
+  hlo_gpu._resolve_tuples(graph)  # pylint: disable=protected-access
+  if warnings:
+    raise RuntimeError(f"fragment {frag.entry}: {warnings}")
+  hole = {h: i for i, h in enumerate(holes)}
+  nodes = graph.nodes
+  steps: list[Any] = []
+  for name in post_order(graph.roots, lambda n: nodes[n].operands if n in nodes else ()):
+    if name in hole:
+      steps.append(hole[name])
+      continue
+    node = nodes[name]
+    if node.opcode in ("tuple", "get-tuple-element"):
+      # A tuple left after resolution could be resolved across the call boundary the long way.
+      raise RuntimeError(f"fragment {frag.entry}: unresolved {node.opcode} {name}")
+    steps.append((name, node.instr, tuple(hole.get(o, o) for o in node.operands), node.repeat,
+                  frag.clone_per_call and bool(node.instr.called)))
+  root = graph.roots[0]
+  return _Template(tuple(steps), hole.get(root, root))
+
+
+@functools.lru_cache(maxsize=8)
+def _templates(C: int, N: int, num_classes: int, batch_size: int, input_hw: int  # noqa: N803
+               ) -> dict[str, _Template]:
+  return {k: _template(f) for k, f in _fragments(C, N, num_classes, batch_size, input_hw).items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _param_instr(index: int, t: TensorType) -> HloInstr:
+  return HloInstr(f"p{index}", "parameter", (t,), (), (), (), str(index))
+
+
+class _GraphBuilder:
+  """Builds the graph ``hlo_gpu._flatten`` + ``_resolve_tuples`` give for ``network_module``.
+
+  The names follow ``_EntryBuilder`` (``p<i>`` parameters, ``c<i>`` calls, ``a<i>`` adds, ``<i>``
+  counting the entry's instructions), a call's nodes are ``c<i>/<name in the fragment>``.
+  ``order()`` is ``hlo_cost.post_order`` of the result, composed from the templates' post-orders.
+  """
+
+  def __init__(self) -> None:
+    from cenas_jax.energy import hlo_gpu  # pylint: disable=g-import-not-at-top
+
+    self._node = hlo_gpu._Node  # pylint: disable=protected-access
+    self.graph = hlo_gpu._Graph()  # pylint: disable=protected-access
+    self.n_instrs = 0
+    self.n_params = 0
+    self.types: dict[str, TensorType] = {}
+    # Entry-level value -> how the walk expands it: ("param",), ("add", a, b) or
+    # ("call", template, prefix, operands).
+    self.defs: dict[str, tuple[Any, ...]] = {}
+
+  def param(self, t: TensorType) -> str:
+    instr = _param_instr(self.n_params, t)
+    name = instr.name
+    self.graph.nodes[name] = self._node(instr, [], 1, name)
+    self.n_params += 1
+    self.n_instrs += 1
+    self.types[name] = t
+    self.defs[name] = ("param",)
+    return name
+
+  def call(self, frag: _Fragment, template: _Template, inputs: Sequence[str]) -> str:
+    if len(inputs) != frag.n_inputs:
+      raise ValueError(f"fragment {frag.entry} takes {frag.n_inputs} inputs")
+    operands = list(inputs) + [self.param(t) for t in frag.param_types[frag.n_inputs:]]
+    call_name = f"c{self.n_instrs}"
+    self.n_instrs += 1
+    prefix = call_name + "/"
+    names = frozenset(frag.module.computations) if frag.clone_per_call else frozenset()
+    nodes, new = self.graph.nodes, self._node
+    for step in template.steps:
+      if step.__class__ is int:
+        continue
+      name, instr, ops, repeat, renamed = step
+      if renamed:
+        instr = _rename_instr(instr, names, call_name + "::")
+      name = prefix + name
+      nodes[name] = new(instr, [operands[o] if o.__class__ is int else prefix + o for o in ops],
+                        repeat, name)
+    root = template.root
+    value = operands[root] if root.__class__ is int else prefix + root
+    self.types[value] = frag.out_type
+    if root.__class__ is not int:
+      self.defs[value] = ("call", template, prefix, operands)
+    return value
+
+  def add(self, a: str, b: str) -> str:
+    name = f"a{self.n_instrs}"
+    self.n_instrs += 1
+    t = self.types[a]
+    self.graph.nodes[name] = self._node(HloInstr(name, "add", (t,), (a, b)), [a, b], 1, name)
+    self.types[name] = t
+    self.defs[name] = ("add", a, b)
+    return name
+
+  def order(self, root: str) -> list[str]:
+    """``post_order([root], operands)`` of the graph, from the templates' post-orders.
+
+    Inside a call every node is reached from the call's result only, so the walk visits them in
+    the template's order; where the template first reaches a call operand, the walk descends into
+    that entry-level value (if not yet seen) exactly as ``post_order`` would.
+    """
+    defs, out, seen = self.defs, [], set()
+
+    def visit(v: str) -> None:
+      if v in seen:
+        return
+      seen.add(v)
+      d = defs[v]
+      if d[0] == "add":
+        visit(d[1])
+        visit(d[2])
+        out.append(v)
+      elif d[0] == "call":
+        _, template, prefix, operands = d
+        for step in template.steps:
+          if step.__class__ is int:
+            visit(operands[step])
+          else:
+            out.append(prefix + step[0])
+      else:
+        out.append(v)
+
+    visit(root)
+    return out
+
+
+def _compose(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Any, list[str]]:
+  """The flattened graph of ``network_module(live)`` and its post-order, from the templates."""
+  key = (config.C, config.N, config.num_classes, config.batch_size, config.input_hw)
+  frags, temps = _fragments(*key), _templates(*key)
+  gb = _GraphBuilder()
+  root = _walk_network(live, config, gb.param,
+                       lambda name, inputs: gb.call(frags[name], temps[name], inputs), gb.add)
+  gb.graph.roots = [root]
+  return gb.graph, gb.order(root)
+
+
 @functools.lru_cache(maxsize=16384)
 def _kernels_cached(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Kernel, ...]:
-  module = network_module(live, config)
-  graph = hlo.kernel_graph_from_module(module, config=config.fusion, lowered_for="cuda")
-  if graph.warnings:
-    raise RuntimeError(f"unexpected kernel-extraction warnings for cell {live}: {graph.warnings}")
-  return tuple(graph.kernels)
+  from cenas_jax.energy import hlo_gpu  # pylint: disable=g-import-not-at-top
+
+  with hlo_gpu._gc_paused():  # pylint: disable=protected-access
+    graph, order = _compose(live, config)
+    kernels, _, _, warnings = hlo_gpu.gpu_kernels_from_graph(graph, config.fusion, order=order)
+  if warnings:
+    raise RuntimeError(f"unexpected kernel-extraction warnings for cell {live}: {warnings}")
+  return tuple(kernels)
 
 
 def network_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()

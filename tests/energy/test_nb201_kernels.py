@@ -49,6 +49,22 @@ def test_composed_kernels_equal_full_network_extraction(ops):
                                 em.kernel_features(full, "jetson-tx2"))
 
 
+def test_composed_graph_equals_the_stitched_module_on_random_cells():
+  # network_kernels assembles the flattened graph from per-fragment templates; it must give exactly
+  # what the gpu-mode pass gives on network_module (kernels with names, and so predictions).
+  rng = np.random.default_rng(15)
+  cells = {nk.live_ops(tuple(int(o) for o in rng.integers(0, 5, 6))) for _ in range(40)}
+  cells = sorted(cells)[:24]
+  assert len(cells) >= 20
+  model = em.prior_model("jetson-tx2")
+  for ops in cells:
+    fast, slow = nk.network_kernels(ops), nk.module_kernels(ops)
+    assert fast == slow, ops
+    for a, b in ((em.predict_energy_j(model, fast), em.predict_energy_j(model, slow)),
+                 (em.predict_time_s(model, fast), em.predict_time_s(model, slow))):
+      assert a == pytest.approx(b, rel=1e-9, abs=0)
+
+
 def test_live_ops_drops_edges_that_cannot_reach_the_output():
   assert nk.live_ops((3, 3, 3, 0, 0, 0)) == (0, 0, 0, 0, 0, 0)
   assert nk.live_ops((3, 2, 4, 0, 0, 1)) == (3, 2, 4, 0, 0, 1)
