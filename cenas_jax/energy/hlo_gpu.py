@@ -154,9 +154,12 @@ def _cse(graph: _Graph, order: list[str]) -> dict[str, str]:
   # (opcode, types, attributes, literal) is numbered once per distinct value.
   static_ids: dict[tuple, int] = {}
   static_of: dict[int, int] = {}  # id(instr) -> number (the instructions outlive this pass)
+  nodes = graph.nodes
   for name in order:
-    node = graph.nodes[name]
-    node.operands = [canon.get(o, o) for o in node.operands]
+    node = nodes[name]
+    ops = node.operands
+    if ops and canon:
+      ops = node.operands = [canon.get(o, o) for o in ops]
     if node.opcode in SIDE_EFFECT:
       continue
     instr = node.instr
@@ -165,9 +168,10 @@ def _cse(graph: _Graph, order: list[str]) -> dict[str, str]:
       attrs = tuple((k, v) for k, v in instr.attrs if k not in ("metadata", "sharding"))
       sid = static_of[id(instr)] = static_ids.setdefault(
           (node.opcode, instr.types, attrs, instr.literal), len(static_ids))
-    key = (sid, tuple(node.operands), node.repeat)
-    if key in table:
-      canon[name] = table[key]
+    key = (sid, tuple(ops), node.repeat)
+    rep = table.get(key)
+    if rep is not None:
+      canon[name] = rep
     else:
       table[key] = name
   graph.roots = [canon.get(r, r) for r in graph.roots]
@@ -191,7 +195,8 @@ def _dot_merger(graph: _Graph, order: list[str], threshold_bytes: int) -> list[t
   """XLA DotMerger: merges independent dots sharing an operand into one dot. Returns groups."""
   if threshold_bytes <= 0:
     return []
-  if sum(graph.nodes[n].opcode == "dot" for n in order) < 2:
+  nodes = graph.nodes
+  if sum(1 for n in order if nodes[n].opcode == "dot") < 2:
     return []  # nothing to merge
   pos = {n: i for i, n in enumerate(order)}
   anc = _ancestors(graph, order)
@@ -385,12 +390,26 @@ class _FusionState:
     self.merge_groups = merge_groups
     self.warnings = warnings
     nodes = self.nodes
-    self.users: dict[str, list[str]] = {n: [] for n in order}
+    users: dict[str, list[str]] = {n: [] for n in order}
+    self.users = users
     for n in order:
       for o in nodes[n].operands:
-        if o in self.users and n not in self.users[o]:
-          self.users[o].append(n)
-    self.cat = {n: _category(nodes[n]) for n in order}
+        us = users.get(o)
+        if us is not None and n not in us:
+          us.append(n)
+    # The category is the opcode's, except for custom-calls (by target).
+    by_opcode: dict[str, str] = {}
+    cat: dict[str, str] = {}
+    for n in order:
+      node = nodes[n]
+      op = node.opcode
+      c = by_opcode.get(op)
+      if c is None:
+        c = _category(node)
+        if op != "custom-call":
+          by_opcode[op] = c
+      cat[n] = c
+    self.cat = cat
     self.groups: list[_Group] = []
     self.owner: dict[str, int] = {}
     self.materialized: set[str] = set()
@@ -635,9 +654,9 @@ def _loop_fusion(state: _FusionState) -> None:
       kernel_of[n] = {gid}
     else:
       kernel_of[n] = ks
+      # ``n`` is in no kernel yet: it has no owner, and this loop reaches each node once.
       for k in ks:
-        if n not in groups[k].members:
-          groups[k].members.append(n)
+        groups[k].members.append(n)
 
 
 def _multi_output_fusion(state: _FusionState) -> None:
@@ -653,10 +672,17 @@ def _multi_output_fusion(state: _FusionState) -> None:
   sources_of: dict[int, frozenset[str]] = {}
   readers: dict[str, set[int]] = {}
 
+  view = state.view_memo(_FREE_THROUGH)
+
+  def source(o: str) -> str:
+    s = view.get(o)
+    if s is None:
+      s = view[o] = _view_source(state.graph, o, _FREE_THROUGH)
+    return s
+
   def update_sources(gid: int) -> None:
     mem = set(groups[gid].members)
-    srcs = frozenset(s for m in mem for o in nodes[m].operands
-                     if (s := state.view_source(o, _FREE_THROUGH)) not in mem)
+    srcs = frozenset(s for m in mem for o in nodes[m].operands if (s := source(o)) not in mem)
     sources_of[gid] = srcs
     for s in srcs:
       readers.setdefault(s, set()).add(gid)

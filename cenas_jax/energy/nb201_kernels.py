@@ -394,17 +394,29 @@ def module_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()
 class _Template:
   """A fragment's entry computation flattened (calls inlined, tuples resolved) once.
 
+  Nodes are numbered in their post-order from the fragment's root (``hlo_cost.post_order``); an
+  operand reference ``r`` is node ``r`` when ``r >= 0``, else call operand ``~r`` (the index of the
+  parameter it is bound to).
+
   Attributes:
-    steps: the fragment's live nodes in post-order from its root (``hlo_cost.post_order``), each
-      ``(name, instr, operands, repeat, renamed)`` with the name relative to the call site's prefix
-      and an operand either such a name or an ``int``, the index of the call operand it is bound
-      to; an ``int`` step is where the walk first reaches that call operand. ``renamed``: the
-      instruction names computations that get a per-call-site prefix (``clone_per_call``).
-    root: the name of the fragment's result (or the index of the operand it returns).
+    names: node names relative to the call site's prefix.
+    instrs: node instructions.
+    operands: per node, its operand references.
+    repeats: per node, launches per call.
+    renamed: nodes whose instruction names computations that get a per-call-site prefix
+      (``clone_per_call``).
+    walk: the post-order with the call operands in it: node references, and ``~i`` where the
+      walk first reaches call operand ``i``.
+    root: reference of the fragment's result.
   """
 
-  steps: tuple[Any, ...]
-  root: str | int
+  names: tuple[str, ...]
+  instrs: tuple[HloInstr, ...]
+  operands: tuple[tuple[int, ...], ...]
+  repeats: tuple[int, ...]
+  renamed: tuple[int, ...]
+  walk: tuple[int, ...]
+  root: int
 
 
 def _template(frag: _Fragment) -> _Template:
@@ -422,21 +434,24 @@ def _template(frag: _Fragment) -> _Template:
   hlo_gpu._resolve_tuples(graph)  # pylint: disable=protected-access
   if warnings:
     raise RuntimeError(f"fragment {frag.entry}: {warnings}")
-  hole = {h: i for i, h in enumerate(holes)}
   nodes = graph.nodes
-  steps: list[Any] = []
+  ref = {h: ~i for i, h in enumerate(holes)}
+  walk, live = [], []
   for name in post_order(graph.roots, lambda n: nodes[n].operands if n in nodes else ()):
-    if name in hole:
-      steps.append(hole[name])
-      continue
-    node = nodes[name]
+    if name not in ref:
+      ref[name] = len(live)
+      live.append(nodes[name])
+    walk.append(ref[name])
+  for node in live:
     if node.opcode in ("tuple", "get-tuple-element"):
       # A tuple left after resolution could be resolved across the call boundary the long way.
-      raise RuntimeError(f"fragment {frag.entry}: unresolved {node.opcode} {name}")
-    steps.append((name, node.instr, tuple(hole.get(o, o) for o in node.operands), node.repeat,
-                  frag.clone_per_call and bool(node.instr.called)))
-  root = graph.roots[0]
-  return _Template(tuple(steps), hole.get(root, root))
+      raise RuntimeError(f"fragment {frag.entry}: unresolved {node.opcode} {node.name}")
+  return _Template(
+      names=tuple(n.name for n in live), instrs=tuple(n.instr for n in live),
+      operands=tuple(tuple(ref[o] for o in n.operands) for n in live),
+      repeats=tuple(n.repeat for n in live),
+      renamed=tuple(j for j, n in enumerate(live) if frag.clone_per_call and n.instr.called),
+      walk=tuple(walk), root=ref[graph.roots[0]])
 
 
 @functools.lru_cache(maxsize=8)
@@ -467,7 +482,7 @@ class _GraphBuilder:
     self.n_params = 0
     self.types: dict[str, TensorType] = {}
     # Entry-level value -> how the walk expands it: ("param",), ("add", a, b) or
-    # ("call", template, prefix, operands).
+    # ("call", template, node names, operands).
     self.defs: dict[str, tuple[Any, ...]] = {}
 
   def param(self, t: TensorType) -> str:
@@ -487,22 +502,23 @@ class _GraphBuilder:
     call_name = f"c{self.n_instrs}"
     self.n_instrs += 1
     prefix = call_name + "/"
-    names = frozenset(frag.module.computations) if frag.clone_per_call else frozenset()
+    # One string object per node, shared by every reference to it (str caches its hash).
+    names = [prefix + n for n in template.names]
+    instrs: Sequence[HloInstr] = template.instrs
+    if template.renamed:
+      instrs = list(instrs)
+      comps = frozenset(frag.module.computations)
+      for j in template.renamed:
+        instrs[j] = _rename_instr(instrs[j], comps, call_name + "::")
     nodes, new = self.graph.nodes, self._node
-    for step in template.steps:
-      if step.__class__ is int:
-        continue
-      name, instr, ops, repeat, renamed = step
-      if renamed:
-        instr = _rename_instr(instr, names, call_name + "::")
-      name = prefix + name
-      nodes[name] = new(instr, [operands[o] if o.__class__ is int else prefix + o for o in ops],
-                        repeat, name)
+    for name, instr, ops, repeat in zip(names, instrs, template.operands, template.repeats):
+      nodes[name] = new(instr, [names[r] if r >= 0 else operands[~r] for r in ops], repeat, name)
     root = template.root
-    value = operands[root] if root.__class__ is int else prefix + root
+    if root < 0:
+      return operands[~root]
+    value = names[root]
     self.types[value] = frag.out_type
-    if root.__class__ is not int:
-      self.defs[value] = ("call", template, prefix, operands)
+    self.defs[value] = ("call", template, names, operands)
     return value
 
   def add(self, a: str, b: str) -> str:
@@ -522,6 +538,7 @@ class _GraphBuilder:
     that entry-level value (if not yet seen) exactly as ``post_order`` would.
     """
     defs, out, seen = self.defs, [], set()
+    append = out.append
 
     def visit(v: str) -> None:
       if v in seen:
@@ -531,16 +548,16 @@ class _GraphBuilder:
       if d[0] == "add":
         visit(d[1])
         visit(d[2])
-        out.append(v)
+        append(v)
       elif d[0] == "call":
-        _, template, prefix, operands = d
-        for step in template.steps:
-          if step.__class__ is int:
-            visit(operands[step])
+        _, template, names, operands = d
+        for r in template.walk:
+          if r >= 0:
+            append(names[r])
           else:
-            out.append(prefix + step[0])
+            visit(operands[~r])
       else:
-        out.append(v)
+        append(v)
 
     visit(root)
     return out
