@@ -158,7 +158,7 @@ def _cse(graph: _Graph, order: list[str]) -> dict[str, str]:
   for name in order:
     node = nodes[name]
     ops = node.operands
-    if ops and canon:
+    if ops and not canon.keys().isdisjoint(ops):
       ops = node.operands = [canon.get(o, o) for o in ops]
     if node.opcode in SIDE_EFFECT:
       continue
@@ -631,6 +631,7 @@ def _loop_fusion(state: _FusionState) -> None:
   """
   nodes, cat, owner, groups = state.nodes, state.cat, state.owner, state.groups
   kernel_of = state.kernel_of
+  eff_memo = state._eff_users_memo  # pylint: disable=protected-access
   for n in reversed(state.order):
     if cat[n] != "ew" or n in owner:
       continue
@@ -639,7 +640,7 @@ def _loop_fusion(state: _FusionState) -> None:
       kernel_of[n] = {gid}
       continue
     ks: set[int] = set()
-    for u in state.eff_users(n):
+    for u in eff_memo.get(n) or state.eff_users(n):
       if u in owner:
         # A reduction absorbs its producers; a library call absorbs views of its operands
         # (anything else feeding it was materialized above).
