@@ -771,6 +771,7 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
     members = sorted(set(g.members), key=pos.__getitem__)
     mem = set(members)
     flops = trans = 0
+    rep = 0  # the largest repeat of a member (repeats are >= 0)
     ops: list[str] = []
     inputs: dict[str, TensorType] = {}
     for m in members:
@@ -779,7 +780,10 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
       ft = cost_of.get(id(instr))
       if ft is None:
         ft = cost_of[id(instr)] = op_cost(instr, [nodes[o].instr.type for o in node.operands])
-      flops, trans = flops + ft[0], trans + ft[1]
+      flops += ft[0]
+      trans += ft[1]
+      if node.repeat > rep:
+        rep = node.repeat
       if node.opcode not in FREE:
         ops.append(node.opcode)
       for o in node.operands:
@@ -794,7 +798,7 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
           continue
         inputs[s] = st
         so = owner.get(s)
-        if so is not None and alive[so] and so != k:
+        if so is not None and so != k and alive[so]:
           edges.add((index[so], index[k]))
     outs = [nodes[o].instr.type for o in g.outputs]
     root_node = nodes[g.root]
@@ -811,7 +815,6 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
         merged_count = len(merged_names.get(lib.name, (lib.name,)))
     elif cls == "loop" and set(ops) <= DATA_MOVEMENT:
       cls = "copy"
-    rep = max(nodes[m].repeat for m in members)
     kernels.append(Kernel(
         name=g.root, kernel_class=cls, dtype=dtype,
         in_shapes=tuple(t.dims for t in inputs.values()),
