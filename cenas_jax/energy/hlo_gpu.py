@@ -674,16 +674,18 @@ def _multi_output_fusion(state: _FusionState) -> None:
   readers: dict[str, set[int]] = {}
 
   view = state.view_memo(_FREE_THROUGH)
-
-  def source(o: str) -> str:
-    s = view.get(o)
-    if s is None:
-      s = view[o] = _view_source(state.graph, o, _FREE_THROUGH)
-    return s
+  graph = state.graph
 
   def update_sources(gid: int) -> None:
     mem = set(groups[gid].members)
-    srcs = frozenset(s for m in mem for o in nodes[m].operands if (s := source(o)) not in mem)
+    found: set[str] = set()
+    for m in mem:
+      for o in nodes[m].operands:
+        s = view.get(o)
+        if s is None:
+          s = view[o] = _view_source(graph, o, _FREE_THROUGH)
+        found.add(s)
+    srcs = frozenset(found - mem)
     sources_of[gid] = srcs
     for s in srcs:
       readers.setdefault(s, set()).add(gid)

@@ -394,9 +394,10 @@ def module_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()
 class _Template:
   """A fragment's entry computation flattened (calls inlined, tuples resolved) once.
 
-  Nodes are numbered in their post-order from the fragment's root (``hlo_cost.post_order``); an
-  operand reference ``r`` is node ``r`` when ``r >= 0``, else call operand ``~r`` (the index of the
-  parameter it is bound to).
+  Nodes are numbered in their post-order from the fragment's root (``hlo_cost.post_order``). A
+  reference ``r`` in ``walk`` / ``root`` is node ``r`` when ``r >= 0``, else call operand ``~r``
+  (the index of the parameter it is bound to); in ``operands`` it indexes the node names followed
+  by the call operands.
 
   Attributes:
     names: node names relative to the call site's prefix.
@@ -417,6 +418,10 @@ class _Template:
   renamed: tuple[int, ...]
   walk: tuple[int, ...]
   root: int
+  # (node, call name) -> the node's instruction renamed for that call site (call names recur
+  # between networks).
+  renamed_instrs: dict[tuple[int, str], HloInstr] = dataclasses.field(
+      default_factory=dict, compare=False, repr=False)
 
 
 def _template(frag: _Fragment) -> _Template:
@@ -446,9 +451,11 @@ def _template(frag: _Fragment) -> _Template:
     if node.opcode in ("tuple", "get-tuple-element"):
       # A tuple left after resolution could be resolved across the call boundary the long way.
       raise RuntimeError(f"fragment {frag.entry}: unresolved {node.opcode} {node.name}")
+  n_live = len(live)
   return _Template(
       names=tuple(n.name for n in live), instrs=tuple(n.instr for n in live),
-      operands=tuple(tuple(ref[o] for o in n.operands) for n in live),
+      operands=tuple(tuple(r if (r := ref[o]) >= 0 else n_live + ~r for o in n.operands)
+                     for n in live),
       repeats=tuple(n.repeat for n in live),
       renamed=tuple(j for j, n in enumerate(live) if frag.clone_per_call and n.instr.called),
       walk=tuple(walk), root=ref[graph.roots[0]])
@@ -460,9 +467,16 @@ def _templates(C: int, N: int, num_classes: int, batch_size: int, input_hw: int 
   return {k: _template(f) for k, f in _fragments(C, N, num_classes, batch_size, input_hw).items()}
 
 
-@functools.lru_cache(maxsize=4096)
+_PARAM_INSTRS: dict[int, HloInstr] = {}
+
+
 def _param_instr(index: int, t: TensorType) -> HloInstr:
-  return HloInstr(f"p{index}", "parameter", (t,), (), (), (), str(index))
+  """The entry parameter ``p<index>`` of type ``t`` (shared between networks: it is immutable)."""
+  hit = _PARAM_INSTRS.get(index)
+  # Fragments hand out the same TensorType objects, so identity is the common case.
+  if hit is None or (hit.types[0] is not t and hit.types[0] != t):
+    hit = _PARAM_INSTRS[index] = HloInstr(f"p{index}", "parameter", (t,), (), (), (), str(index))
+  return hit
 
 
 class _GraphBuilder:
@@ -507,12 +521,17 @@ class _GraphBuilder:
     instrs: Sequence[HloInstr] = template.instrs
     if template.renamed:
       instrs = list(instrs)
-      comps = frozenset(frag.module.computations)
+      cache = template.renamed_instrs
       for j in template.renamed:
-        instrs[j] = _rename_instr(instrs[j], comps, call_name + "::")
+        hit = cache.get((j, call_name))
+        if hit is None:
+          hit = cache[j, call_name] = _rename_instr(instrs[j], set(frag.module.computations),
+                                                    call_name + "::")
+        instrs[j] = hit
     nodes, new = self.graph.nodes, self._node
+    refs = names + operands
     for name, instr, ops, repeat in zip(names, instrs, template.operands, template.repeats):
-      nodes[name] = new(instr, [names[r] if r >= 0 else operands[~r] for r in ops], repeat, name)
+      nodes[name] = new(instr, [refs[r] for r in ops], repeat, name)
     root = template.root
     if root < 0:
       return operands[~root]
