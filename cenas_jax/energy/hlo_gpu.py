@@ -437,7 +437,15 @@ class _FusionState:
     if hit is not None:
       return hit
     users, cat, nodes = self.users, self.cat, self.nodes
-    out, stack, seen = [], list(users[n]), set()
+    direct = users[n]
+    for u in direct:
+      if cat[u] == "free" and nodes[u].opcode != "parameter":
+        break
+    else:
+      # No free op to see through: the walk below would give the (distinct) users, last first.
+      self._eff_users_memo[n] = hit = tuple(reversed(direct))
+      return hit
+    out, stack, seen = [], list(direct), set()
     while stack:
       u = stack.pop()
       if u in seen:
