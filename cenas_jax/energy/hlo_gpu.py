@@ -12,6 +12,9 @@
 6. ``_multi_output_fusion``: a value materialized only for several consumers into one consumer.
 7. ``_build_kernels``: the ``Kernel`` of every surviving group, in launch order, with its edges.
 
+``gpu_kernels_from_graph`` starts after the inlining, from a graph the caller assembled (the NB201
+composer builds it from pre-inlined fragments).
+
 The module docstring of ``hlo`` says which XLA passes each rule mirrors and what is not modelled.
 """
 

@@ -495,8 +495,8 @@ class _GraphBuilder:
     self.n_instrs = 0
     self.n_params = 0
     self.types: dict[str, TensorType] = {}
-    # Entry-level value -> how the walk expands it: ("param",), ("add", a, b) or
-    # ("call", template, node names, operands).
+    # Entry-level value -> how the walk expands it: ("add", a, b) or ("call", template, node
+    # names, operands); a parameter is a leaf.
     self.defs: dict[str, tuple[Any, ...]] = {}
 
   def param(self, t: TensorType) -> str:
@@ -506,7 +506,6 @@ class _GraphBuilder:
     self.n_params += 1
     self.n_instrs += 1
     self.types[name] = t
-    self.defs[name] = ("param",)
     return name
 
   def call(self, frag: _Fragment, template: _Template, inputs: Sequence[str]) -> str:
@@ -563,8 +562,10 @@ class _GraphBuilder:
       if v in seen:
         return
       seen.add(v)
-      d = defs[v]
-      if d[0] == "add":
+      d = defs.get(v)
+      if d is None:
+        append(v)  # a parameter
+      elif d[0] == "add":
         visit(d[1])
         visit(d[2])
         append(v)
@@ -575,8 +576,6 @@ class _GraphBuilder:
             append(names[r])
           else:
             visit(operands[~r])
-      else:
-        append(v)
 
     visit(root)
     return out
