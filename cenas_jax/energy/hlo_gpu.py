@@ -74,7 +74,11 @@ class _Node:
 
 
 class _Graph:
-  """Flattened, mutable data-flow graph of one computation (calls inlined)."""
+  """Flattened, mutable data-flow graph of one computation (calls inlined).
+
+  The passes from CSE on replace a node rather than change it, so a node may be shared between
+  graphs (``nb201_kernels`` reuses the nodes of a call site that read nothing outside the call).
+  """
 
   def __init__(self) -> None:
     self.nodes: dict[str, _Node] = {}
@@ -154,23 +158,29 @@ def _cse(graph: _Graph, order: list[str]) -> dict[str, str]:
   canon: dict[str, str] = {}
   table: dict[tuple, str] = {}
   # Inlined call sites share their ``HloInstr`` objects: the operand-independent part of the key
-  # (opcode, types, attributes, literal) is numbered once per distinct value.
-  static_ids: dict[tuple, int] = {}
-  static_of: dict[int, int] = {}  # id(instr) -> number (the instructions outlive this pass)
+  # (opcode, types, attributes, literal) is numbered once per distinct value, and kept per
+  # instruction across calls (graphs assembled from cached pieces reuse their instructions).
+  _INSTR_MEMO.trim()
+  static_ids, static_of = _INSTR_MEMO.static_ids, _INSTR_MEMO.static_of
   nodes = graph.nodes
   for name in order:
     node = nodes[name]
     ops = node.operands
     if ops and not canon.keys().isdisjoint(ops):
-      ops = node.operands = [canon.get(o, o) for o in ops]
+      # A new node rather than an update: graphs assembled from cached pieces share nodes.
+      ops = [canon.get(o, o) for o in ops]
+      node = nodes[name] = _Node(node.instr, ops, node.repeat, name)
     if node.opcode in SIDE_EFFECT:
       continue
     instr = node.instr
-    sid = static_of.get(id(instr))
-    if sid is None:
+    hit = static_of.get(id(instr))
+    if hit is not None and hit[0] is instr:
+      sid = hit[1]
+    else:
       attrs = tuple((k, v) for k, v in instr.attrs if k not in ("metadata", "sharding"))
-      sid = static_of[id(instr)] = static_ids.setdefault(
-          (node.opcode, instr.types, attrs, instr.literal), len(static_ids))
+      sid = static_ids.setdefault((node.opcode, instr.types, attrs, instr.literal),
+                                  len(static_ids))
+      static_of[id(instr)] = (instr, sid)
     key = (sid, tuple(ops), node.repeat)
     rep = table.get(key)
     if rep is not None:
@@ -179,6 +189,36 @@ def _cse(graph: _Graph, order: list[str]) -> dict[str, str]:
       table[key] = name
   graph.roots = [canon.get(r, r) for r in graph.roots]
   return canon
+
+
+class _InstrMemo:
+  """Values that depend on one ``HloInstr`` alone, kept across passes and graphs.
+
+  Keyed by ``id(instr)``; each entry holds the instruction itself, so an id cannot be reused by
+  another object while its entry lives (a hit is checked with ``is``). Cleared whole when it grows
+  past ``limit`` entries (between passes only, so the numbering of a running CSE stays valid).
+
+  Attributes:
+    static_ids: CSE's operand-independent key (opcode, types, attributes, literal) -> number.
+    static_of: id(instr) -> ``(instr, number)``.
+    cost_of: id(instr) -> ``(instr, (flops, transcendentals))`` (``op_cost``; an instruction's
+      operand types are those of the computation it was read from).
+  """
+
+  def __init__(self, limit: int = 1 << 16) -> None:
+    self.limit = limit
+    self.static_ids: dict[tuple, int] = {}
+    self.static_of: dict[int, tuple[HloInstr, int]] = {}
+    self.cost_of: dict[int, tuple[HloInstr, tuple[int, int]]] = {}
+
+  def trim(self) -> None:
+    if len(self.static_of) + len(self.cost_of) > self.limit:
+      self.static_ids.clear()
+      self.static_of.clear()
+      self.cost_of.clear()
+
+
+_INSTR_MEMO = _InstrMemo()
 
 
 def _ancestors(graph: _Graph, order: list[str]) -> dict[str, int]:
@@ -777,8 +817,9 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
   view = state.view_memo(_FREE_THROUGH)
   # FLOPs of an instruction depend on it and its operands' types, which are those of the
   # computation it was read from: call sites inlined from one computation share the ``HloInstr``
-  # and its cost (the instructions outlive this pass, so their ids are stable here).
-  cost_of: dict[int, tuple[int, int]] = {}
+  # and its cost.
+  _INSTR_MEMO.trim()
+  cost_of = _INSTR_MEMO.cost_of
   for k in live_groups:
     g = groups[k]
     members = sorted(set(g.members), key=pos.__getitem__)
@@ -790,9 +831,12 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
     for m in members:
       node = nodes[m]
       instr = node.instr
-      ft = cost_of.get(id(instr))
-      if ft is None:
-        ft = cost_of[id(instr)] = op_cost(instr, [nodes[o].instr.type for o in node.operands])
+      hit = cost_of.get(id(instr))
+      if hit is not None and hit[0] is instr:
+        ft = hit[1]
+      else:
+        ft = op_cost(instr, [nodes[o].instr.type for o in node.operands])
+        cost_of[id(instr)] = (instr, ft)
       flops += ft[0]
       trans += ft[1]
       if node.repeat > rep:

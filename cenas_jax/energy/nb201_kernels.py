@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from cenas_jax.energy import hlo, hlo_ir
+from cenas_jax.energy import hlo, hlo_gpu, hlo_ir
 from cenas_jax.energy.hlo import GpuFusionConfig, Kernel
 from cenas_jax.energy.hlo_ir import HloComputationIR, HloInstr, HloModuleIR, TensorType
 from cenas_jax.energy.model import KernelCounts, count_kernels, kernel_features
@@ -391,6 +391,24 @@ def module_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()
 
 
 @dataclasses.dataclass(frozen=True)
+class _CallSite:
+  """What a template gives at one call name, the same in every network that has that call.
+
+  Attributes:
+    names: the node names (``<call name>/<name in the fragment>``).
+    instrs: the node instructions (reducers renamed for the call site where the fragment clones).
+    inner: the nodes all of whose operands are nodes of the call, by name: shared by every graph
+      with this call site (the passes replace nodes instead of changing them).
+    outer: the other nodes (they read a call operand), made per graph.
+  """
+
+  names: tuple[str, ...]
+  instrs: tuple[HloInstr, ...]
+  inner: Mapping[str, Any]
+  outer: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class _Template:
   """A fragment's entry computation flattened (calls inlined, tuples resolved) once.
 
@@ -418,14 +436,11 @@ class _Template:
   renamed: tuple[int, ...]
   walk: tuple[int, ...]
   root: int
-  # (node, call name) -> the node's instruction renamed for that call site (call names recur
-  # between networks).
-  renamed_instrs: dict[tuple[int, str], HloInstr] = dataclasses.field(
-      default_factory=dict, compare=False, repr=False)
+  # Call name -> its ``_CallSite`` (call names recur between networks).
+  sites: dict[str, _CallSite] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 def _template(frag: _Fragment) -> _Template:
-  from cenas_jax.energy import hlo_gpu  # pylint: disable=g-import-not-at-top
   from cenas_jax.energy.hlo_cost import post_order  # pylint: disable=g-import-not-at-top
 
   # A fragment cloned per call site is inlined from its unprefixed computations, renamed per site.
@@ -467,16 +482,20 @@ def _templates(C: int, N: int, num_classes: int, batch_size: int, input_hw: int 
   return {k: _template(f) for k, f in _fragments(C, N, num_classes, batch_size, input_hw).items()}
 
 
-_PARAM_INSTRS: dict[int, HloInstr] = {}
+# (index, id(type)) -> (type, node); the type is kept so that its id stays its own.
+_PARAM_NODES: dict[tuple[int, int], tuple[TensorType, Any]] = {}
 
 
-def _param_instr(index: int, t: TensorType) -> HloInstr:
-  """The entry parameter ``p<index>`` of type ``t`` (shared between networks: it is immutable)."""
-  hit = _PARAM_INSTRS.get(index)
-  # Fragments hand out the same TensorType objects, so identity is the common case.
-  if hit is None or (hit.types[0] is not t and hit.types[0] != t):
-    hit = _PARAM_INSTRS[index] = HloInstr(f"p{index}", "parameter", (t,), (), (), (), str(index))
-  return hit
+def _param_node(index: int, t: TensorType) -> Any:
+  """The graph node of entry parameter ``p<index>`` of type ``t``, shared between networks (the
+  passes never change a node without operands). Fragments hand out the same ``TensorType``
+  objects, so they are keyed by identity."""
+  hit = _PARAM_NODES.get((index, id(t)))
+  if hit is None or hit[0] is not t:
+    instr = HloInstr(f"p{index}", "parameter", (t,), (), (), (), str(index))
+    hit = _PARAM_NODES[index, id(t)] = (t, hlo_gpu._Node(  # pylint: disable=protected-access
+        instr, [], 1, instr.name))
+  return hit[1]
 
 
 class _GraphBuilder:
@@ -488,8 +507,6 @@ class _GraphBuilder:
   """
 
   def __init__(self) -> None:
-    from cenas_jax.energy import hlo_gpu  # pylint: disable=g-import-not-at-top
-
     self._node = hlo_gpu._Node  # pylint: disable=protected-access
     self.graph = hlo_gpu._Graph()  # pylint: disable=protected-access
     self.n_instrs = 0
@@ -500,9 +517,9 @@ class _GraphBuilder:
     self.defs: dict[str, tuple[Any, ...]] = {}
 
   def param(self, t: TensorType) -> str:
-    instr = _param_instr(self.n_params, t)
-    name = instr.name
-    self.graph.nodes[name] = self._node(instr, [], 1, name)
+    node = _param_node(self.n_params, t)
+    name = node.name
+    self.graph.nodes[name] = node
     self.n_params += 1
     self.n_instrs += 1
     self.types[name] = t
@@ -514,23 +531,17 @@ class _GraphBuilder:
     operands = list(inputs) + [self.param(t) for t in frag.param_types[frag.n_inputs:]]
     call_name = f"c{self.n_instrs}"
     self.n_instrs += 1
-    prefix = call_name + "/"
-    # One string object per node, shared by every reference to it (str caches its hash).
-    names = [prefix + n for n in template.names]
-    instrs: Sequence[HloInstr] = template.instrs
-    if template.renamed:
-      instrs = list(instrs)
-      cache = template.renamed_instrs
-      for j in template.renamed:
-        hit = cache.get((j, call_name))
-        if hit is None:
-          hit = cache[j, call_name] = _rename_instr(instrs[j], set(frag.module.computations),
-                                                    call_name + "::")
-        instrs[j] = hit
+    site = template.sites.get(call_name)
+    if site is None:
+      site = template.sites[call_name] = self._site(frag, template, call_name)
+    names = site.names
     nodes, new = self.graph.nodes, self._node
-    refs = names + operands
-    for name, instr, ops, repeat in zip(names, instrs, template.operands, template.repeats):
-      nodes[name] = new(instr, [refs[r] for r in ops], repeat, name)
+    nodes.update(site.inner)
+    refs = names + tuple(operands)
+    instrs, node_operands, repeats = site.instrs, template.operands, template.repeats
+    for j in site.outer:
+      name = names[j]
+      nodes[name] = new(instrs[j], [refs[r] for r in node_operands[j]], repeats[j], name)
     root = template.root
     if root < 0:
       return operands[~root]
@@ -538,6 +549,22 @@ class _GraphBuilder:
     self.types[value] = frag.out_type
     self.defs[value] = ("call", template, names, operands)
     return value
+
+  def _site(self, frag: _Fragment, template: _Template, call_name: str) -> _CallSite:
+    prefix = call_name + "/"
+    # One string object per node, shared by every reference to it (str caches its hash).
+    names = tuple(prefix + n for n in template.names)
+    instrs = list(template.instrs)
+    for j in template.renamed:
+      instrs[j] = _rename_instr(instrs[j], set(frag.module.computations), call_name + "::")
+    n = len(names)
+    inner, outer = {}, []
+    for j, (ops, repeat) in enumerate(zip(template.operands, template.repeats)):
+      if all(r < n for r in ops):
+        inner[names[j]] = self._node(instrs[j], [names[r] for r in ops], repeat, names[j])
+      else:
+        outer.append(j)
+    return _CallSite(names, tuple(instrs), inner, tuple(outer))
 
   def add(self, a: str, b: str) -> str:
     name = f"a{self.n_instrs}"
@@ -594,8 +621,6 @@ def _compose(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Any, list[s
 
 @functools.lru_cache(maxsize=16384)
 def _kernels_cached(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Kernel, ...]:
-  from cenas_jax.energy import hlo_gpu  # pylint: disable=g-import-not-at-top
-
   with hlo_gpu._gc_paused():  # pylint: disable=protected-access
     graph, order = _compose(live, config)
     kernels, _, _, warnings = hlo_gpu.gpu_kernels_from_graph(graph, config.fusion, order=order)

@@ -65,6 +65,16 @@ def test_composed_graph_equals_the_stitched_module_on_random_cells():
       assert a == pytest.approx(b, rel=1e-9, abs=0)
 
 
+def test_shared_call_site_nodes_are_not_changed_by_a_cell():
+  # Graphs of different cells share the nodes of a call site; the passes must leave them as they
+  # were, so recomputing cells in another order gives the same kernels.
+  cells = [(3, 2, 4, 1, 3, 3), (1, 1, 1, 1, 1, 1), (4, 0, 1, 2, 4, 3), (2, 3, 3, 4, 1, 2)]
+  first = [nk.network_kernels(c) for c in cells]
+  nk._kernels_cached.cache_clear()  # pylint: disable=protected-access
+  again = [nk.network_kernels(c) for c in reversed(cells)][::-1]
+  assert again == first
+
+
 def test_live_ops_drops_edges_that_cannot_reach_the_output():
   assert nk.live_ops((3, 3, 3, 0, 0, 0)) == (0, 0, 0, 0, 0, 0)
   assert nk.live_ops((3, 2, 4, 0, 0, 1)) == (3, 2, 4, 0, 0, 1)
