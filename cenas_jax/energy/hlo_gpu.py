@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from typing import Mapping, Sequence
+from typing import Container, Mapping, Sequence
 
 from cenas_jax.energy.hlo_cost import (
     CHEAP,
@@ -149,11 +149,13 @@ def _resolve_tuples(graph: _Graph) -> None:
   graph.roots = [resolve(r) for r in graph.roots]
 
 
-def _cse(graph: _Graph, order: list[str]) -> dict[str, str]:
+def _cse(graph: _Graph, order: list[str], unique: Container[str] = frozenset()
+         ) -> dict[str, str]:
   """Merges pure instructions with the same opcode, type, operands and attributes.
 
   ``order`` is ``post_order`` of the graph; each class of merged nodes is represented by its first
-  node in ``order``. Returns the merged nodes' representatives (node -> representative).
+  node in ``order``. ``unique``: nodes the caller knows no other node equals (only their operands
+  are rewired). Returns the merged nodes' representatives (node -> representative).
   """
   canon: dict[str, str] = {}
   table: dict[tuple, str] = {}
@@ -170,7 +172,7 @@ def _cse(graph: _Graph, order: list[str]) -> dict[str, str]:
       # A new node rather than an update: graphs assembled from cached pieces share nodes.
       ops = [canon.get(o, o) for o in ops]
       node = nodes[name] = _Node(node.instr, ops, node.repeat, name)
-    if node.opcode in SIDE_EFFECT:
+    if node.opcode in SIDE_EFFECT or name in unique:
       continue
     instr = node.instr
     hit = static_of.get(id(instr))
@@ -536,11 +538,13 @@ def _prepare(module: HloModuleIR, config: GpuFusionConfig) -> _FusionState:
 
 
 def _prepare_graph(graph: _Graph, config: GpuFusionConfig, warnings: list[str],
-                   order: list[str] | None = None) -> _FusionState:
+                   order: list[str] | None = None, unique: Container[str] = frozenset()
+                   ) -> _FusionState:
   """CSE and the dot merger on a flattened graph without tuples; indexes it.
 
   ``order``, when given, must be what ``post_order`` of ``graph.roots`` gives (a caller that built
-  the graph from pieces whose orders it knows can compose it without walking the graph).
+  the graph from pieces whose orders it knows can compose it without walking the graph);
+  ``unique``: see ``_cse``.
   """
   def order_now() -> list[str]:
     nodes = graph.nodes
@@ -553,7 +557,7 @@ def _prepare_graph(graph: _Graph, config: GpuFusionConfig, warnings: list[str],
 
   if order is None:
     order = order_now()
-  canon = _cse(graph, order)
+  canon = _cse(graph, order, unique)
   # The post-order of the merged graph is ``order`` without the merged nodes: merged nodes are
   # structurally equal, so none reaches another, and the walk of the merged graph meets each
   # representative where the walk of the original met it (a merged node's subtree holds nothing
@@ -905,13 +909,15 @@ def gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
 
 
 def gpu_kernels_from_graph(graph: _Graph, config: GpuFusionConfig, *,
-                           order: list[str] | None = None) -> tuple[
+                           order: list[str] | None = None,
+                           unique: Container[str] = frozenset()) -> tuple[
     list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
   """``gpu_kernels`` on a graph that is already flattened (calls inlined, tuples resolved).
 
   The graph must be what ``_flatten`` + ``_resolve_tuples`` give for some module (node names
   included) for the result to equal ``gpu_kernels`` of that module; ``nb201_kernels`` builds it
-  from pre-flattened pieces. ``order``: see ``_prepare_graph``. The graph is modified.
+  from pre-flattened pieces. ``order``: see ``_prepare_graph``; ``unique``: see ``_cse``. The graph
+  is modified.
   """
   with _gc_paused():
-    return _run_passes(_prepare_graph(graph, config, [], order), config)
+    return _run_passes(_prepare_graph(graph, config, [], order, unique), config)

@@ -400,12 +400,14 @@ class _CallSite:
     inner: the nodes all of whose operands are nodes of the call, by name: shared by every graph
       with this call site (the passes replace nodes instead of changing them).
     outer: the other nodes (they read a call operand), made per graph.
+    unique: names of the template's ``unique`` nodes.
   """
 
   names: tuple[str, ...]
   instrs: tuple[HloInstr, ...]
   inner: Mapping[str, Any]
   outer: tuple[int, ...]
+  unique: frozenset[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,6 +429,11 @@ class _Template:
     walk: the post-order with the call operands in it: node references, and ``~i`` where the
       walk first reaches call operand ``i``.
     root: reference of the fragment's result.
+    unique: nodes that no other node of a network equals (CSE can skip them): those that depend
+      on a weight when no two of those are equal within the fragment. A weight parameter is read
+      by its call alone, so a node equal to one that depends on it reads it too, or reads an
+      equal node of the call (the call's nodes are reached from outside through its result only,
+      which no node of the call reads): by induction it is a node of the same call.
   """
 
   names: tuple[str, ...]
@@ -436,6 +443,7 @@ class _Template:
   renamed: tuple[int, ...]
   walk: tuple[int, ...]
   root: int
+  unique: tuple[int, ...]
   # Call name -> its ``_CallSite`` (call names recur between networks).
   sites: dict[str, _CallSite] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -467,13 +475,28 @@ def _template(frag: _Fragment) -> _Template:
       # A tuple left after resolution could be resolved across the call boundary the long way.
       raise RuntimeError(f"fragment {frag.entry}: unresolved {node.opcode} {node.name}")
   n_live = len(live)
+  # Nodes that depend on a weight (a parameter after the activation inputs), and whether two of
+  # them are equal within the fragment (CSE on the fragment alone, the call operands as leaves).
+  weights = {holes[i] for i in range(frag.n_inputs, len(holes))}
+  dep: set[str] = set()
+  for n in live:
+    if any(o in weights or o in dep for o in n.operands):
+      dep.add(n.name)
+  local = hlo_gpu._Graph()  # pylint: disable=protected-access
+  for n in live:
+    local.add(hlo_gpu._Node(n.instr, list(n.operands), n.repeat, n.name))  # pylint: disable=protected-access
+  local.roots = list(graph.roots)
+  merged = hlo_gpu._cse(local, [n.name for n in live])  # pylint: disable=protected-access
+  if any(a in dep or b in dep for a, b in merged.items()):
+    dep = set()
   return _Template(
       names=tuple(n.name for n in live), instrs=tuple(n.instr for n in live),
       operands=tuple(tuple(r if (r := ref[o]) >= 0 else n_live + ~r for o in n.operands)
                      for n in live),
       repeats=tuple(n.repeat for n in live),
       renamed=tuple(j for j, n in enumerate(live) if frag.clone_per_call and n.instr.called),
-      walk=tuple(walk), root=ref[graph.roots[0]])
+      walk=tuple(walk), root=ref[graph.roots[0]],
+      unique=tuple(j for j, n in enumerate(live) if n.name in dep))
 
 
 @functools.lru_cache(maxsize=8)
@@ -512,6 +535,7 @@ class _GraphBuilder:
     self.n_instrs = 0
     self.n_params = 0
     self.types: dict[str, TensorType] = {}
+    self.unique: set[str] = set()  # nodes CSE can skip (``_Template.unique``)
     # Entry-level value -> how the walk expands it: ("add", a, b) or ("call", template, node
     # names, operands); a parameter is a leaf.
     self.defs: dict[str, tuple[Any, ...]] = {}
@@ -537,6 +561,7 @@ class _GraphBuilder:
     names = site.names
     nodes, new = self.graph.nodes, self._node
     nodes.update(site.inner)
+    self.unique |= site.unique
     refs = names + tuple(operands)
     instrs, node_operands, repeats = site.instrs, template.operands, template.repeats
     for j in site.outer:
@@ -564,7 +589,8 @@ class _GraphBuilder:
         inner[names[j]] = self._node(instrs[j], [names[r] for r in ops], repeat, names[j])
       else:
         outer.append(j)
-    return _CallSite(names, tuple(instrs), inner, tuple(outer))
+    return _CallSite(names, tuple(instrs), inner, tuple(outer),
+                     frozenset(names[j] for j in template.unique))
 
   def add(self, a: str, b: str) -> str:
     name = f"a{self.n_instrs}"
@@ -608,22 +634,24 @@ class _GraphBuilder:
     return out
 
 
-def _compose(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Any, list[str]]:
-  """The flattened graph of ``network_module(live)`` and its post-order, from the templates."""
+def _compose(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Any, list[str], set[str]]:
+  """The flattened graph of ``network_module(live)``, its post-order and the nodes CSE can skip,
+  from the templates."""
   key = (config.C, config.N, config.num_classes, config.batch_size, config.input_hw)
   frags, temps = _fragments(*key), _templates(*key)
   gb = _GraphBuilder()
   root = _walk_network(live, config, gb.param,
                        lambda name, inputs: gb.call(frags[name], temps[name], inputs), gb.add)
   gb.graph.roots = [root]
-  return gb.graph, gb.order(root)
+  return gb.graph, gb.order(root), gb.unique
 
 
 @functools.lru_cache(maxsize=16384)
 def _kernels_cached(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Kernel, ...]:
   with hlo_gpu._gc_paused():  # pylint: disable=protected-access
-    graph, order = _compose(live, config)
-    kernels, _, _, warnings = hlo_gpu.gpu_kernels_from_graph(graph, config.fusion, order=order)
+    graph, order, unique = _compose(live, config)
+    kernels, _, _, warnings = hlo_gpu.gpu_kernels_from_graph(graph, config.fusion, order=order,
+                                                             unique=unique)
   if warnings:
     raise RuntimeError(f"unexpected kernel-extraction warnings for cell {live}: {warnings}")
   return tuple(kernels)

@@ -75,6 +75,20 @@ def test_shared_call_site_nodes_are_not_changed_by_a_cell():
   assert again == first
 
 
+@pytest.mark.parametrize("ops", SAMPLE_CELLS)
+def test_nodes_cse_may_skip_are_merged_with_nothing(ops):
+  # pylint: disable=protected-access
+  from cenas_jax.energy import hlo_gpu
+
+  config = nk.NB201NetConfig()
+  graph, order, unique = nk._compose(nk.live_ops(ops), config)
+  assert unique  # every network has convolutions, whose weights make nodes unique
+  merged = hlo_gpu._cse(graph, order)
+  assert not (set(merged) | set(merged.values())) & unique
+  graph, order, unique = nk._compose(nk.live_ops(ops), config)
+  assert hlo_gpu._cse(graph, order, unique) == merged
+
+
 def test_live_ops_drops_edges_that_cannot_reach_the_output():
   assert nk.live_ops((3, 3, 3, 0, 0, 0)) == (0, 0, 0, 0, 0, 0)
   assert nk.live_ops((3, 2, 4, 0, 0, 1)) == (3, 2, 4, 0, 0, 1)
