@@ -416,6 +416,7 @@ class _FusionState:
     pos: position of each node in ``order``.
     users: the distinct users of each node.
     cat: category of each node: ``free``, ``lib``, ``red``, ``own`` or ``ew`` (elementwise).
+    of_cat: the nodes of each category, in ``order``.
     merge_groups: the dots the dot merger combined.
     warnings: what could not be modelled exactly.
     groups: the kernels formed so far (index = kernel id).
@@ -431,7 +432,7 @@ class _FusionState:
     self.graph = graph
     self.nodes = graph.nodes
     self.order = order
-    self.pos = {n: i for i, n in enumerate(order)}
+    self.pos = dict(zip(order, range(len(order))))
     self.merge_groups = merge_groups
     self.warnings = warnings
     nodes = self.nodes
@@ -445,6 +446,7 @@ class _FusionState:
     # The category is the opcode's, except for custom-calls (by target).
     by_opcode: dict[str, str] = {}
     cat: dict[str, str] = {}
+    of_cat: dict[str, list[str]] = {c: [] for c in ("free", "lib", "red", "own", "ew")}
     for n in order:
       node = nodes[n]
       op = node.opcode
@@ -454,7 +456,9 @@ class _FusionState:
         if op != "custom-call":
           by_opcode[op] = c
       cat[n] = c
+      of_cat[c].append(n)
     self.cat = cat
+    self.of_cat = of_cat  # the nodes of each category, in order
     self.groups: list[_Group] = []
     self.owner: dict[str, int] = {}
     self.materialized: set[str] = set()
@@ -625,9 +629,9 @@ def _epilogue(state: _FusionState, n: str, config: GpuFusionConfig
 
 def _library_calls(state: _FusionState, config: GpuFusionConfig) -> None:
   """One kernel per library call (cuBLAS / cuDNN / custom-call) with the epilogue it absorbs."""
-  nodes, cat, owner = state.nodes, state.cat, state.owner
-  for n in state.order:
-    if cat[n] != "lib" or n in owner:
+  nodes, owner = state.nodes, state.owner
+  for n in state.of_cat["lib"]:
+    if n in owner:
       continue
     node = nodes[n]
     members, epilogue, cur = _epilogue(state, n, config)
@@ -643,7 +647,9 @@ def _library_calls(state: _FusionState, config: GpuFusionConfig) -> None:
 
 def _own_kernels(state: _FusionState) -> None:
   """One kernel per reduction (an input fusion, producers fused later) and per unfusible op."""
-  for n in state.order:
+  red_own = state.of_cat["red"] + state.of_cat["own"]
+  red_own.sort(key=state.pos.__getitem__)  # in order, as the two interleave
+  for n in red_own:
     if state.cat[n] == "red" and n not in state.owner:
       state.new_group("red", n, [n], cls="reduction", epilogue=(), target="kInput")
     elif state.cat[n] == "own" and n not in state.owner:
@@ -687,8 +693,8 @@ def _loop_fusion(state: _FusionState) -> None:
   nodes, cat, owner, groups = state.nodes, state.cat, state.owner, state.groups
   kernel_of = state.kernel_of
   eff_memo = state._eff_users_memo  # pylint: disable=protected-access
-  for n in reversed(state.order):
-    if cat[n] != "ew" or n in owner:
+  for n in reversed(state.of_cat["ew"]):
+    if n in owner:
       continue
     if n in state.materialized:
       gid = state.new_group("loop", n, [n], cls="loop", epilogue=(), target="kLoop")
@@ -702,8 +708,7 @@ def _loop_fusion(state: _FusionState) -> None:
         ks.add(owner[u])
       elif u in kernel_of:
         ks |= kernel_of[u]
-    cheap = nodes[n].opcode in CHEAP or nodes[n].instr.type.elements <= 1
-    if len(ks) > 1 and not cheap:
+    if len(ks) > 1 and not (nodes[n].opcode in CHEAP or nodes[n].instr.type.elements <= 1):
       state.materialized.add(n)
       state.multi.add(n)
       gid = state.new_group("loop", n, [n], cls="loop", epilogue=(), target="kLoop")
@@ -778,9 +783,7 @@ def _multi_output_fusion(state: _FusionState) -> None:
   if state.multi:
     for k in range(len(groups)):
       update_sources(k)
-  for n in state.order:
-    if n not in state.multi:
-      continue
+  for n in sorted(state.multi, key=pos.__getitem__):
     gid = owner[n]
     # Kernel k reads gid only through a source in gid's outputs, so ``readers`` of those outputs
     # hold every candidate; the exact test follows.
