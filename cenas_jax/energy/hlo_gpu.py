@@ -690,7 +690,7 @@ def _loop_fusion(state: _FusionState) -> None:
   A materialized value roots a loop fusion of its own. A non-cheap value read by two kernels is
   materialized too (and noted in ``state.multi``); a cheap one is duplicated into each.
   """
-  nodes, cat, owner, groups = state.nodes, state.cat, state.owner, state.groups
+  nodes, owner, groups = state.nodes, state.owner, state.groups
   kernel_of = state.kernel_of
   eff_memo = state._eff_users_memo  # pylint: disable=protected-access
   for n in reversed(state.of_cat["ew"]):
@@ -750,7 +750,8 @@ def _multi_output_fusion(state: _FusionState) -> None:
     for s in srcs:
       readers.setdefault(s, set()).add(gid)
 
-  inputs_memo: dict[int, set[int]] = {}  # valid until the next merge changes owners or outputs
+  # Entries are dropped when a merge changes the owner of one of their sources.
+  inputs_memo: dict[int, set[int]] = {}
 
   def group_inputs(gid: int) -> set[int]:
     """Kernels whose outputs kernel ``gid`` reads."""
@@ -798,16 +799,22 @@ def _multi_output_fusion(state: _FusionState) -> None:
         continue
       g, src = groups[k], groups[gid]
       g_members = set(g.members)
+      moved = []
       for m in src.members:
         if m not in g_members:
           g.members.append(m)
           g_members.add(m)
         if owner.get(m) == gid:
           owner[m] = k
+          moved.append(m)
       g.outputs.append(n)
       alive[gid] = False
+      # What a kernel reads changes only where a source changed owner or k's sources changed.
+      inputs_memo.pop(k, None)
+      for m in moved:
+        for x in readers.get(m, ()):
+          inputs_memo.pop(x, None)
       update_sources(k)
-      inputs_memo.clear()
       break
 
 
