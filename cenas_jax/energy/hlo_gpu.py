@@ -748,7 +748,11 @@ def _multi_output_fusion(state: _FusionState) -> None:
     srcs = frozenset(found - mem)
     sources_of[gid] = srcs
     for s in srcs:
-      readers.setdefault(s, set()).add(gid)
+      r = readers.get(s)
+      if r is None:
+        readers[s] = {gid}
+      else:
+        r.add(gid)
 
   # Entries are dropped when a merge changes the owner of one of their sources.
   inputs_memo: dict[int, set[int]] = {}
