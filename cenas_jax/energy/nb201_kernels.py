@@ -43,6 +43,7 @@ import functools
 import hashlib
 import math
 import re
+import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -145,7 +146,7 @@ _NAME_TOKEN = re.compile(r"%?([A-Za-z_][\w.\-]*)")
 
 
 def _rename_instr(i: HloInstr, names: frozenset[str] | set[str], prefix: str) -> HloInstr:
-  """``i`` with ``prefix`` before every computation (of ``names``) it names; ``i`` if it calls none."""
+  """``i`` with ``prefix`` before each computation of ``names`` it names (``i`` if it calls none)."""
   if not i.called:
     return i
 
@@ -370,7 +371,7 @@ def module_kernels(ops: Sequence[int], config: NB201NetConfig = NB201NetConfig()
   """``network_kernels`` the long way: ``hlo.kernel_graph_from_module(network_module(ops))``.
 
   The reference the composed graph of ``network_kernels`` is tested against (same kernels, names
-  included); about twice as slow.
+  included); slower.
   """
   graph = hlo.kernel_graph_from_module(network_module(live_ops(ops), config), config=config.fusion,
                                        lowered_for="cuda")
@@ -483,8 +484,9 @@ def _template(frag: _Fragment) -> _Template:
     if any(o in weights or o in dep for o in n.operands):
       dep.add(n.name)
   local = hlo_gpu._Graph()  # pylint: disable=protected-access
+  node_cls = hlo_gpu._Node  # pylint: disable=protected-access
   for n in live:
-    local.add(hlo_gpu._Node(n.instr, list(n.operands), n.repeat, n.name))  # pylint: disable=protected-access
+    local.add(node_cls(n.instr, list(n.operands), n.repeat, n.name))
   local.roots = list(graph.roots)
   merged = hlo_gpu._cse(local, [n.name for n in live])  # pylint: disable=protected-access
   if any(a in dep or b in dep for a, b in merged.items()):
@@ -608,29 +610,65 @@ class _GraphBuilder:
     the template's order; where the template first reaches a call operand, the walk descends into
     that entry-level value (if not yet seen) exactly as ``post_order`` would.
     """
-    defs, out, seen = self.defs, [], set()
+    defs, out = self.defs, []
     append = out.append
+    seen = {root}
+    if len(defs) < sys.getrecursionlimit() // 4:  # the walk nests at most once per entry value
 
-    def visit(v: str) -> None:
-      if v in seen:
-        return
-      seen.add(v)
-      d = defs.get(v)
-      if d is None:
-        append(v)  # a parameter
-      elif d[0] == "add":
-        visit(d[1])
-        visit(d[2])
-        append(v)
-      elif d[0] == "call":
+      def visit(v: str) -> None:
+        d = defs.get(v)
+        if d is None:  # a parameter
+          append(v)
+          return
+        if d[0] == "add":
+          for x in d[1:]:
+            if x not in seen:
+              seen.add(x)
+              visit(x)
+          append(v)
+          return
         _, template, names, operands = d
         for r in template.walk:
           if r >= 0:
             append(names[r])
-          else:
-            visit(operands[~r])
+          elif (x := operands[~r]) not in seen:
+            seen.add(x)
+            visit(x)
 
-    visit(root)
+      visit(root)
+      return out
+    return self._order_iterative(root)
+
+  def _order_iterative(self, root: str) -> list[str]:
+    """``order`` with an explicit stack (for networks deeper than Python's recursion allows)."""
+    defs, out = self.defs, []
+    append = out.append
+
+    def steps(v: str) -> Iterable[tuple[bool, str]]:
+      """What visiting ``v`` does, in order: ``(False, name)`` emits, ``(True, value)`` visits."""
+      d = defs.get(v)
+      if d is None:  # a parameter
+        yield False, v
+      elif d[0] == "add":
+        yield True, d[1]
+        yield True, d[2]
+        yield False, v
+      else:
+        _, template, names, operands = d
+        for r in template.walk:
+          yield (False, names[r]) if r >= 0 else (True, operands[~r])
+
+    seen, stack = {root}, [steps(root)]
+    while stack:
+      for descend, x in stack[-1]:
+        if not descend:
+          append(x)
+        elif x not in seen:
+          seen.add(x)
+          stack.append(steps(x))
+          break
+      else:
+        stack.pop()
     return out
 
 

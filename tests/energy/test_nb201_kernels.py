@@ -89,6 +89,22 @@ def test_nodes_cse_may_skip_are_merged_with_nothing(ops):
   assert hlo_gpu._cse(graph, order, unique) == merged
 
 
+@pytest.mark.parametrize("ops", SAMPLE_CELLS[:3])
+def test_composed_post_order_is_the_graph_walk(ops):
+  # pylint: disable=protected-access
+  from cenas_jax.energy.hlo_cost import post_order
+
+  config = nk.NB201NetConfig()
+  frags, temps = nk._fragments(16, 5, 10, 1, 32), nk._templates(16, 5, 10, 1, 32)
+  gb = nk._GraphBuilder()
+  root = nk._walk_network(nk.live_ops(ops), config, gb.param,
+                          lambda name, inputs: gb.call(frags[name], temps[name], inputs), gb.add)
+  nodes = gb.graph.nodes
+  want = post_order([root], lambda n: nodes[n].operands if n in nodes else ())
+  assert gb.order(root) == want
+  assert gb._order_iterative(root) == want
+
+
 def test_live_ops_drops_edges_that_cannot_reach_the_output():
   assert nk.live_ops((3, 3, 3, 0, 0, 0)) == (0, 0, 0, 0, 0, 0)
   assert nk.live_ops((3, 2, 4, 0, 0, 1)) == (3, 2, 4, 0, 0, 1)
