@@ -207,7 +207,7 @@ class _InstrMemo:
       operand types are those of the computation it was read from).
   """
 
-  def __init__(self, limit: int = 1 << 16) -> None:
+  def __init__(self, limit: int = 1 << 14) -> None:
     self.limit = limit
     self.static_ids: dict[tuple, int] = {}
     self.static_of: dict[int, tuple[HloInstr, int]] = {}
