@@ -12,6 +12,9 @@
 6. ``_multi_output_fusion``: a value materialized only for several consumers into one consumer.
 7. ``_build_kernels``: the ``Kernel`` of every surviving group, in launch order, with its edges.
 
+``gpu_kernels_from_graph`` starts after the inlining, from a graph the caller assembled (the NB201
+composer builds it from pre-inlined fragments).
+
 The module docstring of ``hlo`` says which XLA passes each rule mirrors and what is not modelled.
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from typing import Mapping, Sequence
+from typing import Container, Mapping, Sequence
 
 from cenas_jax.energy.hlo_cost import (
     CHEAP,
@@ -71,7 +74,11 @@ class _Node:
 
 
 class _Graph:
-  """Flattened, mutable data-flow graph of one computation (calls inlined)."""
+  """Flattened, mutable data-flow graph of one computation (calls inlined).
+
+  The passes from CSE on replace a node rather than change it, so a node may be shared between
+  graphs (``nb201_kernels`` reuses the nodes of a call site that read nothing outside the call).
+  """
 
   def __init__(self) -> None:
     self.nodes: dict[str, _Node] = {}
@@ -142,31 +149,78 @@ def _resolve_tuples(graph: _Graph) -> None:
   graph.roots = [resolve(r) for r in graph.roots]
 
 
-def _cse(graph: _Graph, order: list[str]) -> None:
-  """Merges pure instructions with the same opcode, type, operands and attributes."""
+def _cse(graph: _Graph, order: list[str], unique: Container[str] = frozenset()
+         ) -> dict[str, str]:
+  """Merges pure instructions with the same opcode, type, operands and attributes.
+
+  ``order`` is ``post_order`` of the graph; each class of merged nodes is represented by its first
+  node in ``order``. ``unique``: nodes the caller knows no other node equals (only their operands
+  are rewired). Returns the merged nodes' representatives (node -> representative).
+  """
   canon: dict[str, str] = {}
   table: dict[tuple, str] = {}
   # Inlined call sites share their ``HloInstr`` objects: the operand-independent part of the key
-  # (opcode, types, attributes, literal) is numbered once per distinct value.
-  static_ids: dict[tuple, int] = {}
-  static_of: dict[int, int] = {}  # id(instr) -> number (the instructions outlive this pass)
+  # (opcode, types, attributes, literal) is numbered once per distinct value, and kept per
+  # instruction across calls (graphs assembled from cached pieces reuse their instructions).
+  _INSTR_MEMO.trim()
+  static_ids, static_of = _INSTR_MEMO.static_ids, _INSTR_MEMO.static_of
+  nodes = graph.nodes
   for name in order:
-    node = graph.nodes[name]
-    node.operands = [canon.get(o, o) for o in node.operands]
-    if node.opcode in SIDE_EFFECT:
+    node = nodes[name]
+    ops = node.operands
+    if ops and not canon.keys().isdisjoint(ops):
+      # A new node rather than an update: graphs assembled from cached pieces share nodes.
+      ops = [canon.get(o, o) for o in ops]
+      node = nodes[name] = _Node(node.instr, ops, node.repeat, name)
+    if node.opcode in SIDE_EFFECT or name in unique:
       continue
     instr = node.instr
-    sid = static_of.get(id(instr))
-    if sid is None:
+    hit = static_of.get(id(instr))
+    if hit is not None and hit[0] is instr:
+      sid = hit[1]
+    else:
       attrs = tuple((k, v) for k, v in instr.attrs if k not in ("metadata", "sharding"))
-      sid = static_of[id(instr)] = static_ids.setdefault(
-          (node.opcode, instr.types, attrs, instr.literal), len(static_ids))
-    key = (sid, tuple(node.operands), node.repeat)
-    if key in table:
-      canon[name] = table[key]
+      sid = static_ids.setdefault((node.opcode, instr.types, attrs, instr.literal),
+                                  len(static_ids))
+      static_of[id(instr)] = (instr, sid)
+    key = (sid, tuple(ops), node.repeat)
+    rep = table.get(key)
+    if rep is not None:
+      canon[name] = rep
     else:
       table[key] = name
   graph.roots = [canon.get(r, r) for r in graph.roots]
+  return canon
+
+
+class _InstrMemo:
+  """Values that depend on one ``HloInstr`` alone, kept across passes and graphs.
+
+  Keyed by ``id(instr)``; each entry holds the instruction itself, so an id cannot be reused by
+  another object while its entry lives (a hit is checked with ``is``). Cleared whole when it grows
+  past ``limit`` entries (between passes only, so the numbering of a running CSE stays valid).
+
+  Attributes:
+    static_ids: CSE's operand-independent key (opcode, types, attributes, literal) -> number.
+    static_of: id(instr) -> ``(instr, number)``.
+    cost_of: id(instr) -> ``(instr, (flops, transcendentals))`` (``op_cost``; an instruction's
+      operand types are those of the computation it was read from).
+  """
+
+  def __init__(self, limit: int = 1 << 14) -> None:
+    self.limit = limit
+    self.static_ids: dict[tuple, int] = {}
+    self.static_of: dict[int, tuple[HloInstr, int]] = {}
+    self.cost_of: dict[int, tuple[HloInstr, tuple[int, int]]] = {}
+
+  def trim(self) -> None:
+    if len(self.static_of) + len(self.cost_of) > self.limit:
+      self.static_ids.clear()
+      self.static_of.clear()
+      self.cost_of.clear()
+
+
+_INSTR_MEMO = _InstrMemo()
 
 
 def _ancestors(graph: _Graph, order: list[str]) -> dict[str, int]:
@@ -186,7 +240,8 @@ def _dot_merger(graph: _Graph, order: list[str], threshold_bytes: int) -> list[t
   """XLA DotMerger: merges independent dots sharing an operand into one dot. Returns groups."""
   if threshold_bytes <= 0:
     return []
-  if sum(graph.nodes[n].opcode == "dot" for n in order) < 2:
+  nodes = graph.nodes
+  if sum(1 for n in order if nodes[n].opcode == "dot") < 2:
     return []  # nothing to merge
   pos = {n: i for i, n in enumerate(order)}
   anc = _ancestors(graph, order)
@@ -361,6 +416,7 @@ class _FusionState:
     pos: position of each node in ``order``.
     users: the distinct users of each node.
     cat: category of each node: ``free``, ``lib``, ``red``, ``own`` or ``ew`` (elementwise).
+    of_cat: the nodes of each category, in ``order``.
     merge_groups: the dots the dot merger combined.
     warnings: what could not be modelled exactly.
     groups: the kernels formed so far (index = kernel id).
@@ -376,16 +432,33 @@ class _FusionState:
     self.graph = graph
     self.nodes = graph.nodes
     self.order = order
-    self.pos = {n: i for i, n in enumerate(order)}
+    self.pos = dict(zip(order, range(len(order))))
     self.merge_groups = merge_groups
     self.warnings = warnings
     nodes = self.nodes
-    self.users: dict[str, list[str]] = {n: [] for n in order}
+    users: dict[str, list[str]] = {n: [] for n in order}
+    self.users = users
     for n in order:
       for o in nodes[n].operands:
-        if o in self.users and n not in self.users[o]:
-          self.users[o].append(n)
-    self.cat = {n: _category(nodes[n]) for n in order}
+        us = users.get(o)
+        if us is not None and n not in us:
+          us.append(n)
+    # The category is the opcode's, except for custom-calls (by target).
+    by_opcode: dict[str, str] = {}
+    cat: dict[str, str] = {}
+    of_cat: dict[str, list[str]] = {c: [] for c in ("free", "lib", "red", "own", "ew")}
+    for n in order:
+      node = nodes[n]
+      op = node.opcode
+      c = by_opcode.get(op)
+      if c is None:
+        c = _category(node)
+        if op != "custom-call":
+          by_opcode[op] = c
+      cat[n] = c
+      of_cat[c].append(n)
+    self.cat = cat
+    self.of_cat = of_cat  # the nodes of each category, in order
     self.groups: list[_Group] = []
     self.owner: dict[str, int] = {}
     self.materialized: set[str] = set()
@@ -394,6 +467,10 @@ class _FusionState:
     self.alive: list[bool] = []
     self._view_memo: dict[frozenset[str], dict[str, str]] = {}
     self._eff_users_memo: dict[str, tuple[str, ...]] = {}
+
+  def view_memo(self, through: frozenset[str]) -> dict[str, str]:
+    """The memo of ``view_source`` for ``through`` (callers may fill it with ``_view_source``)."""
+    return self._view_memo.setdefault(through, {})
 
   def view_source(self, name: str, through: frozenset[str]) -> str:
     """``_view_source`` memoized per set of see-through ops (the graph no longer changes)."""
@@ -409,7 +486,15 @@ class _FusionState:
     if hit is not None:
       return hit
     users, cat, nodes = self.users, self.cat, self.nodes
-    out, stack, seen = [], list(users[n]), set()
+    direct = users[n]
+    for u in direct:
+      if cat[u] == "free" and nodes[u].opcode != "parameter":
+        break
+    else:
+      # No free op to see through: the walk below would give the (distinct) users, last first.
+      self._eff_users_memo[n] = hit = tuple(reversed(direct))
+      return hit
+    out, stack, seen = [], list(direct), set()
     while stack:
       u = stack.pop()
       if u in seen:
@@ -453,7 +538,18 @@ def _prepare(module: HloModuleIR, config: GpuFusionConfig) -> _FusionState:
   graph = _Graph()
   graph.roots = [_flatten(module, module.entry, graph, {}, "", 1, warnings)]
   _resolve_tuples(graph)
+  return _prepare_graph(graph, config, warnings)
 
+
+def _prepare_graph(graph: _Graph, config: GpuFusionConfig, warnings: list[str],
+                   order: list[str] | None = None, unique: Container[str] = frozenset()
+                   ) -> _FusionState:
+  """CSE and the dot merger on a flattened graph without tuples; indexes it.
+
+  ``order``, when given, must be what ``post_order`` of ``graph.roots`` gives (a caller that built
+  the graph from pieces whose orders it knows can compose it without walking the graph);
+  ``unique``: see ``_cse``.
+  """
   def order_now() -> list[str]:
     nodes = graph.nodes
 
@@ -463,9 +559,14 @@ def _prepare(module: HloModuleIR, config: GpuFusionConfig) -> _FusionState:
 
     return post_order(graph.roots, operands_of)
 
-  order = order_now()
-  _cse(graph, order)
-  order = order_now()
+  if order is None:
+    order = order_now()
+  canon = _cse(graph, order, unique)
+  # The post-order of the merged graph is ``order`` without the merged nodes: merged nodes are
+  # structurally equal, so none reaches another, and the walk of the merged graph meets each
+  # representative where the walk of the original met it (a merged node's subtree holds nothing
+  # that was not already seen under its representative).
+  order = [n for n in order if n not in canon]
   merge_groups = _dot_merger(graph, order, config.dot_merger_threshold_bytes)
   if merge_groups:
     order = order_now()
@@ -528,9 +629,9 @@ def _epilogue(state: _FusionState, n: str, config: GpuFusionConfig
 
 def _library_calls(state: _FusionState, config: GpuFusionConfig) -> None:
   """One kernel per library call (cuBLAS / cuDNN / custom-call) with the epilogue it absorbs."""
-  nodes, cat, owner = state.nodes, state.cat, state.owner
-  for n in state.order:
-    if cat[n] != "lib" or n in owner:
+  nodes, owner = state.nodes, state.owner
+  for n in state.of_cat["lib"]:
+    if n in owner:
       continue
     node = nodes[n]
     members, epilogue, cur = _epilogue(state, n, config)
@@ -546,7 +647,9 @@ def _library_calls(state: _FusionState, config: GpuFusionConfig) -> None:
 
 def _own_kernels(state: _FusionState) -> None:
   """One kernel per reduction (an input fusion, producers fused later) and per unfusible op."""
-  for n in state.order:
+  red_own = state.of_cat["red"] + state.of_cat["own"]
+  red_own.sort(key=state.pos.__getitem__)  # in order, as the two interleave
+  for n in red_own:
     if state.cat[n] == "red" and n not in state.owner:
       state.new_group("red", n, [n], cls="reduction", epilogue=(), target="kInput")
     elif state.cat[n] == "own" and n not in state.owner:
@@ -587,34 +690,34 @@ def _loop_fusion(state: _FusionState) -> None:
   A materialized value roots a loop fusion of its own. A non-cheap value read by two kernels is
   materialized too (and noted in ``state.multi``); a cheap one is duplicated into each.
   """
-  nodes, cat, owner, groups = state.nodes, state.cat, state.owner, state.groups
+  nodes, owner, groups = state.nodes, state.owner, state.groups
   kernel_of = state.kernel_of
-  for n in reversed(state.order):
-    if cat[n] != "ew" or n in owner:
+  eff_memo = state._eff_users_memo  # pylint: disable=protected-access
+  for n in reversed(state.of_cat["ew"]):
+    if n in owner:
       continue
     if n in state.materialized:
       gid = state.new_group("loop", n, [n], cls="loop", epilogue=(), target="kLoop")
       kernel_of[n] = {gid}
       continue
     ks: set[int] = set()
-    for u in state.eff_users(n):
+    for u in eff_memo.get(n) or state.eff_users(n):
       if u in owner:
         # A reduction absorbs its producers; a library call absorbs views of its operands
         # (anything else feeding it was materialized above).
         ks.add(owner[u])
       elif u in kernel_of:
         ks |= kernel_of[u]
-    cheap = nodes[n].opcode in CHEAP or nodes[n].instr.type.elements <= 1
-    if len(ks) > 1 and not cheap:
+    if len(ks) > 1 and not (nodes[n].opcode in CHEAP or nodes[n].instr.type.elements <= 1):
       state.materialized.add(n)
       state.multi.add(n)
       gid = state.new_group("loop", n, [n], cls="loop", epilogue=(), target="kLoop")
       kernel_of[n] = {gid}
     else:
       kernel_of[n] = ks
+      # ``n`` is in no kernel yet: it has no owner, and this loop reaches each node once.
       for k in ks:
-        if n not in groups[k].members:
-          groups[k].members.append(n)
+        groups[k].members.append(n)
 
 
 def _multi_output_fusion(state: _FusionState) -> None:
@@ -630,15 +733,29 @@ def _multi_output_fusion(state: _FusionState) -> None:
   sources_of: dict[int, frozenset[str]] = {}
   readers: dict[str, set[int]] = {}
 
+  view = state.view_memo(_FREE_THROUGH)
+  graph = state.graph
+
   def update_sources(gid: int) -> None:
     mem = set(groups[gid].members)
-    srcs = frozenset(s for m in mem for o in nodes[m].operands
-                     if (s := state.view_source(o, _FREE_THROUGH)) not in mem)
+    found: set[str] = set()
+    for m in mem:
+      for o in nodes[m].operands:
+        s = view.get(o)
+        if s is None:
+          s = view[o] = _view_source(graph, o, _FREE_THROUGH)
+        found.add(s)
+    srcs = frozenset(found - mem)
     sources_of[gid] = srcs
     for s in srcs:
-      readers.setdefault(s, set()).add(gid)
+      r = readers.get(s)
+      if r is None:
+        readers[s] = {gid}
+      else:
+        r.add(gid)
 
-  inputs_memo: dict[int, set[int]] = {}  # valid until the next merge changes owners or outputs
+  # Entries are dropped when a merge changes the owner of one of their sources.
+  inputs_memo: dict[int, set[int]] = {}
 
   def group_inputs(gid: int) -> set[int]:
     """Kernels whose outputs kernel ``gid`` reads."""
@@ -671,9 +788,7 @@ def _multi_output_fusion(state: _FusionState) -> None:
   if state.multi:
     for k in range(len(groups)):
       update_sources(k)
-  for n in state.order:
-    if n not in state.multi:
-      continue
+  for n in sorted(state.multi, key=pos.__getitem__):
     gid = owner[n]
     # Kernel k reads gid only through a source in gid's outputs, so ``readers`` of those outputs
     # hold every candidate; the exact test follows.
@@ -688,16 +803,22 @@ def _multi_output_fusion(state: _FusionState) -> None:
         continue
       g, src = groups[k], groups[gid]
       g_members = set(g.members)
+      moved = []
       for m in src.members:
         if m not in g_members:
           g.members.append(m)
           g_members.add(m)
         if owner.get(m) == gid:
           owner[m] = k
+          moved.append(m)
       g.outputs.append(n)
       alive[gid] = False
+      # What a kernel reads changes only where a source changed owner or k's sources changed.
+      inputs_memo.pop(k, None)
+      for m in moved:
+        for x in readers.get(m, ()):
+          inputs_memo.pop(x, None)
       update_sources(k)
-      inputs_memo.clear()
       break
 
 
@@ -711,29 +832,49 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
   merged_names = {f"merged({','.join(g)})": g for g in state.merge_groups}
   kernels: list[Kernel] = []
   edges: set[tuple[int, int]] = set()
+  view = state.view_memo(_FREE_THROUGH)
+  # FLOPs of an instruction depend on it and its operands' types, which are those of the
+  # computation it was read from: call sites inlined from one computation share the ``HloInstr``
+  # and its cost.
+  _INSTR_MEMO.trim()
+  cost_of = _INSTR_MEMO.cost_of
   for k in live_groups:
     g = groups[k]
     members = sorted(set(g.members), key=pos.__getitem__)
     mem = set(members)
     flops = trans = 0
+    rep = 0  # the largest repeat of a member (repeats are >= 0)
     ops: list[str] = []
     inputs: dict[str, TensorType] = {}
     for m in members:
       node = nodes[m]
-      f, t = op_cost(node.instr, [graph.type(o) for o in node.operands])
-      flops, trans = flops + f, trans + t
+      instr = node.instr
+      hit = cost_of.get(id(instr))
+      if hit is not None and hit[0] is instr:
+        ft = hit[1]
+      else:
+        ft = op_cost(instr, [nodes[o].instr.type for o in node.operands])
+        cost_of[id(instr)] = (instr, ft)
+      flops += ft[0]
+      trans += ft[1]
+      if node.repeat > rep:
+        rep = node.repeat
       if node.opcode not in FREE:
         ops.append(node.opcode)
       for o in node.operands:
-        s = state.view_source(o, _FREE_THROUGH)
-        if s in mem:
+        s = view.get(o)
+        if s is None:
+          s = view[o] = _view_source(graph, o, _FREE_THROUGH)
+        if s in mem or s in inputs:
           continue
         sn = nodes[s]
-        if sn.opcode == "constant" and sn.instr.type.elements <= 1:
+        st = sn.instr.type
+        if sn.opcode == "constant" and st.elements <= 1:
           continue
-        inputs.setdefault(s, sn.instr.type)
-        if s in owner and alive[owner[s]] and owner[s] != k:
-          edges.add((index[owner[s]], index[k]))
+        inputs[s] = st
+        so = owner.get(s)
+        if so is not None and so != k and alive[so]:
+          edges.add((index[so], index[k]))
     outs = [nodes[o].instr.type for o in g.outputs]
     root_node = nodes[g.root]
     cls = g.cls
@@ -749,7 +890,6 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
         merged_count = len(merged_names.get(lib.name, (lib.name,)))
     elif cls == "loop" and set(ops) <= DATA_MOVEMENT:
       cls = "copy"
-    rep = max(nodes[m].repeat for m in members)
     kernels.append(Kernel(
         name=g.root, kernel_class=cls, dtype=dtype,
         in_shapes=tuple(t.dims for t in inputs.values()),
@@ -761,6 +901,17 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
   return kernels, sorted(edges)
 
 
+def _run_passes(state: _FusionState, config: GpuFusionConfig) -> tuple[
+    list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
+  _library_calls(state, config)
+  _own_kernels(state)
+  _forced_materializations(state)
+  _loop_fusion(state)
+  _multi_output_fusion(state)
+  kernels, edges = _build_kernels(state)
+  return kernels, edges, state.merge_groups, state.warnings
+
+
 def gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
     list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
   """The gpu-mode rules on ``module``: ``(kernels, edges, merge groups, warnings)``.
@@ -768,11 +919,19 @@ def gpu_kernels(module: HloModuleIR, config: GpuFusionConfig) -> tuple[
   ``hlo.kernel_graph_from_module`` is the public form of this.
   """
   with _gc_paused():
-    state = _prepare(module, config)
-    _library_calls(state, config)
-    _own_kernels(state)
-    _forced_materializations(state)
-    _loop_fusion(state)
-    _multi_output_fusion(state)
-    kernels, edges = _build_kernels(state)
-  return kernels, edges, state.merge_groups, state.warnings
+    return _run_passes(_prepare(module, config), config)
+
+
+def gpu_kernels_from_graph(graph: _Graph, config: GpuFusionConfig, *,
+                           order: list[str] | None = None,
+                           unique: Container[str] = frozenset()) -> tuple[
+    list[Kernel], list[tuple[int, int]], list[tuple[str, ...]], list[str]]:
+  """``gpu_kernels`` on a graph that is already flattened (calls inlined, tuples resolved).
+
+  The graph must be what ``_flatten`` + ``_resolve_tuples`` give for some module (node names
+  included) for the result to equal ``gpu_kernels`` of that module; ``nb201_kernels`` builds it
+  from pre-flattened pieces. ``order``: see ``_prepare_graph``; ``unique``: see ``_cse``. The graph
+  is modified.
+  """
+  with _gc_paused():
+    return _run_passes(_prepare_graph(graph, config, [], order, unique), config)

@@ -77,6 +77,7 @@ CLASS_FEATURES: tuple[str, ...] = ("launches", "flops", "transcendentals", "byte
 FEATURE_NAMES: tuple[str, ...] = tuple(
     f"{c}.{f}" for c in KERNEL_CLASSES for f in CLASS_FEATURES) + ("batch_size",)
 _NF = len(CLASS_FEATURES)
+_CLASS_BASE = {c: i * _NF for i, c in enumerate(KERNEL_CLASSES)}  # first column of each class
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 # Prior roofline efficiency (achieved time / roofline time) per class.
@@ -244,15 +245,33 @@ def kernel_features(kernels: Sequence[Kernel], spec: DeviceSpec | str, *,
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
   spec = _resolve_spec(spec)
-  row = np.zeros(len(FEATURE_NAMES), np.float64)
+  # Accumulated in Python floats (IEEE doubles, the same additions in the same order as adding into
+  # a float64 array, so the same bits) and copied once: a NumPy slice update per kernel cost more
+  # than the rest of the row.
+  acc = [0.0] * len(FEATURE_NAMES)
+  peaks: dict[tuple[str, str], float] = {}
+  bandwidth = spec.mem_bandwidth_bytes_per_s
   for k in kernels:
-    if k.kernel_class not in KERNEL_CLASSES:
-      raise ValueError(f"kernel {k.name!r} has unknown class {k.kernel_class!r}")
-    base = KERNEL_CLASSES.index(k.kernel_class) * _NF
-    compute_s, memory_s, roof_s = kernel_roofline(k, spec)
+    cls = k.kernel_class
+    if cls not in _CLASS_BASE:
+      raise ValueError(f"kernel {k.name!r} has unknown class {cls!r}")
+    base = _CLASS_BASE[cls]
+    # kernel_roofline, with the peak looked up once per (dtype, class).
+    peak = peaks.get((k.dtype, cls))
+    if peak is None:
+      peak = peaks[k.dtype, cls] = spec.peak_for(k.dtype, cls)
+    compute_s = (k.flops + TRANSCENDENTAL_FLOPS * k.transcendentals) / peak
+    memory_s = k.bytes_accessed / bandwidth
+    roof_s = max(compute_s, memory_s)
     r = k.repeat
-    row[base:base + _NF] += (r, r * k.flops, r * k.transcendentals, r * k.bytes_accessed,
-                             r * compute_s, r * memory_s, r * roof_s)
+    acc[base] += float(r)
+    acc[base + 1] += float(r * k.flops)
+    acc[base + 2] += float(r * k.transcendentals)
+    acc[base + 3] += float(r * k.bytes_accessed)
+    acc[base + 4] += r * compute_s
+    acc[base + 5] += r * memory_s
+    acc[base + 6] += r * roof_s
+  row = np.array(acc, np.float64)
   row[-1] = batch_size
   return row
 

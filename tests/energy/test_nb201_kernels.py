@@ -49,6 +49,62 @@ def test_composed_kernels_equal_full_network_extraction(ops):
                                 em.kernel_features(full, "jetson-tx2"))
 
 
+def test_composed_graph_equals_the_stitched_module_on_random_cells():
+  # network_kernels assembles the flattened graph from per-fragment templates; it must give exactly
+  # what the gpu-mode pass gives on network_module (kernels with names, and so predictions).
+  rng = np.random.default_rng(15)
+  cells = {nk.live_ops(tuple(int(o) for o in rng.integers(0, 5, 6))) for _ in range(40)}
+  cells = sorted(cells)[:24]
+  assert len(cells) >= 20
+  model = em.prior_model("jetson-tx2")
+  for ops in cells:
+    fast, slow = nk.network_kernels(ops), nk.module_kernels(ops)
+    assert fast == slow, ops
+    for a, b in ((em.predict_energy_j(model, fast), em.predict_energy_j(model, slow)),
+                 (em.predict_time_s(model, fast), em.predict_time_s(model, slow))):
+      assert a == pytest.approx(b, rel=1e-9, abs=0)
+
+
+def test_shared_call_site_nodes_are_not_changed_by_a_cell():
+  # Graphs of different cells share the nodes of a call site; the passes must leave them as they
+  # were, so recomputing cells in another order gives the same kernels.
+  cells = [(3, 2, 4, 1, 3, 3), (1, 1, 1, 1, 1, 1), (4, 0, 1, 2, 4, 3), (2, 3, 3, 4, 1, 2)]
+  first = [nk.network_kernels(c) for c in cells]
+  nk._kernels_cached.cache_clear()  # pylint: disable=protected-access
+  again = [nk.network_kernels(c) for c in reversed(cells)][::-1]
+  assert again == first
+
+
+@pytest.mark.parametrize("ops", SAMPLE_CELLS)
+def test_nodes_cse_may_skip_are_merged_with_nothing(ops):
+  # pylint: disable=protected-access
+  from cenas_jax.energy import hlo_gpu
+
+  config = nk.NB201NetConfig()
+  graph, order, unique = nk._compose(nk.live_ops(ops), config)
+  assert unique  # every network has convolutions, whose weights make nodes unique
+  merged = hlo_gpu._cse(graph, order)
+  assert not (set(merged) | set(merged.values())) & unique
+  graph, order, unique = nk._compose(nk.live_ops(ops), config)
+  assert hlo_gpu._cse(graph, order, unique) == merged
+
+
+@pytest.mark.parametrize("ops", SAMPLE_CELLS[:3])
+def test_composed_post_order_is_the_graph_walk(ops):
+  # pylint: disable=protected-access
+  from cenas_jax.energy.hlo_cost import post_order
+
+  config = nk.NB201NetConfig()
+  frags, temps = nk._fragments(16, 5, 10, 1, 32), nk._templates(16, 5, 10, 1, 32)
+  gb = nk._GraphBuilder()
+  root = nk._walk_network(nk.live_ops(ops), config, gb.param,
+                          lambda name, inputs: gb.call(frags[name], temps[name], inputs), gb.add)
+  nodes = gb.graph.nodes
+  want = post_order([root], lambda n: nodes[n].operands if n in nodes else ())
+  assert gb.order(root) == want
+  assert gb._order_iterative(root) == want
+
+
 def test_live_ops_drops_edges_that_cannot_reach_the_output():
   assert nk.live_ops((3, 3, 3, 0, 0, 0)) == (0, 0, 0, 0, 0, 0)
   assert nk.live_ops((3, 2, 4, 0, 0, 1)) == (3, 2, 4, 0, 0, 1)
