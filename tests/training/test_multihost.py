@@ -40,11 +40,11 @@ def test_two_processes_take_the_same_steps_as_one_and_checkpoint_together(tmp_pa
   logs = []
   for p in procs:
     try:
-      logs.append(p.communicate(timeout=300)[0])
+      logs.append(p.communicate(timeout=600)[0])
     except subprocess.TimeoutExpired:
       for q in procs:
         q.kill()
-      pytest.fail("the two-process run did not finish in 300 s")
+      pytest.fail("the two-process run did not finish in 600 s")
   assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
   runs = [json.loads(o.read_text()) for o in outs]
   assert [r["process_count"] for r in runs] == [2, 2] and [r["devices"] for r in runs] == [8, 8]
