@@ -9,7 +9,10 @@ for every measured network prints and writes (``report.json``):
 - the prediction of the device's analytical prior (``--spec``) on two kernel lists: the ``gpu``-mode
   emulation of XLA's GPU fusion (what the library prices everywhere, lowered on any host) and the
   kernels XLA really compiled on the GPU (its optimized HLO, read in ``compiled`` mode);
-- the kernel counts of both lists per class, which says where the emulation departs from XLA.
+- the kernel counts of both lists per class, which says where the emulation departs from XLA;
+- leave-one-out recalibration on the measured networks themselves (``energy.transfer``'s
+  ``scalar`` fit ``a + b * predicted``, against ``flops_linear`` ``a + b * FLOPs``): what a few
+  measurements of a new device buy, on these few networks.
 
 ``--extra_hlo`` adds compiled programs that were not measured (e.g. a training step whose
 measurement did not finish): their kernel counts and predicted time and energy per call.
@@ -25,8 +28,11 @@ import statistics
 import tarfile
 from pathlib import Path
 
+import numpy as np
+
 from cenas_jax import energy
 from cenas_jax.energy import nb201_kernels as nk
+from cenas_jax.energy import transfer
 
 
 def _hlo_texts(run: Path) -> dict[str, str]:
@@ -50,6 +56,16 @@ def _predict(prior, kernels, batch: int) -> dict[str, float]:
           "energy_j": float(energy.predict_energy_j(prior, kernels, batch_size=batch))}
 
 
+def _loo_rmspe(name: str, predicted: np.ndarray, flops: np.ndarray, y: np.ndarray) -> float:
+  """RMSPE of ``transfer.fit_candidate(name)`` fitted on all networks but one, on that one."""
+  errs = []
+  for i in range(len(y)):
+    keep = np.arange(len(y)) != i
+    m = transfer.fit_candidate(name, predicted[keep, None], flops[keep], y[keep])
+    errs.append((m.predict(predicted[i:i + 1, None], flops[i:i + 1])[0] - y[i]) / y[i])
+  return float(np.sqrt(np.mean(np.square(errs))))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--run", required=True, help="folder with networks.jsonl and the HLO")
@@ -69,7 +85,7 @@ def main() -> None:
     b = r["batch"]
     emulated = nk.network_kernels(r["ops"], nk.NB201NetConfig(batch_size=b))
     compiled = energy.kernel_graph_from_hlo(texts[r["name"]], mode="compiled", lowered_for="cuda").kernels
-    out = {"name": r["name"], "arch_str": r["arch_str"], "batch": b,
+    out = {"name": r["name"], "arch_str": r["arch_str"], "ops": r["ops"], "batch": b,
            "measured": {"time_s": r["time_per_call_s"], "energy_j": r["energy_per_call_j"],
                         "power_w": r["power_w"], "counter_updates": r["min_counter_updates"],
                         "window_s": r["window_s"]},
@@ -95,6 +111,16 @@ def main() -> None:
               n["compiled"]["n_kernels"] / n["gpu_mode"]["n_kernels"] for n in nets)}
     summary["median_measured_time_per_compiled_kernel_s"] = statistics.median(
         n["measured"]["time_s"] / n["compiled"]["n_kernels"] for n in nets)
+    flops = np.array([float(nk.total_flops(nk.network_kernels(
+        n["ops"], nk.NB201NetConfig(batch_size=n["batch"])))) for n in nets])
+    loo = {}
+    for target in ("energy_j", "time_s"):
+      y = np.array([n["measured"][target] for n in nets])
+      loo[target] = {"flops_linear": _loo_rmspe("flops_linear", np.zeros(len(y)), flops, y)}
+      for key in ("gpu_mode", "compiled"):
+        loo[target][f"scalar_on_{key}"] = _loo_rmspe(
+            "scalar", np.array([n[key][target] for n in nets]), flops, y)
+    summary["leave_one_out_rmspe"] = loo
     report["summary"] = summary
     print(json.dumps(summary, indent=1))
   for path in args.extra_hlo:
