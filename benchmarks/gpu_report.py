@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import statistics
 import tarfile
 from pathlib import Path
@@ -126,7 +127,9 @@ def main() -> None:
   for path in args.extra_hlo:
     text = Path(path).read_text()
     kernels = energy.kernel_graph_from_hlo(text, mode="compiled", lowered_for="cuda").kernels
-    batch = 96 if "-b96-" in Path(path).name else 1
+    # gpu_networks.py names each program with its batch size (``...-b<batch>-...``).
+    m = re.search(r"-b(\d+)(?:-|$)", Path(path).stem)
+    batch = int(m.group(1)) if m else 1
     item = {"name": Path(path).stem, "batch_size_for_prediction": batch, "n_kernels": len(kernels),
             "classes": _classes(kernels), **_predict(prior, kernels, batch)}
     report["unmeasured"].append(item)

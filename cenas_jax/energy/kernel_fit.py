@@ -168,7 +168,8 @@ def run(config: FitConfig, workdir: str | Path) -> dict[str, Any]:
   if unresolved:
     print(f"Leaving out {len(unresolved)} of {len(rows)} configurations whose dynamic energy is under "
           f"{config.min_dynamic_fraction:.0%} of their energy: {', '.join(unresolved)}", flush=True)
-    rows = [r for r in rows if r["config_id"] not in set(unresolved)]
+    left_out = set(unresolved)
+    rows = [r for r in rows if r["config_id"] not in left_out]
   sources = sorted({r["energy_source"] for r in rows})
   devices = sorted({r["device_name"] for r in rows})
   if ENERGY_SOURCE_FAKE in sources and not config.allow_fake:
