@@ -3,7 +3,7 @@ r"""Energy-aware vs accuracy-only NAS for tabular data on one weight-entangled s
   python -m experiments.tabular_search --flagfile=experiments/flags/tabular_adult.flags --workdir=W
 
 Writes W/summary.json (both winners, energy_saving, accuracy_delta, medians over seeds, hypervolume
-per method, the E0-swept front), W/pareto.csv, W/pareto.png and W/seeds/seed_<s>.json; run the same
+per method of its front retrained, the E0-swept front), W/pareto.csv, W/pareto.png and W/seeds/seed_<s>.json; run the same
 command again to skip the seeds already finished.
 """
 
@@ -40,7 +40,12 @@ _HELP = {
     "beta": "TuNAS cost weight (< 0).",
     "e0_quantile": "Energy budget E0 as a quantile of uniform architectures' energies.",
     "e0_sweep": "More E0 quantiles: one energy-aware search each, for the front over E0.",
-    "baselines": "Also run random search and regularized evolution.",
+    "baselines": "Also run the front-finders: random search, and regularized evolution and the "
+                 "energy-aware controller over the budget ladder --front_quantiles.",
+    "front_quantiles": "Energy budgets (quantiles, as --e0_quantile) of the front-finders' ladder; "
+                       "the budgets share --search_steps.",
+    "judge_fronts": "Retrain every method's front from scratch and compare their hypervolumes "
+                    "(false: only the search-time hypervolume, biased by batch noise).",
     "device": "Device spec of the analytical kernel energy model.",
     "deploy_batch": "Deployment batch size of the energy figures (batch 1 is always reported).",
     "retrain_epochs": "Max epochs of retraining the winners.",
@@ -56,6 +61,10 @@ def main(argv):
   print(f"energy_saving (batch {summary['deploy_batch']}): median {es['median']:.3f} "
         f"[{es['min']:.3f}, {es['max']:.3f}]; batch 1: "
         f"{summary['energy_saving_batch1']['median']:.3f}; accuracy_delta median {ad['median']:.3f}")
+  hv = summary.get("hypervolume") or summary["hypervolume_search"]
+  label = "retrained fronts" if "hypervolume" in summary else "search-time scores"
+  print(f"hypervolume ({label}), median: " + ", ".join(
+      f"{m} {v['median']:.4f}" for m, v in sorted(hv.items(), key=lambda kv: -kv[1]["median"])))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,13 @@ each step = one supernet step on the step's first candidate + scoring K candidat
 - ``run_random``: K uniform architectures per step.
 - ``run_evolution``: regularized evolution (Real et al. 2019): tournament selection, one mutated
   decision per child, the oldest member dies.
+- ``run_ladder``: a single-budget method (the controller or evolution) run over a ladder of energy
+  budgets, tightest first, splitting the same step count and carrying its state (the policy, the
+  population) from one budget to the next: a front-finder with the step count of the others.
 
-Every evaluated candidate is recorded as ``(method, step, arch, quality, energy_j)``.
+Every evaluated candidate is recorded as ``(method, step, arch, quality, energy_j)``. Those
+qualities are each step's random validation batch, so the best of many is biased upwards;
+``score_on_val`` rates architectures on the whole validation fold instead.
 """
 
 from __future__ import annotations
@@ -182,14 +187,15 @@ def _record(method, t, archs, q, e):
 
 def run_controller(net: Supernet, obj: Objective, config: arch_policy.PolicyConfig, steps: int,
                    seed: int, *, method: str, n_mc: int = 256, oversample: int = 8,
-                   max_rounds: int = 16, progress: Callable[[int], None] | None = None
-                   ) -> tuple[np.ndarray, list[dict], dict]:
-  """REINFORCE search; returns the final architecture, the records and the policy.
+                   max_rounds: int = 16, progress: Callable[[int], None] | None = None,
+                   state: dict | None = None) -> tuple[np.ndarray, list[dict], dict]:
+  """REINFORCE search; returns the final architecture, the records and ``{"policy": ...}``.
 
   With the TabNAS reward, each step's k candidates are rejection-sampled from batches of
   ``k * oversample`` (at most ``max_rounds`` batches) so that they all meet the energy budget.
+  ``state`` (a previous call's third return) continues that policy instead of a uniform one.
   """
-  policy = arch_policy.init_policy(config, net.space.n_choices)
+  policy = state["policy"] if state else arch_policy.init_policy(config, net.space.n_choices)
   key = jax.random.key(seed)
   records, skipped = [], 0
   for t in range(steps):
@@ -273,13 +279,21 @@ def run_random(net: Supernet, obj: Objective, config: arch_policy.PolicyConfig, 
 
 
 def run_evolution(net: Supernet, obj: Objective, config: arch_policy.PolicyConfig, steps: int,
-                  seed: int, *, population: int = 32, tournament: int = 8,
-                  progress=None) -> tuple[np.ndarray, list[dict]]:
+                  seed: int, *, population: int = 32, tournament: int = 8, method: str = "evolution",
+                  progress=None, state: dict | None = None) -> tuple[np.ndarray, list[dict], dict]:
   """Regularized evolution with ``net.k`` children per step (the first steps fill the population
-  with uniform samples)."""
+  with uniform samples); returns the best architecture, the records and ``{"members": ...}``.
+
+  ``state`` (a previous call's third return) starts from that population, its members' fitness
+  recomputed under ``obj`` from their recorded quality and energy.
+  """
   rng = np.random.default_rng(seed)
   n_choices = net.space.n_choices
   pop: collections.deque = collections.deque()
+  if state:
+    members = state["members"]
+    fit = obj.fitness(np.array([m[1] for m in members]), np.array([m[2] for m in members]), config)
+    pop.extend((m[0], float(f), m[1], m[2]) for m, f in zip(members, fit))
   records = []
   for t in range(steps):
     if len(pop) < population:
@@ -297,11 +311,43 @@ def run_evolution(net: Supernet, obj: Objective, config: arch_policy.PolicyConfi
       cand = np.array(cand, np.int32)
     net.train(cand[0])
     q, e = net.score(cand), obj.energy_fn(cand)
-    for a, f in zip(cand, obj.fitness(q, e, config)):
-      pop.append((a, float(f)))
+    for a, f, qi, ei in zip(cand, obj.fitness(q, e, config), q, e):
+      pop.append((a, float(f), float(qi), float(ei)))
       if len(pop) > population:
         pop.popleft()
-    records += _record("evolution", t, cand, q, e)
+    records += _record(method, t, cand, q, e)
     if progress is not None:
       progress(t)
-  return _best(net, obj, config, records, net.k), records
+  members = [(m[0], m[2], m[3]) for m in pop]
+  return _best(net, obj, config, records, net.k), records, {"members": members}
+
+
+def run_ladder(search_fn: Callable[..., tuple], net: Supernet, objectives: list[Objective],
+               config: arch_policy.PolicyConfig, steps: int, seed: int, *, method: str,
+               progress: Callable[[int], None] | None = None, **kwargs
+               ) -> tuple[list[np.ndarray], list[dict]]:
+  """``search_fn`` (``run_controller`` or ``run_evolution``) once per objective, tightest budget
+  first, on the one supernet ``net``; the ``steps`` are split evenly and the method's state is
+  carried from one budget to the next. Returns each budget's architecture and all records (steps
+  numbered across the ladder)."""
+  order = sorted(range(len(objectives)), key=lambda i: objectives[i].e0_j)
+  bounds = np.linspace(0, steps, len(objectives) + 1).round().astype(int)
+  archs, records, state = [None] * len(objectives), [], None
+  for rung, i in enumerate(order):
+    start, n = int(bounds[rung]), int(bounds[rung + 1] - bounds[rung])
+    if n == 0:
+      continue
+    prog = None if progress is None else (lambda t, s=start: progress(s + t))
+    archs[i], rec, state = search_fn(net, objectives[i], config, n, seed + rung, method=method,
+                                     progress=prog, state=state, **kwargs)
+    records += [dict(r, step=r["step"] + start) for r in rec]
+  return archs, records
+
+
+def score_on_val(net: Supernet, archs: np.ndarray) -> np.ndarray:
+  """Quality of any number of architectures on the whole validation fold (K per call)."""
+  archs = np.asarray(archs, np.int32)
+  k = net.k
+  out = [net.score(np.resize(archs[i:i + k], (k, archs.shape[1])), rows=net.split.val)
+         [:min(k, len(archs) - i)] for i in range(0, len(archs), k)]
+  return np.concatenate(out) if out else np.zeros(0)
