@@ -662,16 +662,7 @@ def _forced_materializations(state: _FusionState) -> None:
   Operands of library calls (seen through layout-only views, which the call absorbs) and of
   unfusible ops, and the function's outputs. Reductions absorb their elementwise producers.
   """
-  nodes, cat, owner = state.nodes, state.cat, state.owner
-
-  def force(n: str, through: frozenset[str]) -> None:
-    src = state.view_source(n, through)
-    if src in nodes and cat[src] in ("ew",) and src not in owner:
-      state.materialized.add(src)
-    elif src in nodes and cat[src] == "free" and nodes[src].opcode not in ("parameter", "constant"):
-      for o in nodes[src].operands:
-        force(o, through)
-
+  nodes = state.nodes
   for g in state.groups:
     if g.kind == "red":
       continue  # reductions absorb their elementwise producers (input fusion)
@@ -679,9 +670,24 @@ def _forced_materializations(state: _FusionState) -> None:
       for o in nodes[m].operands:
         if o in g.members:
           continue
-        force(o, _VIEW_OR_FREE if g.kind == "lib" else _FREE_THROUGH)
+        _force(state, o, _VIEW_OR_FREE if g.kind == "lib" else _FREE_THROUGH)
   for r in state.graph.roots:
-    force(r, _FREE_THROUGH)
+    _force(state, r, _FREE_THROUGH)
+
+
+def _force(state: _FusionState, n: str, through: frozenset[str]) -> None:
+  """Marks the elementwise value ``n`` stands for (seen through ``through``) as materialized.
+
+  Module level rather than a closure: a closure that calls itself is a reference cycle, which
+  would keep the whole state alive until the cyclic collector frees it (milliseconds per network).
+  """
+  nodes, cat = state.nodes, state.cat
+  src = state.view_source(n, through)
+  if src in nodes and cat[src] in ("ew",) and src not in state.owner:
+    state.materialized.add(src)
+  elif src in nodes and cat[src] == "free" and nodes[src].opcode not in ("parameter", "constant"):
+    for o in nodes[src].operands:
+      _force(state, o, through)
 
 
 def _loop_fusion(state: _FusionState) -> None:

@@ -610,32 +610,9 @@ class _GraphBuilder:
     the template's order; where the template first reaches a call operand, the walk descends into
     that entry-level value (if not yet seen) exactly as ``post_order`` would.
     """
-    defs, out = self.defs, []
-    append = out.append
-    seen = {root}
-    if len(defs) < sys.getrecursionlimit() // 4:  # the walk nests at most once per entry value
-
-      def visit(v: str) -> None:
-        d = defs.get(v)
-        if d is None:  # a parameter
-          append(v)
-          return
-        if d[0] == "add":
-          for x in d[1:]:
-            if x not in seen:
-              seen.add(x)
-              visit(x)
-          append(v)
-          return
-        _, template, names, operands = d
-        for r in template.walk:
-          if r >= 0:
-            append(names[r])
-          elif (x := operands[~r]) not in seen:
-            seen.add(x)
-            visit(x)
-
-      visit(root)
+    out: list[str] = []
+    if len(self.defs) < sys.getrecursionlimit() // 4:  # the walk nests at most once per entry value
+      _visit(root, self.defs, {root}, out.append)
       return out
     return self._order_iterative(root)
 
@@ -670,6 +647,30 @@ class _GraphBuilder:
       else:
         stack.pop()
     return out
+
+
+def _visit(v: str, defs: Mapping[str, tuple[Any, ...]], seen: set[str],
+           append: Callable[[str], None]) -> None:
+  """``_GraphBuilder.order``'s recursive walk from entry value ``v`` (module level: a closure that
+  calls itself is a reference cycle, left to the cyclic collector)."""
+  d = defs.get(v)
+  if d is None:  # a parameter
+    append(v)
+    return
+  if d[0] == "add":
+    for x in d[1:]:
+      if x not in seen:
+        seen.add(x)
+        _visit(x, defs, seen, append)
+    append(v)
+    return
+  _, template, names, operands = d
+  for r in template.walk:
+    if r >= 0:
+      append(names[r])
+    elif (x := operands[~r]) not in seen:
+      seen.add(x)
+      _visit(x, defs, seen, append)
 
 
 def _compose(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Any, list[str], set[str]]:
