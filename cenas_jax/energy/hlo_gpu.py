@@ -165,14 +165,15 @@ def _cse(graph: _Graph, order: list[str], unique: Container[str] = frozenset()
   _INSTR_MEMO.trim()
   static_ids, static_of = _INSTR_MEMO.static_ids, _INSTR_MEMO.static_of
   nodes = graph.nodes
+  merged = canon.keys()
   for name in order:
     node = nodes[name]
     ops = node.operands
-    if ops and not canon.keys().isdisjoint(ops):
+    if ops and ((ops[0] in canon) if len(ops) == 1 else not merged.isdisjoint(ops)):
       # A new node rather than an update: graphs assembled from cached pieces share nodes.
       ops = [canon.get(o, o) for o in ops]
       node = nodes[name] = _Node(node.instr, ops, node.repeat, name)
-    if node.opcode in SIDE_EFFECT or name in unique:
+    if name in unique or node.opcode in SIDE_EFFECT:
       continue
     instr = node.instr
     hit = static_of.get(id(instr))
@@ -241,7 +242,7 @@ def _dot_merger(graph: _Graph, order: list[str], threshold_bytes: int) -> list[t
   if threshold_bytes <= 0:
     return []
   nodes = graph.nodes
-  if sum(1 for n in order if nodes[n].opcode == "dot") < 2:
+  if [nodes[n].opcode for n in order].count("dot") < 2:
     return []  # nothing to merge
   pos = {n: i for i, n in enumerate(order)}
   anc = _ancestors(graph, order)
@@ -438,17 +439,23 @@ class _FusionState:
     nodes = self.nodes
     users: dict[str, list[str]] = {n: [] for n in order}
     self.users = users
-    for n in order:
-      for o in nodes[n].operands:
-        us = users.get(o)
-        if us is not None and n not in us:
-          us.append(n)
     # The category is the opcode's, except for custom-calls (by target).
     by_opcode: dict[str, str] = {}
     cat: dict[str, str] = {}
     of_cat: dict[str, list[str]] = {c: [] for c in ("free", "lib", "red", "own", "ew")}
+    users_get = users.get
     for n in order:
       node = nodes[n]
+      ops = node.operands
+      if len(ops) == 1:  # the common case: no repeated operand to skip
+        us = users_get(ops[0])
+        if us is not None:
+          us.append(n)
+      else:
+        for o in ops:
+          us = users_get(o)
+          if us is not None and n not in us:
+            us.append(n)
       op = node.opcode
       c = by_opcode.get(op)
       if c is None:

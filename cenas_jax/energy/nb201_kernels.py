@@ -685,12 +685,23 @@ def _compose(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Any, list[s
   return gb.graph, gb.order(root), gb.unique
 
 
+def _extract(live: tuple[int, ...], config: NB201NetConfig) -> tuple[list[Kernel], list[str]]:
+  """The kernels and warnings of the gpu-mode passes on the composed graph of ``live``.
+
+  A function of its own so that the graph dies (by reference counting) when it returns, inside the
+  caller's pause of the cyclic collector: alive after the pause, its ~10^4 objects would all be
+  scanned by the first collection (about a millisecond per network).
+  """
+  graph, order, unique = _compose(live, config)
+  kernels, _, _, warnings = hlo_gpu.gpu_kernels_from_graph(graph, config.fusion, order=order,
+                                                           unique=unique)
+  return kernels, warnings
+
+
 @functools.lru_cache(maxsize=16384)
 def _kernels_cached(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Kernel, ...]:
   with hlo_gpu._gc_paused():  # pylint: disable=protected-access
-    graph, order, unique = _compose(live, config)
-    kernels, _, _, warnings = hlo_gpu.gpu_kernels_from_graph(graph, config.fusion, order=order,
-                                                             unique=unique)
+    kernels, warnings = _extract(live, config)
   if warnings:
     raise RuntimeError(f"unexpected kernel-extraction warnings for cell {live}: {warnings}")
   return tuple(kernels)
