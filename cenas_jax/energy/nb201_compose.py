@@ -320,6 +320,8 @@ class _CallSite:
       with this call site (the passes replace nodes instead of changing them).
     outer: the other nodes (they read a call operand), made per graph.
     unique: names of the template's ``unique`` nodes.
+    walk: ``_Template.walk`` with each run of node references as a tuple of their names (appended
+      to the post-order at once); a call operand stays its index ``i`` (``~r``).
   """
 
   names: tuple[str, ...]
@@ -327,6 +329,7 @@ class _CallSite:
   inner: Mapping[str, Any]
   outer: tuple[int, ...]
   unique: frozenset[str]
+  walk: tuple[tuple[str, ...] | int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,8 +366,34 @@ class _Template:
   walk: tuple[int, ...]
   root: int
   unique: tuple[int, ...]
+  # Derived (``__post_init__``): ``(j, operands, repeat)`` of the nodes whose operands are all
+  # nodes of the call; the other nodes; ``walk`` as runs of node references and operand indexes.
+  inner: tuple[tuple[int, tuple[int, ...], int], ...] = dataclasses.field(init=False, repr=False)
+  outer: tuple[int, ...] = dataclasses.field(init=False, repr=False)
+  walk_runs: tuple[tuple[int, ...] | int, ...] = dataclasses.field(init=False, repr=False)
   # Call name -> its ``_CallSite`` (call names recur between networks).
   sites: dict[str, _CallSite] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+  def __post_init__(self) -> None:
+    n = len(self.names)
+    inner = tuple((j, ops, rep) for j, (ops, rep) in enumerate(zip(self.operands, self.repeats))
+                  if all(r < n for r in ops))
+    inside = {j for j, _, _ in inner}
+    runs: list[tuple[int, ...] | int] = []
+    run: list[int] = []
+    for r in self.walk:
+      if r >= 0:
+        run.append(r)
+        continue
+      if run:
+        runs.append(tuple(run))
+        run = []
+      runs.append(~r)
+    if run:
+      runs.append(tuple(run))
+    object.__setattr__(self, "inner", inner)
+    object.__setattr__(self, "outer", tuple(j for j in range(n) if j not in inside))
+    object.__setattr__(self, "walk_runs", tuple(runs))
 
 
 def _template(frag: _Fragment) -> _Template:
@@ -457,7 +486,7 @@ class _GraphBuilder:
     self.types: dict[str, TensorType] = {}
     self.unique: set[str] = set()  # nodes CSE can skip (``_Template.unique``)
     # Entry-level value -> how the walk expands it: ("add", a, b) or ("call", template, node
-    # names, operands); a parameter is a leaf.
+    # names, operands, the site's walk); a parameter is a leaf.
     self.defs: dict[str, tuple[Any, ...]] = {}
 
   def param(self, t: TensorType) -> str:
@@ -472,14 +501,25 @@ class _GraphBuilder:
   def call(self, frag: _Fragment, template: _Template, inputs: Sequence[str]) -> str:
     if len(inputs) != frag.n_inputs:
       raise ValueError(f"fragment {frag.entry} takes {frag.n_inputs} inputs")
-    operands = list(inputs) + [self.param(t) for t in frag.param_types[frag.n_inputs:]]
+    operands = list(inputs)
+    nodes, types = self.graph.nodes, self.types
+    i = self.n_params
+    for t in frag.param_types[frag.n_inputs:]:  # ``param`` inline (a network has ~200)
+      node = _param_node(i, t)
+      name = node.name
+      nodes[name] = node
+      types[name] = t
+      operands.append(name)
+      i += 1
+    self.n_instrs += i - self.n_params
+    self.n_params = i
     call_name = f"c{self.n_instrs}"
     self.n_instrs += 1
     site = template.sites.get(call_name)
     if site is None:
       site = template.sites[call_name] = self._site(frag, template, call_name)
     names = site.names
-    nodes, new = self.graph.nodes, self._node
+    new = self._node
     nodes.update(site.inner)
     self.unique |= site.unique
     refs = names + tuple(operands)
@@ -492,25 +532,23 @@ class _GraphBuilder:
       return operands[~root]
     value = names[root]
     self.types[value] = frag.out_type
-    self.defs[value] = ("call", template, names, operands)
+    self.defs[value] = ("call", template, names, operands, site.walk)
     return value
 
   def _site(self, frag: _Fragment, template: _Template, call_name: str) -> _CallSite:
     prefix = call_name + "/"
     # One string object per node, shared by every reference to it (str caches its hash).
-    names = tuple(prefix + n for n in template.names)
+    names = tuple([prefix + n for n in template.names])
     instrs = list(template.instrs)
     for j in template.renamed:
       instrs[j] = _rename_instr(instrs[j], set(frag.module.computations), call_name + "::")
-    n = len(names)
-    inner, outer = {}, []
-    for j, (ops, repeat) in enumerate(zip(template.operands, template.repeats)):
-      if all(r < n for r in ops):
-        inner[names[j]] = self._node(instrs[j], [names[r] for r in ops], repeat, names[j])
-      else:
-        outer.append(j)
-    return _CallSite(names, tuple(instrs), inner, tuple(outer),
-                     frozenset(names[j] for j in template.unique))
+    new = self._node
+    inner = {names[j]: new(instrs[j], [names[r] for r in ops], repeat, names[j])
+             for j, ops, repeat in template.inner}
+    walk = tuple(tuple([names[r] for r in run]) if run.__class__ is tuple else run
+                 for run in template.walk_runs)
+    return _CallSite(names, tuple(instrs), inner, template.outer,
+                     frozenset([names[j] for j in template.unique]), walk)
 
   def add(self, a: str, b: str) -> str:
     name = f"a{self.n_instrs}"
@@ -530,7 +568,7 @@ class _GraphBuilder:
     """
     out: list[str] = []
     if len(self.defs) < sys.getrecursionlimit() // 4:  # the walk nests at most once per entry value
-      _visit(root, self.defs, {root}, out.append)
+      _visit(root, self.defs, {root}, out)
       return out
     return self._order_iterative(root)
 
@@ -549,7 +587,7 @@ class _GraphBuilder:
         yield True, d[2]
         yield False, v
       else:
-        _, template, names, operands = d
+        template, names, operands = d[1:4]
         for r in template.walk:
           yield (False, names[r]) if r >= 0 else (True, operands[~r])
 
@@ -567,28 +605,27 @@ class _GraphBuilder:
     return out
 
 
-def _visit(v: str, defs: Mapping[str, tuple[Any, ...]], seen: set[str],
-           append: Callable[[str], None]) -> None:
+def _visit(v: str, defs: Mapping[str, tuple[Any, ...]], seen: set[str], out: list[str]) -> None:
   """``_GraphBuilder.order``'s recursive walk from entry value ``v`` (module level: a closure that
   calls itself is a reference cycle, left to the cyclic collector)."""
   d = defs.get(v)
   if d is None:  # a parameter
-    append(v)
+    out.append(v)
     return
   if d[0] == "add":
-    for x in d[1:]:
+    for x in d[1:3]:
       if x not in seen:
         seen.add(x)
-        _visit(x, defs, seen, append)
-    append(v)
+        _visit(x, defs, seen, out)
+    out.append(v)
     return
-  _, template, names, operands = d
-  for r in template.walk:
-    if r >= 0:
-      append(names[r])
-    elif (x := operands[~r]) not in seen:
+  operands = d[3]
+  for run in d[4]:
+    if run.__class__ is tuple:  # names of nodes of the call, in the walk's order
+      out += run
+    elif (x := operands[run]) not in seen:
       seen.add(x)
-      _visit(x, defs, seen, append)
+      _visit(x, defs, seen, out)
 
 
 def compose(live: tuple[int, ...], config: NB201NetConfig) -> tuple[Any, list[str], set[str]]:
