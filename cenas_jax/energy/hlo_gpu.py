@@ -444,9 +444,16 @@ class _FusionState:
     cat: dict[str, str] = {}
     of_cat: dict[str, list[str]] = {c: [] for c in ("free", "lib", "red", "own", "ew")}
     users_get = users.get
+    # ``_view_source`` through ``_FREE_THROUGH`` of every node, from its first operand's (which the
+    # post-order lists first): what kernels read, looked up for every operand of every member.
+    free_view: dict[str, str] = {}
     for n in order:
       node = nodes[n]
       ops = node.operands
+      if ops and node.opcode in _FREE_THROUGH:
+        free_view[n] = free_view.get(ops[0], ops[0])
+      else:
+        free_view[n] = n
       if len(ops) == 1:  # the common case: no repeated operand to skip
         us = users_get(ops[0])
         if us is not None:
@@ -472,7 +479,7 @@ class _FusionState:
     self.kernel_of: dict[str, set[int]] = {}
     self.multi: set[str] = set()
     self.alive: list[bool] = []
-    self._view_memo: dict[frozenset[str], dict[str, str]] = {}
+    self._view_memo: dict[frozenset[str], dict[str, str]] = {_FREE_THROUGH: free_view}
     self._eff_users_memo: dict[str, tuple[str, ...]] = {}
 
   def view_memo(self, through: frozenset[str]) -> dict[str, str]:
@@ -706,6 +713,7 @@ def _loop_fusion(state: _FusionState) -> None:
   nodes, owner, groups = state.nodes, state.owner, state.groups
   kernel_of = state.kernel_of
   eff_memo = state._eff_users_memo  # pylint: disable=protected-access
+  users, cat = state.users, state.cat
   for n in reversed(state.of_cat["ew"]):
     if n in owner:
       continue
@@ -714,13 +722,22 @@ def _loop_fusion(state: _FusionState) -> None:
       kernel_of[n] = {gid}
       continue
     ks: set[int] = set()
-    for u in eff_memo.get(n) or state.eff_users(n):
+    direct = users[n]
+    if len(direct) == 1 and cat[direct[0]] != "free":
+      # One user that is not a free op (most nodes): it is the only effective user.
+      u = direct[0]
       if u in owner:
-        # A reduction absorbs its producers; a library call absorbs views of its operands
-        # (anything else feeding it was materialized above).
         ks.add(owner[u])
       elif u in kernel_of:
         ks |= kernel_of[u]
+    else:
+      for u in eff_memo.get(n) or state.eff_users(n):
+        if u in owner:
+          # A reduction absorbs its producers; a library call absorbs views of its operands
+          # (anything else feeding it was materialized above).
+          ks.add(owner[u])
+        elif u in kernel_of:
+          ks |= kernel_of[u]
     if len(ks) > 1 and not (nodes[n].opcode in CHEAP or nodes[n].instr.type.elements <= 1):
       state.materialized.add(n)
       state.multi.add(n)
@@ -746,18 +763,13 @@ def _multi_output_fusion(state: _FusionState) -> None:
   sources_of: dict[int, frozenset[str]] = {}
   readers: dict[str, set[int]] = {}
 
-  view = state.view_memo(_FREE_THROUGH)
-  graph = state.graph
+  view = state.view_memo(_FREE_THROUGH).__getitem__  # complete: every operand is a node of order
 
   def update_sources(gid: int) -> None:
     mem = set(groups[gid].members)
     found: set[str] = set()
     for m in mem:
-      for o in nodes[m].operands:
-        s = view.get(o)
-        if s is None:
-          s = view[o] = _view_source(graph, o, _FREE_THROUGH)
-        found.add(s)
+      found.update(map(view, nodes[m].operands))
     srcs = frozenset(found - mem)
     sources_of[gid] = srcs
     for s in srcs:
@@ -845,7 +857,7 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
   merged_names = {f"merged({','.join(g)})": g for g in state.merge_groups}
   kernels: list[Kernel] = []
   edges: set[tuple[int, int]] = set()
-  view = state.view_memo(_FREE_THROUGH)
+  view = state.view_memo(_FREE_THROUGH).__getitem__  # complete: every operand is a node of order
   # FLOPs of an instruction depend on it and its operands' types, which are those of the
   # computation it was read from: call sites inlined from one computation share the ``HloInstr``
   # and its cost.
@@ -874,10 +886,7 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
         rep = node.repeat
       if node.opcode not in FREE:
         ops.append(node.opcode)
-      for o in node.operands:
-        s = view.get(o)
-        if s is None:
-          s = view[o] = _view_source(graph, o, _FREE_THROUGH)
+      for s in map(view, node.operands):
         if s in mem or s in inputs:
           continue
         sn = nodes[s]
