@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from typing import Any, Container, Mapping, Sequence
+from typing import Any, Container, Iterable, Mapping, Sequence
 
 from cenas_jax.energy.hlo_cost import (
     CHEAP,
@@ -863,6 +863,19 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
   # and its cost.
   _INSTR_MEMO.trim()
   cost_of = _INSTR_MEMO.cost_of
+  # Bytes of each type object (kernels share them): id -> (type, bytes), the type held so that
+  # its id stays its own.
+  nbytes_of: dict[int, tuple[TensorType, int]] = {}
+
+  def total_bytes(types: Iterable[TensorType]) -> int:
+    total = 0
+    for t in types:
+      hit = nbytes_of.get(id(t))
+      if hit is None or hit[0] is not t:
+        hit = nbytes_of[id(t)] = (t, t.nbytes)
+      total += hit[1]
+    return total
+
   for k in live_groups:
     g = groups[k]
     mem = set(g.members)
@@ -915,7 +928,7 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
     kernels.append(_new_kernel(  # Kernel's fields, in order
         g.root, cls, dtype, tuple([t.dims for t in inputs.values()]),
         tuple([t.dims for t in outs]), int(flops), int(trans),
-        sum([t.nbytes for t in inputs.values()]), sum([t.nbytes for t in outs]), tuple(ops), rep,
+        total_bytes(inputs.values()), total_bytes(outs), tuple(ops), rep,
         merged_count, bmnk, g.epilogue, g.target, tuple(members)))
   return kernels, sorted(edges)
 
