@@ -77,7 +77,7 @@ class _Graph:
   """Flattened, mutable data-flow graph of one computation (calls inlined).
 
   The passes from CSE on replace a node rather than change it, so a node may be shared between
-  graphs (``nb201_kernels`` reuses the nodes of a call site that read nothing outside the call).
+  graphs (``nb201_compose`` reuses the nodes of a call site that read nothing outside the call).
   """
 
   def __init__(self) -> None:
@@ -979,7 +979,7 @@ def gpu_kernels_from_graph(graph: _Graph, config: GpuFusionConfig, *,
   """``gpu_kernels`` on a graph that is already flattened (calls inlined, tuples resolved).
 
   The graph must be what ``_flatten`` + ``_resolve_tuples`` give for some module (node names
-  included) for the result to equal ``gpu_kernels`` of that module; ``nb201_kernels`` builds it
+  included) for the result to equal ``gpu_kernels`` of that module; ``nb201_compose`` builds it
   from pre-flattened pieces. ``order``: see ``_prepare_graph``; ``unique``: see ``_cse``. The graph
   is modified.
   """
