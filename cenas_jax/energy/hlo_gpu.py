@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from typing import Any, Container, Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 from cenas_jax.energy.hlo_cost import (
     CHEAP,
@@ -925,30 +925,14 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
         merged_count = len(merged_names.get(lib.name, (lib.name,)))
     elif cls == "loop" and set(ops) <= DATA_MOVEMENT:
       cls = "copy"
-    kernels.append(_new_kernel(  # Kernel's fields, in order
-        g.root, cls, dtype, tuple([t.dims for t in inputs.values()]),
-        tuple([t.dims for t in outs]), int(flops), int(trans),
-        total_bytes(inputs.values()), total_bytes(outs), tuple(ops), rep,
-        merged_count, bmnk, g.epilogue, g.target, tuple(members)))
+    kernels.append(Kernel(
+        name=g.root, kernel_class=cls, dtype=dtype,
+        in_shapes=tuple([t.dims for t in inputs.values()]),
+        out_shapes=tuple([t.dims for t in outs]), flops=int(flops), transcendentals=int(trans),
+        bytes_read=total_bytes(inputs.values()), bytes_written=total_bytes(outs),
+        fused_ops=tuple(ops), repeat=rep, merged_count=merged_count, gemm_bmnk=bmnk,
+        epilogue=g.epilogue, target=g.target, hlo_names=tuple(members)))
   return kernels, sorted(edges)
-
-
-_KERNEL_FIELDS = tuple(f.name for f in dataclasses.fields(Kernel))
-
-
-def _fast_kernel(*values: Any) -> Kernel:
-  """``Kernel(*values)`` without the frozen dataclass's ``__init__`` (one ``object.__setattr__``
-  per field, about half the cost of a kernel for a network of ~100 kernels): the same fields in the
-  same order, so equal, hashed, printed and pickled alike."""
-  k = _object_new(Kernel)
-  k.__dict__.update(zip(_KERNEL_FIELDS, values))
-  return k
-
-
-_object_new = object.__new__
-# Only while ``Kernel`` has nothing its ``__init__`` does beyond setting the fields.
-_new_kernel = (Kernel if hasattr(Kernel, "__post_init__") or "__slots__" in Kernel.__dict__ or
-               any(not f.init for f in dataclasses.fields(Kernel)) else _fast_kernel)
 
 
 def _run_passes(state: _FusionState, config: GpuFusionConfig) -> tuple[

@@ -122,22 +122,6 @@ def test_network_kernels_leave_no_cyclic_garbage():
     gc.enable()
 
 
-def test_kernels_built_without_init_equal_the_constructor():
-  # pylint: disable=protected-access
-  import pickle
-
-  from cenas_jax.energy import hlo_gpu
-
-  kernel = nk.network_kernels(SAMPLE_CELLS[0])[0]
-  values = [getattr(kernel, f.name) for f in dataclasses.fields(kernel)]
-  fast, plain = hlo_gpu._new_kernel(*values), type(kernel)(*values)
-  assert type(fast) is type(plain)
-  assert fast == plain and hash(fast) == hash(plain) and repr(fast) == repr(plain)
-  assert list(vars(fast).items()) == list(vars(plain).items())
-  assert pickle.dumps(fast) == pickle.dumps(plain)
-  assert dataclasses.replace(fast, repeat=2) == dataclasses.replace(plain, repeat=2)
-
-
 def test_live_ops_drops_edges_that_cannot_reach_the_output():
   assert nk.live_ops((3, 3, 3, 0, 0, 0)) == (0, 0, 0, 0, 0, 0)
   assert nk.live_ops((3, 2, 4, 0, 0, 1)) == (3, 2, 4, 0, 0, 1)
