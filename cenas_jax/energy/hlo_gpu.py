@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-from typing import Container, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 from cenas_jax.energy.hlo_cost import (
     CHEAP,
@@ -77,7 +77,7 @@ class _Graph:
   """Flattened, mutable data-flow graph of one computation (calls inlined).
 
   The passes from CSE on replace a node rather than change it, so a node may be shared between
-  graphs (``nb201_kernels`` reuses the nodes of a call site that read nothing outside the call).
+  graphs (``nb201_compose`` reuses the nodes of a call site that read nothing outside the call).
   """
 
   def __init__(self) -> None:
@@ -165,14 +165,15 @@ def _cse(graph: _Graph, order: list[str], unique: Container[str] = frozenset()
   _INSTR_MEMO.trim()
   static_ids, static_of = _INSTR_MEMO.static_ids, _INSTR_MEMO.static_of
   nodes = graph.nodes
+  merged = canon.keys()
   for name in order:
     node = nodes[name]
     ops = node.operands
-    if ops and not canon.keys().isdisjoint(ops):
+    if ops and ((ops[0] in canon) if len(ops) == 1 else not merged.isdisjoint(ops)):
       # A new node rather than an update: graphs assembled from cached pieces share nodes.
       ops = [canon.get(o, o) for o in ops]
       node = nodes[name] = _Node(node.instr, ops, node.repeat, name)
-    if node.opcode in SIDE_EFFECT or name in unique:
+    if name in unique or node.opcode in SIDE_EFFECT:
       continue
     instr = node.instr
     hit = static_of.get(id(instr))
@@ -241,7 +242,7 @@ def _dot_merger(graph: _Graph, order: list[str], threshold_bytes: int) -> list[t
   if threshold_bytes <= 0:
     return []
   nodes = graph.nodes
-  if sum(1 for n in order if nodes[n].opcode == "dot") < 2:
+  if [nodes[n].opcode for n in order].count("dot") < 2:
     return []  # nothing to merge
   pos = {n: i for i, n in enumerate(order)}
   anc = _ancestors(graph, order)
@@ -438,17 +439,30 @@ class _FusionState:
     nodes = self.nodes
     users: dict[str, list[str]] = {n: [] for n in order}
     self.users = users
-    for n in order:
-      for o in nodes[n].operands:
-        us = users.get(o)
-        if us is not None and n not in us:
-          us.append(n)
     # The category is the opcode's, except for custom-calls (by target).
     by_opcode: dict[str, str] = {}
     cat: dict[str, str] = {}
     of_cat: dict[str, list[str]] = {c: [] for c in ("free", "lib", "red", "own", "ew")}
+    users_get = users.get
+    # ``_view_source`` through ``_FREE_THROUGH`` of every node, from its first operand's (which the
+    # post-order lists first): what kernels read, looked up for every operand of every member.
+    free_view: dict[str, str] = {}
     for n in order:
       node = nodes[n]
+      ops = node.operands
+      if ops and node.opcode in _FREE_THROUGH:
+        free_view[n] = free_view.get(ops[0], ops[0])
+      else:
+        free_view[n] = n
+      if len(ops) == 1:  # the common case: no repeated operand to skip
+        us = users_get(ops[0])
+        if us is not None:
+          us.append(n)
+      else:
+        for o in ops:
+          us = users_get(o)
+          if us is not None and n not in us:
+            us.append(n)
       op = node.opcode
       c = by_opcode.get(op)
       if c is None:
@@ -465,7 +479,7 @@ class _FusionState:
     self.kernel_of: dict[str, set[int]] = {}
     self.multi: set[str] = set()
     self.alive: list[bool] = []
-    self._view_memo: dict[frozenset[str], dict[str, str]] = {}
+    self._view_memo: dict[frozenset[str], dict[str, str]] = {_FREE_THROUGH: free_view}
     self._eff_users_memo: dict[str, tuple[str, ...]] = {}
 
   def view_memo(self, through: frozenset[str]) -> dict[str, str]:
@@ -662,16 +676,7 @@ def _forced_materializations(state: _FusionState) -> None:
   Operands of library calls (seen through layout-only views, which the call absorbs) and of
   unfusible ops, and the function's outputs. Reductions absorb their elementwise producers.
   """
-  nodes, cat, owner = state.nodes, state.cat, state.owner
-
-  def force(n: str, through: frozenset[str]) -> None:
-    src = state.view_source(n, through)
-    if src in nodes and cat[src] in ("ew",) and src not in owner:
-      state.materialized.add(src)
-    elif src in nodes and cat[src] == "free" and nodes[src].opcode not in ("parameter", "constant"):
-      for o in nodes[src].operands:
-        force(o, through)
-
+  nodes = state.nodes
   for g in state.groups:
     if g.kind == "red":
       continue  # reductions absorb their elementwise producers (input fusion)
@@ -679,9 +684,24 @@ def _forced_materializations(state: _FusionState) -> None:
       for o in nodes[m].operands:
         if o in g.members:
           continue
-        force(o, _VIEW_OR_FREE if g.kind == "lib" else _FREE_THROUGH)
+        _force(state, o, _VIEW_OR_FREE if g.kind == "lib" else _FREE_THROUGH)
   for r in state.graph.roots:
-    force(r, _FREE_THROUGH)
+    _force(state, r, _FREE_THROUGH)
+
+
+def _force(state: _FusionState, n: str, through: frozenset[str]) -> None:
+  """Marks the elementwise value ``n`` stands for (seen through ``through``) as materialized.
+
+  Module level rather than a closure: a closure that calls itself is a reference cycle, which
+  would keep the whole state alive until the cyclic collector frees it (milliseconds per network).
+  """
+  nodes, cat = state.nodes, state.cat
+  src = state.view_source(n, through)
+  if src in nodes and cat[src] in ("ew",) and src not in state.owner:
+    state.materialized.add(src)
+  elif src in nodes and cat[src] == "free" and nodes[src].opcode not in ("parameter", "constant"):
+    for o in nodes[src].operands:
+      _force(state, o, through)
 
 
 def _loop_fusion(state: _FusionState) -> None:
@@ -693,6 +713,7 @@ def _loop_fusion(state: _FusionState) -> None:
   nodes, owner, groups = state.nodes, state.owner, state.groups
   kernel_of = state.kernel_of
   eff_memo = state._eff_users_memo  # pylint: disable=protected-access
+  users, cat = state.users, state.cat
   for n in reversed(state.of_cat["ew"]):
     if n in owner:
       continue
@@ -701,13 +722,22 @@ def _loop_fusion(state: _FusionState) -> None:
       kernel_of[n] = {gid}
       continue
     ks: set[int] = set()
-    for u in eff_memo.get(n) or state.eff_users(n):
+    direct = users[n]
+    if len(direct) == 1 and cat[direct[0]] != "free":
+      # One user that is not a free op (most nodes): it is the only effective user.
+      u = direct[0]
       if u in owner:
-        # A reduction absorbs its producers; a library call absorbs views of its operands
-        # (anything else feeding it was materialized above).
         ks.add(owner[u])
       elif u in kernel_of:
         ks |= kernel_of[u]
+    else:
+      for u in eff_memo.get(n) or state.eff_users(n):
+        if u in owner:
+          # A reduction absorbs its producers; a library call absorbs views of its operands
+          # (anything else feeding it was materialized above).
+          ks.add(owner[u])
+        elif u in kernel_of:
+          ks |= kernel_of[u]
     if len(ks) > 1 and not (nodes[n].opcode in CHEAP or nodes[n].instr.type.elements <= 1):
       state.materialized.add(n)
       state.multi.add(n)
@@ -733,18 +763,13 @@ def _multi_output_fusion(state: _FusionState) -> None:
   sources_of: dict[int, frozenset[str]] = {}
   readers: dict[str, set[int]] = {}
 
-  view = state.view_memo(_FREE_THROUGH)
-  graph = state.graph
+  view = state.view_memo(_FREE_THROUGH).__getitem__  # complete: every operand is a node of order
 
   def update_sources(gid: int) -> None:
     mem = set(groups[gid].members)
     found: set[str] = set()
     for m in mem:
-      for o in nodes[m].operands:
-        s = view.get(o)
-        if s is None:
-          s = view[o] = _view_source(graph, o, _FREE_THROUGH)
-        found.add(s)
+      found.update(map(view, nodes[m].operands))
     srcs = frozenset(found - mem)
     sources_of[gid] = srcs
     for s in srcs:
@@ -832,16 +857,29 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
   merged_names = {f"merged({','.join(g)})": g for g in state.merge_groups}
   kernels: list[Kernel] = []
   edges: set[tuple[int, int]] = set()
-  view = state.view_memo(_FREE_THROUGH)
+  view = state.view_memo(_FREE_THROUGH).__getitem__  # complete: every operand is a node of order
   # FLOPs of an instruction depend on it and its operands' types, which are those of the
   # computation it was read from: call sites inlined from one computation share the ``HloInstr``
   # and its cost.
   _INSTR_MEMO.trim()
   cost_of = _INSTR_MEMO.cost_of
+  # Bytes of each type object (kernels share them): id -> (type, bytes), the type held so that
+  # its id stays its own.
+  nbytes_of: dict[int, tuple[TensorType, int]] = {}
+
+  def total_bytes(types: Iterable[TensorType]) -> int:
+    total = 0
+    for t in types:
+      hit = nbytes_of.get(id(t))
+      if hit is None or hit[0] is not t:
+        hit = nbytes_of[id(t)] = (t, t.nbytes)
+      total += hit[1]
+    return total
+
   for k in live_groups:
     g = groups[k]
-    members = sorted(set(g.members), key=pos.__getitem__)
-    mem = set(members)
+    mem = set(g.members)
+    members = sorted(mem, key=pos.__getitem__)
     flops = trans = 0
     rep = 0  # the largest repeat of a member (repeats are >= 0)
     ops: list[str] = []
@@ -861,10 +899,7 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
         rep = node.repeat
       if node.opcode not in FREE:
         ops.append(node.opcode)
-      for o in node.operands:
-        s = view.get(o)
-        if s is None:
-          s = view[o] = _view_source(graph, o, _FREE_THROUGH)
+      for s in map(view, node.operands):
         if s in mem or s in inputs:
           continue
         sn = nodes[s]
@@ -892,12 +927,11 @@ def _build_kernels(state: _FusionState) -> tuple[list[Kernel], list[tuple[int, i
       cls = "copy"
     kernels.append(Kernel(
         name=g.root, kernel_class=cls, dtype=dtype,
-        in_shapes=tuple(t.dims for t in inputs.values()),
-        out_shapes=tuple(t.dims for t in outs), flops=int(flops), transcendentals=int(trans),
-        bytes_read=sum(t.nbytes for t in inputs.values()),
-        bytes_written=sum(t.nbytes for t in outs), fused_ops=tuple(ops), repeat=rep,
-        merged_count=merged_count, gemm_bmnk=bmnk, epilogue=g.epilogue,
-        target=g.target, hlo_names=tuple(members)))
+        in_shapes=tuple([t.dims for t in inputs.values()]),
+        out_shapes=tuple([t.dims for t in outs]), flops=int(flops), transcendentals=int(trans),
+        bytes_read=total_bytes(inputs.values()), bytes_written=total_bytes(outs),
+        fused_ops=tuple(ops), repeat=rep, merged_count=merged_count, gemm_bmnk=bmnk,
+        epilogue=g.epilogue, target=g.target, hlo_names=tuple(members)))
   return kernels, sorted(edges)
 
 
@@ -929,7 +963,7 @@ def gpu_kernels_from_graph(graph: _Graph, config: GpuFusionConfig, *,
   """``gpu_kernels`` on a graph that is already flattened (calls inlined, tuples resolved).
 
   The graph must be what ``_flatten`` + ``_resolve_tuples`` give for some module (node names
-  included) for the result to equal ``gpu_kernels`` of that module; ``nb201_kernels`` builds it
+  included) for the result to equal ``gpu_kernels`` of that module; ``nb201_compose`` builds it
   from pre-flattened pieces. ``order``: see ``_prepare_graph``; ``unique``: see ``_cse``. The graph
   is modified.
   """
