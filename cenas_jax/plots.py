@@ -174,6 +174,37 @@ def plot_pareto(path: str | os.PathLike[str], points: Any, front_mask: Any,
   return _finish(fig, ax, path, labels[0], labels[1], title or "Pareto front")
 
 
+def plot_fronts(path: str | os.PathLike[str], fronts: Mapping[str, tuple[Any, Any]],
+                labels: Sequence[str], *, title: str | None = None,
+                note: str | None = None, logx: bool = True) -> Path:
+  """Several methods' fronts (x minimized, y maximized) as staircases over their points.
+
+  Args:
+    path: PNG file to write.
+    fronts: ``{name: (x, y)}``, two 1-D arrays of equal length each (any order).
+    labels: ``(xlabel, ylabel)`` axis labels with units.
+    title: optional title; ``note`` goes under it.
+    logx: log-scale x axis (energies spanning decades; every x must then be > 0).
+
+  Returns:
+    The path written.
+  """
+  if not fronts:
+    raise ValueError("plot_fronts: fronts is empty.")
+  fig = _figure()
+  ax = fig.add_subplot()
+  for name, (x, y) in fronts.items():
+    x = _vec(f"{name}.x", x)
+    y = _vec(f"{name}.y", y, x.shape[0])
+    order = np.argsort(x, kind="stable")
+    best = np.maximum.accumulate(y[order])  # the best quality reachable at or below each energy
+    (line,) = ax.step(x[order], best, where="post", linewidth=1.4, label=name)
+    ax.plot(x, y, "o", color=line.get_color(), markersize=3.5, alpha=0.7)
+  if logx:
+    ax.set_xscale("log")
+  return _finish(fig, ax, path, labels[0], labels[1], title or "Fronts", note)
+
+
 def plot_forecast(path: str | os.PathLike[str], t: Any, actual: Any, p10: Any, p50: Any, p90: Any,
                   *, xlabel: str = "time (h)", ylabel: str = "carbon intensity (gCO2eq/kWh)",
                   title: str | None = None) -> Path:

@@ -148,3 +148,12 @@ def test_every_figure_has_a_title_and_named_band(tmp_path, monkeypatch):
   assert all(titles), titles
   assert titles[0] == "Search progress\nline: median; band: 25th-75th percentile"
   assert "percentile" in figs[3].axes[0].get_legend_handles_labels()[1][0]
+
+
+def test_plot_fronts(tmp_path, saved):
+  fronts = {"a": ([3.0, 1.0, 2.0], [0.9, 0.7, 0.6]), "b": (np.array([1.5]), np.array([0.8]))}
+  _assert_png(plots.plot_fronts(tmp_path / "fronts.png", fronts, ("energy (J)", "accuracy")))
+  with pytest.raises(ValueError):
+    plots.plot_fronts(tmp_path / "bad.png", {"a": ([1.0, 2.0], [0.5])}, ("x", "y"))
+  with pytest.raises(ValueError):
+    plots.plot_fronts(tmp_path / "bad.png", {}, ("x", "y"))

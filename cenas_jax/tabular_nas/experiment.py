@@ -10,9 +10,10 @@ on the TabZilla training rows (early stopping on the validation fold); price bot
 
 Writes ``summary.json`` (both architectures, ``energy_saving`` = 1 - E_energy / E_accuracy,
 ``accuracy_delta`` in percentage points or the relative RMSE change, medians and spread over
-seeds, hypervolume per method, the E0-swept front), ``pareto.csv`` (every candidate evaluated),
-``pareto.png`` and ``seeds/seed_<s>.json``; a finished seed is not run again when the same workdir
-is used again.
+seeds, hypervolume per method of its retrained front and as scored during the search, the
+E0-swept front), ``pareto.csv`` (every candidate evaluated), ``pareto.png``, ``fronts.png`` (the
+first seed's retrained fronts) and ``seeds/seed_<s>.json``; a finished seed is not run again when
+the same workdir is used again.
 """
 
 from __future__ import annotations
@@ -366,6 +367,18 @@ def _summarize(config, split, space, luts, per_seed, wd: Path) -> dict:
                     (f"predicted energy per sample at batch {config.deploy_batch} (J)",
                      "supernet validation quality"),
                     title=f"{split.name} / {space.kind}: every candidate evaluated")
+  first = per_seed[0]
+  if "fronts" in first:
+    hv = summary["hypervolume"]
+    plots.plot_fronts(
+        wd / "fronts.png",
+        {f"{m} (HV {hv[m]['median']:.4f})": (
+            [f["energy_j"] / config.deploy_batch for f in first["fronts"][m]],
+            [f["test_quality"] for f in first["fronts"][m]]) for m in sorted(first["fronts"])},
+        (f"predicted energy per sample at batch {config.deploy_batch} (J)",
+         "test quality, retrained" + (" (1 - RMSE / std)" if split.task == "regression" else "")),
+        title=f"{split.name} / {space.kind}: each method's front retrained",
+        note=f"seed {first['seed']}; HV: median over {len(per_seed)} seed(s)")
   results.write_summary(wd, summary, {
       "seed": list(config.seeds), "energy_source": summary["energy_source"], "ci_source": None,
       "data_hashes": split.data_hashes})

@@ -70,7 +70,7 @@ def test_run_writes_summary_front_and_resumes(tmp_path, space, task):
   assert len(seed["e0_front"]) == 1
   rows = (wd / "pareto.csv").read_text().splitlines()
   assert rows[0].endswith("is_pareto") and len(rows) > 5
-  assert (wd / "pareto.png").stat().st_size > 0
+  assert (wd / "pareto.png").stat().st_size > 0 and (wd / "fronts.png").stat().st_size > 0
   # Run again: the finished seed is read back, not recomputed.
   again = experiment.run(_config(csv, space=space), str(wd))
   assert again["energy_saving"] == summary["energy_saving"]
