@@ -4,9 +4,11 @@ Per seed: SPOS-train one masked supernet; on copies of it, run the accuracy-only
 energy-aware controller (TabNAS / TuNAS / MnasNet reward, budget E0) and the energy-aware controller
 at every E0 of ``e0_sweep``; to compare front-finders like with like, random search, and the
 controller and regularized evolution each over the ladder of budgets ``front_quantiles`` (the
-budgets share the step count: ``search.run_ladder``); all for the same number of steps; retrain the energy-aware and accuracy-only winners from scratch
-on the TabZilla training rows (early stopping on the validation fold); price both at batch 1 and at
-``deploy_batch`` with the per-layer energy lookup on the materialized networks.
+budgets share the step count: ``search.run_ladder``); all for the same number of steps. Retrain
+the energy-aware and accuracy-only winners from scratch on the TabZilla training rows (early
+stopping on the validation fold), and with ``judge_fronts`` every method's front; price the
+winners at batch 1 and at ``deploy_batch`` with the per-layer energy lookup on the materialized
+networks.
 
 Writes ``summary.json`` (both architectures, ``energy_saving`` = 1 - E_energy / E_accuracy,
 ``accuracy_delta`` in percentage points or the relative RMSE change, medians and spread over
@@ -228,7 +230,7 @@ def _run_seed(config: TabularSearchConfig, split: data_lib.Split, space, luts, s
   out["search_s"] = time.perf_counter() - t0
 
   # Hypervolume of the (quality, -energy) front of every method's evaluated candidates: as
-  # scored during the search (reference: the worst record) and re-scored by one referee.
+  # scored during the search (reference: the worst record) and, with judge_fronts, retrained.
   recs = out["records"]
   q_ref = float(min(r["quality"] for r in recs))
   out["hypervolume_search"] = {}

@@ -279,8 +279,9 @@ def run_random(net: Supernet, obj: Objective, config: arch_policy.PolicyConfig, 
 
 
 def run_evolution(net: Supernet, obj: Objective, config: arch_policy.PolicyConfig, steps: int,
-                  seed: int, *, population: int = 32, tournament: int = 8, method: str = "evolution",
-                  progress=None, state: dict | None = None) -> tuple[np.ndarray, list[dict], dict]:
+                  seed: int, *, population: int = 32, tournament: int = 8,
+                  method: str = "evolution", progress=None,
+                  state: dict | None = None) -> tuple[np.ndarray, list[dict], dict]:
   """Regularized evolution with ``net.k`` children per step (the first steps fill the population
   with uniform samples); returns the best architecture, the records and ``{"members": ...}``.
 
