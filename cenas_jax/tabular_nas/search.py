@@ -258,9 +258,7 @@ def _best(net: Supernet, obj: Objective, config, records: list[dict], top: int,
   cand = archs[order]
   if extra is not None:
     cand = np.concatenate([np.asarray(extra, np.int32)[None], cand])[:net.k]
-  if len(cand) < net.k:
-    cand = cand[np.arange(net.k) % len(cand)]
-  full_q = net.score(cand, rows=net.split.val)
+  full_q = score_on_val(net, cand)
   full_fit = obj.fitness(full_q, obj.energy_fn(cand), config)
   return cand[int(np.argmax(full_fit))]
 
