@@ -37,6 +37,9 @@ _HELP = {
     "n_mc": "Monte-Carlo samples of TabNAS's feasible-mass estimate.",
     "reward": "Energy-aware reward.",
     "controller_lr": "Adam learning rate of the policy logits.",
+    "controller_baseline": "REINFORCE baseline: ema (moving average of past steps' mean reward) "
+                           "or loo (each candidate against the mean of the step's others, "
+                           "which share its validation batch).",
     "beta": "TuNAS cost weight (< 0).",
     "e0_quantile": "Energy budget E0 as a quantile of uniform architectures' energies.",
     "e0_sweep": "More E0 quantiles: one energy-aware search each, for the front over E0.",

@@ -14,8 +14,12 @@ predicted inference energy:
   ``P(V)`` is estimated from ``N`` Monte-Carlo samples ``z_j ~ pi`` and differentiated through
   ``P(V) ~= mean_j 1[E(z_j) <= E0] pi(z_j) / stop_gradient(pi(z_j))``.
 
-The baseline ``b`` is a moving average of the mean reward (momentum ``baseline_momentum``);
-the logits are updated with Adam. Everything is a pure function over an explicit pytree
+The baseline ``b`` is either a moving average of the mean reward across steps (``ema``, momentum
+``baseline_momentum``; TuNAS, TabNAS) or, per candidate, the mean reward of the step's other K - 1
+candidates (``loo``, leave-one-out / RLOO: ``b_k = (sum_j r_j - r_k) / (K - 1)``, unbiased because
+``b_k`` does not depend on ``a_k``). The K candidates of a step share one validation batch, so
+``loo`` removes that batch's difficulty from every advantage, which a baseline averaged over past
+steps cannot. The logits are updated with Adam. Everything is a pure function over an explicit pytree
 (``init_policy``, ``sample``, ``log_prob``, ``update``); ``sample`` and ``update`` are jitted.
 This module imports nothing from ``cenas_jax.cluster``.
 """
@@ -35,6 +39,7 @@ import optax
 from cenas_jax.errors import ConfigError
 
 REWARDS = ("accuracy", "tunas", "mnasnet", "tabnas")
+BASELINES = ("ema", "loo")
 _NEG = -1e9
 
 
@@ -45,7 +50,8 @@ class PolicyConfig:
   Attributes:
     reward: one of ``REWARDS``.
     lr: Adam learning rate of the logits.
-    baseline_momentum: moving-average momentum of the baseline.
+    baseline: ``ema`` (moving average across steps) or ``loo`` (leave-one-out within a step).
+    baseline_momentum: moving-average momentum of the ``ema`` baseline.
     beta: TuNAS cost weight (< 0).
     mnas_w: MnasNet exponent (< 0).
     entropy_weight: entropy bonus (0: none).
@@ -53,6 +59,7 @@ class PolicyConfig:
 
   reward: str = "tabnas"
   lr: float = 5e-2
+  baseline: str = "ema"
   baseline_momentum: float = 0.9
   beta: float = -0.5
   mnas_w: float = -0.07
@@ -61,6 +68,8 @@ class PolicyConfig:
   def __post_init__(self):
     if self.reward not in REWARDS:
       raise ConfigError("reward", f"must be one of {REWARDS}, got {self.reward!r}.")
+    if self.baseline not in BASELINES:
+      raise ConfigError("baseline", f"must be one of {BASELINES}, got {self.baseline!r}.")
     if self.beta >= 0:
       raise ConfigError("beta", f"the TuNAS cost weight must be negative, got {self.beta}.")
     if not 0 <= self.baseline_momentum < 1:
@@ -118,7 +127,15 @@ def reward(config: PolicyConfig, quality: np.ndarray, energy_j: np.ndarray,
 def _update(config: PolicyConfig, policy: dict[str, Any], archs: jax.Array, rewards: jax.Array,
             mc_archs: jax.Array, mc_feasible: jax.Array) -> tuple[dict[str, Any], dict]:
   b = jnp.where(policy["has_baseline"], policy["baseline"], jnp.mean(rewards))
-  adv = rewards - b
+  k = rewards.shape[0]
+  if config.baseline == "loo" and k > 1:
+    # r_k - (sum_j r_j - r_k) / (K - 1) = K / (K - 1) (r_k - mean r), computed on rewards
+    # centred on one candidate so that equal rewards give exactly zero advantages: Adam is
+    # scale-free and would turn rounding noise into a full step.
+    c = rewards - rewards[0]
+    adv = k / (k - 1) * (c - jnp.mean(c))
+  else:  # one candidate has no others to compare with: the moving average serves
+    adv = rewards - b
   valid = policy["valid"]
 
   def loss(logits):

@@ -66,6 +66,7 @@ class TabularSearchConfig:
   n_mc: int = 256
   reward: Literal["tabnas", "tunas", "mnasnet"] = "tabnas"
   controller_lr: float = 0.05
+  controller_baseline: Literal["ema", "loo"] = "ema"
   beta: float = -0.5
   e0_quantile: float = 0.05
   e0_sweep: tuple[float, ...] = (0.02, 0.2, 0.5)
@@ -85,6 +86,9 @@ class TabularSearchConfig:
                  "deploy_batch", "retrain_epochs", "n_mc"):
       if getattr(self, name) < 1:
         raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}.")
+    if self.controller_baseline == "loo" and self.candidates < 2:
+      raise ConfigError("controller_baseline", "loo compares each candidate with the step's "
+                        "others: it needs --candidates >= 2.")
     if not self.front_quantiles:
       raise ConfigError("front_quantiles", "needs at least one quantile.")
     for name in ("e0_quantile", "front_quantiles", *(["e0_sweep"] if self.e0_sweep else [])):
@@ -181,8 +185,10 @@ def _run_seed(config: TabularSearchConfig, split: data_lib.Split, space, luts, s
                         seed=seed)
   print(f"[seed {seed}] SPOS supernet training ({config.spos_steps} steps)", flush=True)
   search.spos(net, config.spos_steps, _Progress(config.spos_steps, f"seed {seed} spos"))
-  pconf = arch_policy.PolicyConfig(reward=config.reward, lr=config.controller_lr, beta=config.beta)
-  aconf = arch_policy.PolicyConfig(reward="accuracy", lr=config.controller_lr)
+  pconf = arch_policy.PolicyConfig(reward=config.reward, lr=config.controller_lr, beta=config.beta,
+                                   baseline=config.controller_baseline)
+  aconf = arch_policy.PolicyConfig(reward="accuracy", lr=config.controller_lr,
+                                   baseline=config.controller_baseline)
   obj = search.Objective(config.reward, energy_fn, e0(config.e0_quantile))
   acc_obj = search.Objective("accuracy", energy_fn, e0(config.e0_quantile))
   steps = config.search_steps

@@ -62,3 +62,44 @@ def test_tabnas_finds_the_constrained_optimum():
   energy = lambda a: (a[:, 0] + a[:, 1]).astype(float)  # noqa: E731
   best = _learn(ap.PolicyConfig("tabnas", lr=0.1), quality, energy=energy, e0=4.0, steps=200)
   assert energy(best[None])[0] == 4.0
+
+
+def test_leave_one_out_baseline_ignores_a_shared_shift():
+  # Candidates scored on one hard validation batch all get the same low reward: the moving
+  # average (still at an easier batch's level) reads that as "every candidate is bad" and moves
+  # the policy; leave-one-out compares the candidates with each other and does not move it.
+  archs = np.array([[0, 1, 0], [2, 3, 1], [1, 4, 0], [0, 0, 1]])
+  rewards = np.full(4, 0.3)
+  moved = {}
+  for baseline in ("ema", "loo"):
+    config = ap.PolicyConfig("accuracy", baseline=baseline)
+    policy = dict(ap.init_policy(config, N_CHOICES), baseline=np.float32(0.8),
+                  has_baseline=np.bool_(True))
+    new, _ = ap.update(config, policy, archs, rewards)
+    moved[baseline] = float(np.abs(np.asarray(new["logits"] - policy["logits"])).max())
+  assert moved["loo"] == 0.0 and moved["ema"] > 1e-3
+
+
+def test_leave_one_out_advantage_is_reward_minus_the_others_mean():
+  # With one decision and distinct choices, the REINFORCE gradient of logit j is
+  # -(1/K) sum_k adv_k (1[a_k = j] - pi_j); at the uniform policy the loo advantages of rewards
+  # (1, 2, 3) are (-1.5, 0, 1.5), so the gradient is (1.5, 0, -1.5) / 3 (minus sign: a loss).
+  config = ap.PolicyConfig("accuracy", baseline="loo")
+  policy = ap.init_policy(config, np.array([3]))
+  archs = np.array([[0], [1], [2]])
+  rewards = np.array([1.0, 2.0, 3.0])
+  lp = lambda logits: ap.log_prob(logits, policy["valid"], archs)  # noqa: E731
+  adv = rewards - (rewards.sum() - rewards) / 2
+  grad = jax.grad(lambda lg: -(adv * lp(lg)).mean())(policy["logits"])
+  np.testing.assert_allclose(np.asarray(grad)[0], [0.5, 0.0, -0.5], atol=1e-6)
+  new, _ = ap.update(config, policy, archs, rewards)
+  # Adam's first step moves each logit by lr against the gradient's sign.
+  np.testing.assert_allclose(np.asarray(new["logits"])[0], [-0.05, 0.0, 0.05], atol=1e-6)
+
+
+def test_leave_one_out_learns_and_is_validated():
+  quality = lambda a: (a[:, 0] == 2) * 0.5 + (a[:, 1] == 4) * 0.5  # noqa: E731
+  best = _learn(ap.PolicyConfig("accuracy", lr=0.1, baseline="loo"), quality)
+  np.testing.assert_array_equal(best[:2], [2, 4])
+  with pytest.raises(ConfigError, match="baseline"):
+    ap.PolicyConfig(baseline="median")
