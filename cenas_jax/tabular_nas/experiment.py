@@ -322,6 +322,10 @@ def run(config: TabularSearchConfig, workdir: str) -> dict:
       print(f"[seed {seed}] found in {path}, not run again", flush=True)
       continue
     res = _run_seed(config, split, space, luts, seed)
+    # The summary's provenance names the code that wrote the summary; a resumed workdir may
+    # hold seeds run by older code, so each seed records its own.
+    res["provenance"] = {k: v for k, v in results.collect_provenance().items()
+                         if k in ("git_commit", "git_dirty", "time_utc")}
     for b, l in luts.items():
       l.save(wd / f"energy_lut_batch{b}.json")
     atomic_write_json(path, results.to_json_safe(res))

@@ -50,6 +50,8 @@ def test_run_writes_summary_front_and_resumes(tmp_path, space, task):
   doc = json.loads((wd / "summary.json").read_text())
   assert doc["space"] == space and doc["task"] == task
   seed = doc["seeds"][0]
+  # Each seed names the code that ran it (a resumed workdir may mix commits).
+  assert set(seed["provenance"]) == {"git_commit", "git_dirty", "time_utc"}
   ea, ao = seed["winners"]["energy_aware"], seed["winners"]["accuracy_only"]
   saving = 1 - ea["energy_per_sample_j_batch64"] / ao["energy_per_sample_j_batch64"]
   assert summary["energy_saving"]["median"] == pytest.approx(saving)
@@ -108,6 +110,12 @@ def test_bad_dataset_flags_are_one_clear_error(tmp_path, kw, field):
   if field:
     assert isinstance(e.value, ConfigError) and e.value.field == field
   assert "missing_column" in str(e.value) or field
+
+
+def test_leave_one_out_baseline_needs_two_candidates():
+  with pytest.raises(ConfigError) as e:
+    experiment.TabularSearchConfig(controller_baseline="loo", candidates=1)
+  assert e.value.field == "controller_baseline"
 
 
 def test_non_numeric_regression_target_is_refused(tmp_path):
