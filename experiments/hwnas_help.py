@@ -50,6 +50,8 @@ HELP = {
                     "HV still to gain).",
     "agent_carbon_price": "Progress reward: price of one hour of the whole pool training at the "
                           "trace's highest intensity, in e-folds of the remaining HV gap.",
+    "agent_n_step": "Hours of rewards in the repaired agent's critic target before it "
+                    "bootstraps (1: TD(0)).",
     "agent_release": "The repaired agent may release GPUs (0..8 training).",
     "pretrain_episodes": "Train the 'cenas' agent over this many simulated episodes first, then "
                          "deploy it frozen.",

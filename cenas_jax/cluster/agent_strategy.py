@@ -1,7 +1,11 @@
 """The allocation agent (``cenas_jax.controller.allocation_agent``) as a strategy of the pool.
 
 The agent itself is pure functions over explicit pytrees; this adapter holds its config, acts on the
-hour's observation and, unless frozen, makes one actor-critic update per hour from the outcome.
+hour's observation and, unless frozen, makes one actor-critic update per hour from the outcome. With
+``n_step = n > 1`` the update of hour t waits for hour t + n, whose state bootstraps the return of
+the n rewards between; the transitions waiting live in the agent's ``pending`` buffer (so they are
+checkpointed with it), and the episode's last hour updates every one still waiting, without a
+bootstrap.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from cenas_jax.controller import allocation_agent as agent_lib
 from cenas_jax.controller.types import Observation, Outcome
@@ -47,11 +52,38 @@ class AgentStrategy:
     if self.config.frozen:
       return state
     r = agent_lib.reward(self.config, obs, outcome)
-    feats = jnp.asarray(agent_lib.features(self.config, obs))
+    feats = agent_lib.features(self.config, obs)
     # The last hour has no next state: its bootstrap term is masked out by ``done``.
-    next_feats = feats if outcome.done else jnp.asarray(agent_lib.features(self.config, next_obs))
-    agent, _ = agent_lib.update(self.config, state, feats, jnp.int32(info["action"]),
-                                jnp.float32(r), next_feats, jnp.float32(outcome.done),
+    next_feats = feats if outcome.done else agent_lib.features(self.config, next_obs)
+    if self.config.n_step == 1:
+      return self._update(state, feats, info["action"], r, next_feats, outcome.done, 1)
+    pend = state["pending"]
+    count = int(pend["count"])
+    fs = np.concatenate([np.asarray(pend["feats"])[:count], feats[None]])
+    acts = np.append(np.asarray(pend["action"])[:count], info["action"])
+    rs = np.append(np.asarray(pend["reward"], np.float64)[:count], r)
+    disc = self.config.gamma ** np.arange(len(rs))
+    if outcome.done:  # every waiting hour's return ends with the episode
+      for i in range(len(rs)):
+        state = self._update(state, fs[i], acts[i], float(np.sum(rs[i:] * disc[:len(rs) - i])),
+                             next_feats, True, len(rs) - i)
+      fs, acts, rs = fs[:0], acts[:0], rs[:0]
+    elif len(rs) == self.config.n_step:  # the oldest hour's n rewards are in: bootstrap from now
+      state = self._update(state, fs[0], acts[0], float(np.sum(rs * disc)), next_feats, False,
+                           len(rs))
+      fs, acts, rs = fs[1:], acts[1:], rs[1:]
+    empty = agent_lib.empty_pending(self.config)
+    k = len(rs)
+    return dict(state, pending={
+        "feats": empty["feats"].at[:k].set(fs), "action": empty["action"].at[:k].set(acts),
+        "reward": empty["reward"].at[:k].set(rs), "count": jnp.int32(k)})
+
+  def _update(self, state, feats, action, r, next_feats, done, horizon):
+    agent, _ = agent_lib.update(self.config, state, jnp.asarray(feats, jnp.float32),
+                                jnp.int32(action), jnp.float32(r),
+                                jnp.asarray(next_feats, jnp.float32), jnp.float32(done),
                                 None if self.entropy_weight is None
-                                else jnp.float32(self.entropy_weight))
+                                else jnp.float32(self.entropy_weight),
+                                None if self.config.n_step == 1
+                                else jnp.float32(self.config.gamma ** horizon))
     return agent

@@ -102,6 +102,8 @@ class AgentSettings:
       the hypervolume still to gain; ``controller/allocation_agent.py``).
     agent_carbon_price: the "progress" reward's price of one hour of the whole pool training at the
       trace's highest intensity, in e-folds of the remaining HV gap.
+    agent_n_step: the repaired agent's critic target spans this many hours of rewards before it
+      bootstraps (1: TD(0)); a training hour pays its carbon at once and its hypervolume hours later.
     forecaster_dir: a trained forecaster, for ``agent_ci_input="forecast"``.
   """
 
@@ -114,10 +116,16 @@ class AgentSettings:
   agent_action: Literal["absolute", "residual"] = "absolute"
   agent_reward: Literal["official", "progress"] = "official"
   agent_carbon_price: float = 0.2
+  agent_n_step: int = 1
   forecaster_dir: str = ""
 
   def __post_init__(self):
     _check_choices(self)
+    if self.agent_n_step < 1:
+      raise ConfigError("agent_n_step", f"must be >= 1 (1: TD(0)), got {self.agent_n_step}")
+    if self.agent_n_step > 1 and self.agent_mode == "faithful":
+      raise ConfigError("agent_n_step", "the official agent's return is the hour's reward itself; "
+                        "n-step returns need --agent_mode=repaired")
     if self.agent_ci_input == "forecast" and not self.forecaster_dir:
       raise ConfigError("forecaster_dir", "--agent_ci_input=forecast needs it: the 'forecaster' "
                         "folder of a finished `python -m experiments.train_forecaster` workdir")

@@ -138,7 +138,7 @@ def _agent_config(config: ExperimentConfig, faithful: bool, frozen: bool = False
                      entropy_weight=agent.agent_entropy_weight, beta_scale=agent.agent_beta_scale,
                      reward_gpu_power_kw=power_kw, reward_mode=agent.agent_reward,
                      action_mode=agent.agent_action,
-                     carbon_price=agent.agent_carbon_price)
+                     carbon_price=agent.agent_carbon_price, n_step=agent.agent_n_step)
 
 
 def spec_name(spec: StrategySpec) -> str:

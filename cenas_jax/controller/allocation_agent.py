@@ -12,7 +12,8 @@ Two modes (``AgentConfig.mode``):
 - ``repaired`` replaces the saturating sigmoid MLP by a tanh actor-critic (64-64, biases), repairs the
   state (live HV, normalized counts, the last hour's
   HV gain) and adds forecast features (the next 24 h median relative to now, and the rank of the
-  current intensity within the next 24 h), uses a TD(0) critic target ``r + gamma V(s')``, Adam
+  current intensity within the next 24 h), uses an n-step critic target
+  ``sum_{i<n} gamma^i r_{t+i} + gamma^n V(s_{t+n})`` (``n_step``; 1 is TD(0)), Adam
   (actor lr 3e-4, critic lr 1e-3), and an action space that may release GPUs (``release=True``:
   ``n_train`` in 0..8, one GPU keeps sampling while anything is released).
 
@@ -77,6 +78,7 @@ class AgentConfig:
   rms_decay: float = 0.9
   rms_eps: float = 1e-10
   gamma: float = 0.99
+  n_step: int = 1  # repaired mode: the critic target's horizon in hours (1: TD(0))
   entropy_weight: float = 0.5
   # Reward (official constants).
   alpha: float = 20.0
@@ -101,6 +103,9 @@ class AgentConfig:
       raise ValueError(f"AgentConfig.mode must be one of {MODES}, got {self.mode!r}")
     if self.action_mode not in ("absolute", "residual"):
       raise ValueError(f"AgentConfig.action_mode must be absolute or residual, got {self.action_mode!r}")
+    if self.n_step < 1 or (self.n_step > 1 and self.mode == FAITHFUL):
+      raise ValueError(f"AgentConfig.n_step must be >= 1 (and 1 in the faithful mode, whose return "
+                       f"is the reward itself), got {self.n_step}")
     if self.reward_mode not in REWARDS:
       raise ValueError(f"AgentConfig.reward_mode must be one of {REWARDS}, got {self.reward_mode!r}")
 
@@ -220,8 +225,19 @@ def init_agent(config: AgentConfig, key) -> dict[str, Any]:
   actor = _trunk(config, config.n_actions).init(ka, x)
   critic = _trunk(config, 1).init(kc, x)
   opt_a, opt_c = _optimizers(config)
-  return {"actor": actor, "critic": critic, "opt_actor": opt_a.init(actor),
-          "opt_critic": opt_c.init(critic)}
+  agent = {"actor": actor, "critic": critic, "opt_actor": opt_a.init(actor),
+           "opt_critic": opt_c.init(critic)}
+  if config.n_step > 1:
+    agent["pending"] = empty_pending(config)
+  return agent
+
+
+def empty_pending(config: AgentConfig) -> dict[str, Any]:
+  """The n-step buffer: the last ``count`` hours' transitions, oldest first, not yet updated."""
+  n = config.n_step
+  return {"feats": jnp.zeros((n, config.obs_dim), jnp.float32),
+          "action": jnp.zeros((n,), jnp.int32), "reward": jnp.zeros((n,), jnp.float32),
+          "count": jnp.zeros((), jnp.int32)}
 
 
 def policy_logits(config: AgentConfig, params, feats):
@@ -240,18 +256,22 @@ def act(config: AgentConfig, agent: dict, feats, key):
 
 @functools.partial(jax.jit, static_argnums=0)
 def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done,
-           entropy_weight=None):
-  """One actor-critic update on a single transition; returns ``(agent, metrics)``.
+           entropy_weight=None, discount=None):
+  """One actor-critic update of the transition from ``feats``; returns ``(agent, metrics)``.
 
-  ``entropy_weight`` (a traced scalar, so a schedule does not recompile) overrides
-  ``config.entropy_weight``.
+  ``r`` is the discounted reward of the h hours from ``feats`` to ``next_feats``
+  (``sum_{i<h} gamma^i r_i``; one hour's reward for TD(0)) and ``discount`` is ``gamma^h``
+  (``None``: ``gamma``), so the repaired mode's target is ``r + discount (1 - done) V(next_feats)``.
+  ``entropy_weight`` and ``discount`` are traced scalars (a schedule or a shorter tail does not
+  recompile); ``entropy_weight`` overrides ``config.entropy_weight``.
   """
   ent_w = config.entropy_weight if entropy_weight is None else entropy_weight
   critic_apply = lambda p, x: _trunk(config, 1).apply(p, x[None])[0, 0]
   if config.mode == FAITHFUL:
     ret = r  # batch of one: the discounted return is the reward itself
   else:
-    ret = r + config.gamma * (1.0 - done) * jax.lax.stop_gradient(
+    gamma = config.gamma if discount is None else discount
+    ret = r + gamma * (1.0 - done) * jax.lax.stop_gradient(
         critic_apply(agent["critic"], next_feats))
   adv = jax.lax.stop_gradient(ret - critic_apply(agent["critic"], feats))
 
@@ -268,6 +288,6 @@ def update(config: AgentConfig, agent: dict, feats, action, r, next_feats, done,
   opt_a, opt_c = _optimizers(config)
   ua, sa = opt_a.update(ga, agent["opt_actor"], agent["actor"])
   uc, sc = opt_c.update(gc, agent["opt_critic"], agent["critic"])
-  new = {"actor": optax.apply_updates(agent["actor"], ua), "opt_actor": sa,
-         "critic": optax.apply_updates(agent["critic"], uc), "opt_critic": sc}
+  new = dict(agent, actor=optax.apply_updates(agent["actor"], ua), opt_actor=sa,
+             critic=optax.apply_updates(agent["critic"], uc), opt_critic=sc)
   return new, {"actor_loss": la, "critic_loss": lc, "entropy": ent, "advantage": adv}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import pytest
 import numpy as np
 
 from cenas_jax.cluster.agent_strategy import AgentStrategy
@@ -84,3 +85,56 @@ def test_learns_and_the_episode_end():
                       feats, jax.numpy.float32(1.0))
   for a, b in zip(jax.tree.leaves(end), jax.tree.leaves(want)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_n_step_updates_each_hour_once_with_its_n_step_return(monkeypatch):
+  # Hours 0..4, the last one ends the episode, n = 3: hour t is updated at hour t + 2 with the
+  # return r_t + g r_{t+1} + g^2 r_{t+2} bootstrapped from hour t + 3's state (discount g^3); the
+  # last hour updates the hours still waiting with what is left of the episode, no bootstrap.
+  config = dataclasses.replace(SMALL, n_step=3)
+  strategy = AgentStrategy(config=config)
+  calls = []
+
+  def fake_update(cfg, agent, feats, action, r, next_feats, done, ent, discount):
+    calls.append((float(feats[0]), int(action), float(r), float(next_feats[0]), float(done),
+                  float(discount)))
+    return agent, {}
+
+  monkeypatch.setattr(aa, "update", fake_update)
+  state = strategy.init(jax.random.key(0))
+  g = config.gamma
+  rewards = []
+  for hour in range(5):
+    obs = _obs(hour=hour, n_gpus=4, hv=3000.0 + 10 * hour)
+    nxt = None if hour == 4 else _obs(hour=hour + 1, n_gpus=4, hv=3010.0 + 10 * hour)
+    outcome = Outcome(hv_gain=10.0, carbon_g=100.0 * (hour + 1), n_finished=hour, done=hour == 4)
+    rewards.append(aa.reward(config, obs, outcome))
+    state = strategy.learn(state, obs, {"action": hour % 3}, outcome, nxt)
+    assert int(state["pending"]["count"]) == (min(hour + 1, 2) if hour < 4 else 0)
+  t_rem = lambda h: aa.features(config, _obs(hour=h, n_gpus=4))[0]  # noqa: E731
+  ret = lambda t, n: sum(g ** i * rewards[t + i] for i in range(n))  # noqa: E731
+  expected = [(t_rem(0), 0, ret(0, 3), t_rem(3), 0.0, g ** 3),
+              (t_rem(1), 1, ret(1, 3), t_rem(4), 0.0, g ** 3),
+              (t_rem(2), 2, ret(2, 3), t_rem(4), 1.0, g ** 3),
+              (t_rem(3), 0, ret(3, 2), t_rem(4), 1.0, g ** 2),
+              (t_rem(4), 1, ret(4, 1), t_rem(4), 1.0, g)]
+  assert len(calls) == len(expected)
+  for got, want in zip(calls, expected):
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_n_step_agent_compiles_once_and_is_refused_in_the_official_mode():
+  config = dataclasses.replace(SMALL, n_step=4)
+  strategy = AgentStrategy(config=config)
+  state = strategy.init(jax.random.key(0))
+  sizes = []
+  for hour in range(8):
+    obs = _obs(hour=hour, n_gpus=4, hv=3000.0 + 10 * hour)
+    done = hour == 7
+    state, _, info = strategy.act(state, obs, jax.random.key(hour))
+    state = strategy.learn(state, obs, info, Outcome(5.0, 50.0, 1, done=done),
+                           None if done else _obs(hour=hour + 1, n_gpus=4))
+    sizes.append(aa.update._cache_size())
+  assert sizes[3] >= 1 and sizes[-1] == sizes[3]  # the tail's shorter returns reuse it
+  with pytest.raises(ValueError, match="n_step"):
+    AgentConfig(mode="faithful", n_step=2)

@@ -82,6 +82,8 @@ def test_oracle_schedules_are_parsed_once():
     (lambda: SearchConfig(reward_accounting="half"), "reward_accounting"),
     (lambda: AgentSettings(agent_mode="fixed"), "agent_mode"),
     (lambda: AgentSettings(agent_ci_input="forecast"), "forecaster_dir"),
+    (lambda: AgentSettings(agent_n_step=0), "agent_n_step"),
+    (lambda: AgentSettings(agent_mode="faithful", agent_n_step=3), "agent_n_step"),
     (lambda: ProposalConfig(proposal="grid"), "proposal"),
     (lambda: PoolConfig(n_gpus=0), "n_gpus"),
     # Regression: without 0.98 a whole study ran and then died with KeyError: '0.98'.
