@@ -158,10 +158,11 @@ def _plots(workdir: Path, config, state, problem: CifarProblem, rows, curves) ->
   energy = "energy" in problem.objectives
   plots.plot_pareto(workdir / "pareto.png", pts, mask,
                     ("parameters (millions; lower is better)", "CIFAR-10 test accuracy (%; higher is better)"),
-                    title="Architectures trained by the search: Pareto front",
+                    title="Architectures trained by the search: Pareto front" + (
+                        f"\n(colour: predicted inference energy on {config.energy_device})"
+                        if energy else ""),
                     color=[r["inference_energy_mj"] for r in rows] if energy else None,
-                    color_label=f"predicted inference energy (mJ per image, batch "
-                                f"{config.inference_batch}, {config.energy_device})")
+                    color_label=f"mJ per image (batch {config.inference_batch})")
 
 
 def summary_markdown(summary: dict) -> str:
