@@ -259,7 +259,8 @@ class CifarProblem:
           raise RuntimeError(f"training job of candidate {c} stopped at step {out['step']} of "
                              f"{self.total_steps}")
         self.metrics[c] = {k: v for k, v in out.items() if k != "history"}
-        self._y_true[c] = self._objectives(np.array([c]), np.array([100.0 * float(out["test_accuracy"])]))[0]
+        acc_pct = np.array([100.0 * float(out["test_accuracy"])])
+        self._y_true[c] = self._objectives(np.array([c]), acc_pct)[0]
 
   def job(self, c: int, stop_step: int | None = None) -> TrainJob:
     """The training job of candidate ``c`` (its own directory and seed), up to ``stop_step``
