@@ -143,7 +143,8 @@ def plot_allocation_vs_ci(path: str | os.PathLike[str], hours: Any, n_sampling: 
 
 
 def plot_pareto(path: str | os.PathLike[str], points: Any, front_mask: Any,
-                labels: Sequence[str], *, title: str | None = None) -> Path:
+                labels: Sequence[str], *, title: str | None = None, color: Any = None,
+                color_label: str = "") -> Path:
   """Scatter of all points with the Pareto front highlighted and joined.
 
   Args:
@@ -152,6 +153,10 @@ def plot_pareto(path: str | os.PathLike[str], points: Any, front_mask: Any,
     front_mask: ``(n,)`` bool, ``True`` for points on the front (e.g. from ``results.pareto_mask``).
     labels: ``(xlabel, ylabel)`` axis labels with units.
     title: optional title.
+    color: optional ``(n,)`` values of a third objective: every point is coloured by it (colour
+      bar ``color_label``) and the front's points are ringed, not joined (a front in three
+      objectives is no staircase in two of them).
+    color_label: the colour bar's label with units.
 
   Returns:
     The path written.
@@ -166,6 +171,15 @@ def plot_pareto(path: str | os.PathLike[str], points: Any, front_mask: Any,
     raise ValueError("plot_pareto: labels must be (xlabel, ylabel).")
   fig = _figure()
   ax = fig.add_subplot()
+  if color is not None:
+    c = np.asarray(color, dtype=np.float64)
+    if c.shape != (pts.shape[0],):
+      raise ValueError(f"plot_pareto: color has shape {c.shape}, expected ({pts.shape[0]},).")
+    sc = ax.scatter(pts[:, 0], pts[:, 1], c=c, s=18, cmap="viridis", label="evaluated")
+    fig.colorbar(sc, ax=ax, label=color_label)
+    ax.scatter(pts[mask, 0], pts[mask, 1], s=70, facecolors="none", edgecolors="tab:red",
+               linewidths=1.2, label="Pareto set (all objectives)")
+    return _finish(fig, ax, path, labels[0], labels[1], title or "Pareto front")
   ax.scatter(pts[~mask, 0], pts[~mask, 1], s=8, color="0.6", alpha=0.6, label="evaluated")
   front = pts[mask]
   front = front[np.argsort(front[:, 0], kind="stable")]

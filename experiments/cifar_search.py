@@ -51,6 +51,9 @@ _HELP = {
     "n_devices": "Local devices the supernet (and, with the local backend, the training jobs) use "
                  "(0: all).",
     "devices_per_job": "Devices one training job trains on (data-parallel).",
+    "objectives": "accuracy,params (the paper's), or accuracy,params,energy: adds the trained "
+                  "network's predicted inference energy on --energy_device (mJ per image, minimized).",
+    "inference_batch": "Images per inference call the energy objective is priced at (1: one request).",
     "init_channels": "Channels of the trained networks.",
     "layers": "Cells of the trained networks.",
     "epochs": "Training epochs of a proposal.",

@@ -99,6 +99,23 @@ def test_plot_pareto(tmp_path, saved):
     plots.plot_pareto(tmp_path / "f2.png", pts, mask[:5], ("a", "b"))
 
 
+def test_plot_pareto_colours_a_third_objective(tmp_path, saved):
+  from cenas_jax.results import pareto_mask
+  rng = np.random.default_rng(1)
+  pts, energy = rng.uniform(size=(30, 2)), rng.uniform(1.0, 5.0, 30)
+  mask = pareto_mask(np.c_[pts, energy], [False, True, False])
+  _assert_png(plots.plot_pareto(tmp_path / "front3.png", pts, mask, ("params (M)", "accuracy (%)"),
+                                color=energy, color_label="energy (mJ)"))
+  ax = saved[0].axes[0]
+  assert _legend(ax) == ["evaluated", "Pareto set (all objectives)"]
+  assert ax.get_lines() == []  # a front in three objectives is not joined in two
+  np.testing.assert_allclose(ax.collections[0].get_array(), energy)
+  assert len(ax.collections[1].get_offsets()) == mask.sum()
+  assert saved[0].axes[1].get_ylabel() == "energy (mJ)"  # the colour bar
+  with pytest.raises(ValueError, match="color"):
+    plots.plot_pareto(tmp_path / "f3.png", pts, mask, ("a", "b"), color=energy[:3])
+
+
 def test_plot_forecast_with_datetimes(tmp_path, saved):
   t = pd.date_range("2021-07-02", periods=72, freq="h", tz="UTC")
   actual = 200 + 50 * np.sin(np.arange(72) / 4)

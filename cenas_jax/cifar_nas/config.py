@@ -10,6 +10,7 @@ import dataclasses
 from typing import Literal
 
 from cenas_jax.cifar_nas.jobs import DataSpec
+from cenas_jax.cifar_nas.problem import OBJECTIVES
 from cenas_jax.cluster.config import (AgentSettings, PretrainConfig, ProposalConfig, _check_choices,
                                       check_trace_settings, check_utc_time)
 from cenas_jax.errors import ConfigError
@@ -101,6 +102,13 @@ class CifarSearchConfig:
     n_devices: local devices the supernet trains and scores on, data-parallel, and, with the local
       backend, the devices training jobs run on (0: all).
     devices_per_job: devices one training job trains on, data-parallel.
+    objectives: ``accuracy,params`` (the paper's) or ``accuracy,params,energy``: the third is the
+      trained network's predicted inference energy on ``energy_device`` (mJ per image), minimized.
+    inference_batch: images per inference call the energy objective is priced at. Default 1: the
+      cost of serving one request, the setting of on-device inference benchmarks (HW-NAS-Bench,
+      nn-Meter); at 1 a small network's energy is mostly its kernel launches, so the objective
+      ranks cells by kernel count as much as by FLOPs, while a large batch ranks them by FLOPs and
+      bytes.
   """
 
   strategy: Literal["cenas", "cenas_faithful", "heuristic", "vanilla", "fixed"] = "cenas"
@@ -135,6 +143,8 @@ class CifarSearchConfig:
   ray_address: str = ""
   n_devices: int = 0
   devices_per_job: int = 1
+  objectives: tuple[str, ...] = OBJECTIVES[:2]
+  inference_batch: int = 1
   network: NetworkSettings = NetworkSettings()
   supernet: SupernetSettings = SupernetSettings()
   lamoo: ProposalConfig = ProposalConfig()
@@ -143,7 +153,8 @@ class CifarSearchConfig:
 
   def __post_init__(self):
     _check_choices(self)
-    for name in ("hours", "n_gpus", "candidates_per_hour", "history_hours", "devices_per_job"):
+    for name in ("hours", "n_gpus", "candidates_per_hour", "history_hours", "devices_per_job",
+                 "inference_batch"):
       if getattr(self, name) < 1:
         raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
     for name in ("n_init", "queue_capacity", "screen_per_gpu_hour", "n_devices", "valid_images",
@@ -157,6 +168,12 @@ class CifarSearchConfig:
     if self.live_zone and self.strategy == "cenas" and self.agent.agent_ci_input != "actual":
       raise ConfigError("live_zone", "a live run has no future intensities: use "
                         "--agent_ci_input=actual")
+    if tuple(self.objectives) not in (OBJECTIVES[:2], OBJECTIVES):
+      raise ConfigError("objectives", f"must be {','.join(OBJECTIVES[:2])} or "
+                        f"{','.join(OBJECTIVES)} (in that order), got {','.join(self.objectives)!r}")
+    if "energy" in self.objectives and self.lamoo.proposal == "ehvi":
+      raise ConfigError("objectives", "the energy objective needs --proposal=rejection (the EHVI "
+                        "proposal is exact 2-D only)")
     if self.n_init < 1:
       raise ConfigError("n_init", "needs at least one initial training (the loop's first HV)")
     if not self.live_zone:

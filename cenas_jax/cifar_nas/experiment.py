@@ -199,7 +199,9 @@ def _search(config, workdir: Path, inputs: Inputs, backend, score_fn, clock, liv
       total_steps=recipe.epochs * steps_per_epoch, candidates_per_hour=config.candidates_per_hour,
       seed=config.seed, jobs_dir=str(workdir / "jobs"), score_fn=score_fn,
       cost_fn=functools.partial(sampling.step_cost, recipe=recipe, device=config.energy_device),
-      run_jobs=run_jobs, include=inputs.include)
+      run_jobs=run_jobs, include=inputs.include, objectives=config.objectives,
+      energy_fn=functools.partial(sampling.inference_cost, recipe=recipe,
+                                  batch_size=config.inference_batch, device=config.energy_device))
 
   pretrained = None
   if config.strategy == "cenas" and config.pretrain.pretrain_episodes > 0:

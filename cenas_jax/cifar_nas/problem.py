@@ -11,8 +11,10 @@ chosen one. The two fidelities of CE-NAS:
   reveals the test accuracy.
 
 Objectives (maximized): ``(test accuracy %, -parameters in millions)``, as the paper's CIFAR-10
-search. HV is normalized by the box from the reference point to (100 %, 0 parameters), a bound
-rather than the (unknown) true front's HV.
+search, and optionally a third, ``-predicted inference energy`` (mJ per image of the trained
+network's evaluation forward at the configured batch, on the search's energy device), priced once
+per candidate when it is first scored or trained. HV is normalized by the box from the reference
+point to (100 %, 0 parameters[, 0 mJ]), a bound rather than the (unknown) true front's HV.
 
 Time is device time: a candidate's full training lasts ``total_steps x step_time_s``, its step time
 predicted for the stated device by ``step_cost(genotype)`` (the kernel energy model on the step's HLO
@@ -31,10 +33,18 @@ from typing import Any
 import numpy as np
 
 from cenas_jax.cluster.pool import Segment
-from cenas_jax.moo.hypervolume import hypervolume_2d
+from cenas_jax.moo.hypervolume import hypervolume, hypervolume_2d
 from cenas_jax.spaces import darts as space
 
-OBJECTIVE_NAMES = ("cifar10_test_acc_pct", "neg_params_m")
+# The objectives a search may ask for (``objectives`` option) and their maximized names.
+OBJECTIVES = ("accuracy", "params", "energy")
+_NAMES = {"accuracy": "cifar10_test_acc_pct", "params": "neg_params_m",
+          "energy": "neg_inference_energy_mj"}
+OBJECTIVE_NAMES = (_NAMES["accuracy"], _NAMES["params"])
+# The energy reference point is this factor above the widest cell pair's energy (every edge
+# sep_conv_5x5: the most kernels and FLOPs of any op on every edge, so every candidate is below it;
+# the margin covers what fusion could add, as a nadir point plus 10 % is the usual HV reference).
+ENERGY_REF_MARGIN = 1.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +66,22 @@ class StepCost:
   time_s: float
   energy_j: float
   source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceCost:
+  """Predicted cost of the trained network's inference, per image at ``batch_size`` images a call."""
+
+  energy_mj: float
+  time_s: float
+  batch_size: int
+  source: str
+
+
+def widest_genotype() -> space.Genotype:
+  """The cell pair with every edge ``sep_conv_5x5``: the most parameters (and inference energy)."""
+  pairs = [("sep_conv_5x5", i) for _ in range(space.STEPS) for i in (0, 1)]
+  return space.Genotype(pairs, (2, 3, 4, 5), pairs, (2, 3, 4, 5))
 
 
 class _TrainTimes:
@@ -85,17 +111,29 @@ class CifarProblem:
     run_jobs: ``TrainJob`` list -> list of results (``{"step", "finished", "test_accuracy"}``), in
       order; jobs of different candidates may run in parallel.
     include: genotypes that are candidates from the start (e.g. published cells), before sampling.
+    objectives: ``("accuracy", "params")`` or ``("accuracy", "params", "energy")``.
+    energy_fn: genotype -> ``InferenceCost`` (needed with the ``energy`` objective).
   """
 
   name = "darts-cifar10"
-  objective_names = OBJECTIVE_NAMES
   sampling_source = "supernet-spos-recalibrated-bn"
 
   def __init__(self, *, init_channels: int, layers: int, total_steps: int, candidates_per_hour: int,
                seed: int, jobs_dir: str, score_fn: Callable[[list[space.Genotype]], np.ndarray],
                cost_fn: Callable[[space.Genotype], StepCost],
                run_jobs: Callable[[list[TrainJob]], list[dict]],
-               include: Sequence[space.Genotype] = ()):
+               include: Sequence[space.Genotype] = (),
+               objectives: Sequence[str] = ("accuracy", "params"),
+               energy_fn: Callable[[space.Genotype], InferenceCost] | None = None):
+    objectives = tuple(objectives)
+    if objectives not in (OBJECTIVES[:2], OBJECTIVES):
+      raise ValueError(f"objectives must be {OBJECTIVES[:2]} or {OBJECTIVES}, got {objectives}")
+    if "energy" in objectives and energy_fn is None:
+      raise ValueError("the energy objective needs energy_fn")
+    self.objectives = objectives
+    self.objective_names = tuple(_NAMES[o] for o in objectives)
+    self.m = len(objectives)
+    self._energy_fn = energy_fn
     self.init_channels, self.layers = init_channels, layers
     self.total_steps = int(total_steps)
     self.candidates_per_hour = int(candidates_per_hour)
@@ -103,18 +141,18 @@ class CifarProblem:
     self.jobs_dir = str(jobs_dir)
     self._score_fn, self._cost_fn, self._run_jobs = score_fn, cost_fn, run_jobs
     # The reference point: no accuracy, and the parameters of the largest cell pair (every edge
-    # sep_conv_5x5), so every candidate of the space dominates it.
-    pairs = [("sep_conv_5x5", i) for _ in range(space.STEPS) for i in (0, 1)]
-    widest = space.Genotype(pairs, (2, 3, 4, 5), pairs, (2, 3, 4, 5))
+    # sep_conv_5x5), so every candidate of the space dominates it; with the energy objective, its
+    # energy x ENERGY_REF_MARGIN, priced on first use (``energy_ref_mj``).
+    widest = widest_genotype()
     self.params_max_m = space.count_params(widest, init_channels, layers) / 1e6
-    self.ref_point = np.array([0.0, -self.params_max_m])
-    self.max_hv = 100.0 * self.params_max_m
+    self._energy_ref_mj: float | None = None
     self.codes = np.zeros((0, space.ENCODING_SIZE), np.int32)
     self._features = np.zeros((0, space.features([widest]).shape[1]), np.float32)
     self.params_m = np.zeros(0)
-    self._y_true = np.zeros((0, 2))
-    self._y_pred = np.zeros((0, 2))
+    self._y_true = np.zeros((0, self.m))
+    self._y_pred = np.zeros((0, self.m))
     self.costs: dict[int, StepCost] = {}
+    self.inference: dict[int, InferenceCost] = {}  # candidate -> predicted inference cost
     self.progress: dict[int, int] = {}  # candidate -> training steps done
     self.metrics: dict[int, dict] = {}  # candidate -> final training metrics
     self._known: dict[bytes, int] = {}
@@ -141,11 +179,49 @@ class CifarProblem:
   def genotype(self, c: int) -> space.Genotype:
     return space.decode(self.codes[c])
 
+  @property
+  def energy_ref_mj(self) -> float:
+    """The energy of the reference point (mJ per image): the widest cell pair's x the margin.
+
+    A candidate above it (none is expected: see ``ENERGY_REF_MARGIN``) would not dominate the
+    reference point and so add nothing to HV, as any point outside the box; it still counts for
+    the Pareto set. Priced once, then kept in ``state_dict`` (a resume does not re-price it)."""
+    if self._energy_ref_mj is None:
+      self._energy_ref_mj = ENERGY_REF_MARGIN * self._energy_fn(widest_genotype()).energy_mj
+    return self._energy_ref_mj
+
+  @property
+  def ref_point(self) -> np.ndarray:
+    ref = [0.0, -self.params_max_m]
+    return np.array(ref + [-self.energy_ref_mj] if "energy" in self.objectives else ref)
+
+  @property
+  def max_hv(self) -> float:
+    """The box from the reference point to (100 %, 0 parameters[, 0 mJ]): a bound, not the true
+    front's HV."""
+    box = 100.0 * self.params_max_m
+    return box * self.energy_ref_mj if "energy" in self.objectives else box
+
   def hv(self, positions) -> float:
     positions = np.asarray(positions, dtype=np.int64)
     if positions.size == 0:
       return 0.0
-    return float(hypervolume_2d(self._y_true[positions], self.ref_point))
+    if self.m == 2:
+      return float(hypervolume_2d(self._y_true[positions], self.ref_point))
+    return float(hypervolume(self._y_true[positions], self.ref_point))
+
+  def inference_cost(self, c: int) -> InferenceCost:
+    """Candidate ``c``'s predicted inference cost, priced on first use."""
+    if c not in self.inference:
+      self.inference[c] = self._energy_fn(self.genotype(c))
+    return self.inference[c]
+
+  def _objectives(self, positions: np.ndarray, acc_pct: np.ndarray) -> np.ndarray:
+    """Rows ``(acc %, -params M[, -energy mJ])`` of ``positions`` given their accuracies."""
+    cols = [acc_pct, -self.params_m[positions]]
+    if "energy" in self.objectives:
+      cols.append(-np.array([self.inference_cost(int(c)).energy_mj for c in positions]))
+    return np.stack(cols, axis=1)
 
   def expand(self, rng: np.random.Generator) -> None:
     self._add(space.sample(rng, self.candidates_per_hour))
@@ -154,7 +230,7 @@ class CifarProblem:
     positions = np.asarray(positions, dtype=np.int64)
     if positions.size:
       acc = np.asarray(self._score_fn([self.genotype(c) for c in positions]), dtype=np.float64)
-      self._y_pred[positions] = np.stack([100.0 * acc, -self.params_m[positions]], axis=1)
+      self._y_pred[positions] = self._objectives(positions, 100.0 * acc)
     return self._y_pred[positions]
 
   def step_cost(self, c: int) -> StepCost:
@@ -183,7 +259,8 @@ class CifarProblem:
           raise RuntimeError(f"training job of candidate {c} stopped at step {out['step']} of "
                              f"{self.total_steps}")
         self.metrics[c] = {k: v for k, v in out.items() if k != "history"}
-        self._y_true[c] = (100.0 * float(out["test_accuracy"]), -self.params_m[c])
+        acc_pct = np.array([100.0 * float(out["test_accuracy"])])
+        self._y_true[c] = self._objectives(np.array([c]), acc_pct)[0]
 
   def job(self, c: int, stop_step: int | None = None) -> TrainJob:
     """The training job of candidate ``c`` (its own directory and seed), up to ``stop_step``
@@ -208,7 +285,7 @@ class CifarProblem:
     self._features = np.concatenate([self._features, space.features(gs)])
     self.params_m = np.concatenate(
         [self.params_m, [space.count_params(g, self.init_channels, self.layers) / 1e6 for g in gs]])
-    nan = np.full((len(gs), 2), np.nan)
+    nan = np.full((len(gs), self.m), np.nan)
     self._y_true = np.concatenate([self._y_true, nan])
     self._y_pred = np.concatenate([self._y_pred, nan])
 
@@ -220,18 +297,23 @@ class CifarProblem:
     return {"codes": self.codes.tolist(), "y_true": rows(self._y_true), "y_pred": rows(self._y_pred),
             "costs": {str(c): dataclasses.asdict(v) for c, v in self.costs.items()},
             "progress": {str(c): s for c, s in self.progress.items()},
-            "metrics": {str(c): m for c, m in self.metrics.items()}}
+            "metrics": {str(c): m for c, m in self.metrics.items()},
+            "inference": {str(c): dataclasses.asdict(v) for c, v in self.inference.items()},
+            "energy_ref_mj": self._energy_ref_mj}
 
   def load_state_dict(self, d: dict[str, Any]) -> None:
     self.codes = np.zeros((0, space.ENCODING_SIZE), np.int32)
     self._features = self._features[:0]
     self.params_m, self._known = np.zeros(0), {}
-    self._y_true, self._y_pred = np.zeros((0, 2)), np.zeros((0, 2))
+    self._y_true, self._y_pred = np.zeros((0, self.m)), np.zeros((0, self.m))
     self._add([space.decode(c) for c in d["codes"]])
     if self.n != len(d["codes"]):
       raise ValueError("saved candidates repeat a genotype")
-    self._y_true = np.array(d["y_true"], dtype=np.float64).reshape(-1, 2)
-    self._y_pred = np.array(d["y_pred"], dtype=np.float64).reshape(-1, 2)
+    self._y_true = np.array(d["y_true"], dtype=np.float64).reshape(-1, self.m)
+    self._y_pred = np.array(d["y_pred"], dtype=np.float64).reshape(-1, self.m)
     self.costs = {int(c): StepCost(**v) for c, v in d["costs"].items()}
     self.progress = {int(c): int(s) for c, s in d["progress"].items()}
     self.metrics = {int(c): m for c, m in d["metrics"].items()}
+    # States saved before the energy objective existed have neither key.
+    self.inference = {int(c): InferenceCost(**v) for c, v in d.get("inference", {}).items()}
+    self._energy_ref_mj = d.get("energy_ref_mj")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cenas_jax.cifar_nas import jobs as jobs_lib
 from cenas_jax.cifar_nas.config import CifarSearchConfig
-from cenas_jax.cifar_nas.problem import StepCost
+from cenas_jax.cifar_nas.problem import InferenceCost, StepCost
 from cenas_jax.errors import ConfigError
 from cenas_jax.fileio import atomic_write_json
 from cenas_jax.spaces import darts as space
@@ -26,6 +26,17 @@ def step_cost(genotype: space.Genotype, recipe, device: str) -> StepCost:
 
   e = cifar.train_step_energy(genotype, recipe, device)
   return StepCost(time_s=float(e["time_s"]), energy_j=float(e["energy_j"]), source=e["energy_source"])
+
+
+def inference_cost(genotype: space.Genotype, recipe, batch_size: int, device: str) -> InferenceCost:
+  """The trained network's predicted inference energy and time per image at ``batch_size``
+  (``training.cifar.inference_energy``: the kernel model on the evaluation forward's HLO)."""
+  from cenas_jax.training import cifar
+
+  e = cifar.inference_energy(genotype, recipe, batch_size, device)
+  return InferenceCost(energy_mj=1e3 * float(e["energy_j_per_image"]),
+                       time_s=float(e["time_s_per_image"]), batch_size=int(batch_size),
+                       source=e["energy_source"])
 
 
 def device_prices(config: CifarSearchConfig, workdir: Path) -> dict:

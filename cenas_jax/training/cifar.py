@@ -144,15 +144,29 @@ def make_loss_fn(model: NetworkCIFAR, config: RecipeConfig) -> step_lib.LossFn:
   return loss_fn
 
 
+def make_forward(model: NetworkCIFAR, config: RecipeConfig = PAPER_RECIPE
+                 ) -> Callable[[Any, Any, jax.Array], jax.Array]:
+  """Inference: ``forward(params, model_state, images uint8 (B, 32, 32, 3)) -> float32 logits``,
+  normalized input, BatchNorm's running averages, in ``config.compute_dtype`` (as trained). The
+  evaluation step runs it, and ``inference_energy`` prices it."""
+
+  def forward(params, model_state, images):
+    logits, _ = model.apply({"params": cast_for_compute(params, config), **model_state},
+                            cast_for_compute(augment.normalize(images), config), train=False)
+    return logits.astype(jnp.float32)
+
+  return forward
+
+
 def make_eval_fn(model: NetworkCIFAR, config: RecipeConfig = PAPER_RECIPE) -> step_lib.EvalFn:
   """Per-example loss and top-1 accuracy with BatchNorm's running averages (in
   ``config.compute_dtype``, as trained)."""
 
+  forward = make_forward(model, config)
+
   def eval_fn(params, model_state, batch, weights):
     del weights
-    logits, _ = model.apply({"params": cast_for_compute(params, config), **model_state},
-                            cast_for_compute(augment.normalize(batch["image"]), config), train=False)
-    logits = logits.astype(jnp.float32)
+    logits = forward(params, model_state, batch["image"])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     return {"loss": loss, "accuracy": (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)}
 
@@ -516,6 +530,24 @@ def train_until(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: in
                        state=state)
 
 
+def _predicted_cost(fn: Callable[..., Any], args: tuple, *, batch_size: int, device: str,
+                    what: str) -> dict[str, Any]:
+  """The one pricing of a jitted program: the kernels XLA would launch for ``fn(*args)`` (``energy``
+  gpu mode, lowered for CUDA on any host) priced by ``device``'s analytical prior model."""
+  from cenas_jax import energy  # pylint: disable=g-import-not-at-top
+  from cenas_jax.errors import CenasError  # pylint: disable=g-import-not-at-top
+
+  graph = energy.extract_kernel_graph(fn, *args, mode="gpu")
+  if graph.lowered_for != "cuda":
+    raise CenasError(f"the {what} could not be lowered for CUDA (got {graph.lowered_for}); "
+                     "its kernels would not be an NVIDIA GPU's.")
+  prior = energy.prior_model(device)
+  return {"energy_j": energy.predict_energy_j(prior, graph.kernels, batch_size=batch_size),
+          "time_s": energy.predict_time_s(prior, graph.kernels, batch_size=batch_size),
+          "n_kernels": len(graph.kernels), "batch_size": batch_size, "device": device,
+          "energy_source": f"predicted-{prior.provenance}"}
+
+
 def train_step_energy(genotype: Genotype, config: RecipeConfig, device: str = "h100-sxm") -> dict[str, Any]:
   """Predicted energy (J) and time (s) of one training step of ``genotype`` at ``config.batch_size``
   on the NVIDIA ``device`` (a name of ``energy.DEVICE_SPECS``).
@@ -528,9 +560,6 @@ def train_step_energy(genotype: Genotype, config: RecipeConfig, device: str = "h
   Raises:
     CenasError: the step could not be lowered for CUDA (the kernels would be another platform's).
   """
-  from cenas_jax import energy  # pylint: disable=g-import-not-at-top
-  from cenas_jax.errors import CenasError  # pylint: disable=g-import-not-at-top
-
   compiled = _compiled(genotype, config, 1, mesh_lib.make_data_mesh(1))
   state = jax.eval_shape(lambda: init_state(compiled, 0, None))
   b = config.batch_size
@@ -538,12 +567,39 @@ def train_step_energy(genotype: Genotype, config: RecipeConfig, device: str = "h
            "label": jax.ShapeDtypeStruct((b,), jnp.int32),
            "drop_prob": jax.ShapeDtypeStruct((b,), jnp.float32)}
   weights = jax.ShapeDtypeStruct((b,), jnp.float32)
-  graph = energy.extract_kernel_graph(compiled.train_step.step_fn, state, batch, weights, mode="gpu")
-  if graph.lowered_for != "cuda":
-    raise CenasError(f"the train step could not be lowered for CUDA (got {graph.lowered_for}); "
-                     "its kernels would not be an NVIDIA GPU's.")
-  prior = energy.prior_model(device)
-  return {"energy_j": energy.predict_energy_j(prior, graph.kernels, batch_size=b),
-          "time_s": energy.predict_time_s(prior, graph.kernels, batch_size=b),
-          "n_kernels": len(graph.kernels), "batch_size": b, "device": device,
-          "energy_source": f"predicted-{prior.provenance}"}
+  return _predicted_cost(compiled.train_step.step_fn, (state, batch, weights), batch_size=b,
+                         device=device, what="train step")
+
+
+def inference_energy(genotype: Genotype, config: RecipeConfig, batch_size: int = 1,
+                     device: str = "h100-sxm") -> dict[str, Any]:
+  """Predicted energy (J) and time (s) of one inference call of ``genotype``'s trained network on
+  ``batch_size`` images on the NVIDIA ``device``, and the same per image.
+
+  The program is the evaluation forward (``make_forward``: normalization, the network with
+  BatchNorm's running averages, no auxiliary head, in ``config.compute_dtype``) at the shape of
+  ``config`` (``init_channels``, ``layers``); its kernels are priced as ``train_step_energy``'s, so
+  the label is the same ``predicted-prior:<device>``.
+
+  Returns:
+    ``{"energy_j", "time_s", "energy_j_per_image", "time_s_per_image", "n_kernels", "batch_size",
+    "device", "energy_source"}``.
+
+  Raises:
+    ValueError: ``batch_size`` < 1.
+    CenasError: the forward could not be lowered for CUDA.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  model = make_model(genotype, config)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                                                train=False))
+  variables = dict(variables)
+  params = variables.pop("params")
+  forward = jax.jit(make_forward(model, config))
+  images = jax.ShapeDtypeStruct((batch_size, 32, 32, 3), jnp.uint8)
+  out = _predicted_cost(forward, (params, variables, images), batch_size=batch_size, device=device,
+                        what="inference forward")
+  out["energy_j_per_image"] = out["energy_j"] / batch_size
+  out["time_s_per_image"] = out["time_s"] / batch_size
+  return out

@@ -140,6 +140,9 @@ def test_cifar_search(capsys, places, shared_data):
   assert "broken.csv" in _cifar(capsys, [new, data, f"--trace_path={places['broken']}"])
   assert "missing.csv" in _cifar(capsys, [new, f"--cifar_path={places['missing']}"])
   assert _cifar(capsys, [new, "--n_gpus=-1"]) == "error: --n_gpus: must be >= 1, got -1\n"
+  assert _cifar(capsys, [new, "--objectives=accuracy,energy"]) == (
+      "error: --objectives: must be accuracy,params or accuracy,params,energy (in that order), got "
+      "'accuracy,energy'\n")
   assert _cifar(capsys, [new, data, "--include_genotypes=DARTS_V9"]).startswith(
       "error: --include_genotypes: 'DARTS_V9' is neither a published cell")
   assert _cifar(capsys, [new, data, "--start=2019-01-01T00:00:00+00:00"]).startswith(

@@ -111,6 +111,26 @@ def test_train_step_energy_is_a_labelled_prediction_that_grows_with_the_batch():
   assert 0 < small["energy_j"] < large["energy_j"] and 0 < small["time_s"] < large["time_s"]
 
 
+def test_inference_energy_prices_the_eval_forward_per_image():
+  one = cifar.inference_energy(_LIGHT, _TINY, 1, "h100-sxm")
+  eight = cifar.inference_energy(_LIGHT, _TINY, 8, "h100-sxm")
+  step = cifar.train_step_energy(_LIGHT, dataclasses.replace(_TINY, batch_size=8), "h100-sxm")
+  assert one["energy_source"] == step["energy_source"] == "predicted-prior:h100-sxm"
+  assert one["n_kernels"] == eight["n_kernels"] > 5
+  assert eight["energy_j_per_image"] == pytest.approx(eight["energy_j"] / 8)
+  assert eight["time_s_per_image"] == pytest.approx(eight["time_s"] / 8)
+  assert one["energy_j_per_image"] == one["energy_j"]
+  # A call of 8 images costs more than one of 1, but less per image (launches are shared); the
+  # forward alone costs less than a training step (forward, backward and update) of the same batch.
+  assert one["energy_j"] < eight["energy_j"] < 8 * one["energy_j"]
+  assert eight["energy_j"] < step["energy_j"] and eight["n_kernels"] < step["n_kernels"]
+  # Sep-convs launch more kernels than pools and skips, so the heavier cell costs more.
+  heavy = cifar.inference_energy(darts.GENOTYPES["DARTS_V2"], _TINY, 1, "h100-sxm")
+  assert heavy["energy_j"] > one["energy_j"] and heavy["n_kernels"] > one["n_kernels"]
+  with pytest.raises(ValueError, match="batch_size"):
+    cifar.inference_energy(_LIGHT, _TINY, 0)
+
+
 def test_one_and_eight_devices_take_the_same_step():
   """Augmentation, drop-path, BatchNorm over the global batch and the update agree across meshes."""
   data = _data()
