@@ -72,6 +72,8 @@ class AgentStrategy:
       state = self._update(state, fs[0], acts[0], float(np.sum(rs * disc)), next_feats, False,
                            len(rs))
       fs, acts, rs = fs[1:], acts[1:], rs[1:]
+    # Built as JAX arrays like ``init_agent``'s buffer: numpy leaves would make ``update``, which
+    # takes the whole agent, compile a second time.
     empty = agent_lib.empty_pending(self.config)
     k = len(rs)
     return dict(state, pending={
