@@ -165,8 +165,24 @@ def prepare_workdir(workdir: str | os.PathLike[str], config: Any, *, kind: str,
   wd.resumed = True
   wd.saved_config = saved
   wd._marker = marker  # pylint: disable=protected-access
-  wd.finished = bool(marker.get("finished_utc")) and saved == flat
+  wd.finished = bool(marker.get("finished_utc")) and _same_run(saved, flat, config)
   return wd
+
+
+def _same_run(saved: dict[str, Any], flat: dict[str, Any], config: Any) -> bool:
+  """Whether settings recorded by a run equal ``flat``: a setting the package added after the run
+  was recorded counts as equal when it holds its default (the value that run implicitly had), so a
+  finished run stays finished across such a release."""
+  if any(saved[k] != flat[k] for k in flat if k in saved):
+    return False
+  added = [k for k in flat if k not in saved]
+  if not added:
+    return True
+  try:
+    defaults = flat_config(type(config)()) if dataclasses.is_dataclass(config) else {}
+  except TypeError:  # a config class without defaults for every field
+    defaults = {}
+  return all(k in defaults and defaults[k] == flat[k] for k in added)
 
 
 def _older_run_of_ours(path: Path) -> bool:

@@ -199,3 +199,21 @@ def test_a_foreign_or_older_workdir_is_refused_with_the_reason(tmp_path):
   with pytest.raises(WorkdirError, match="earlier version of this package"):
     results.prepare_workdir(older, {"a": 1}, kind="k")
   assert (other / "results.jsonl").read_text() == "{}\n"
+
+
+def test_a_setting_added_later_at_its_default_keeps_a_finished_run_finished(tmp_path):
+  """A run recorded before a setting existed ran with that setting's default."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+
+  @dataclasses.dataclass(frozen=True)
+  class Config:
+    a: int = 1
+    objectives: tuple[str, ...] = ("accuracy", "params")
+
+  run = tmp_path / "run"
+  wd = results.prepare_workdir(run, {"a": 1}, kind="k")  # recorded before `objectives` existed
+  wd.claim()
+  wd.finish()
+  assert results.prepare_workdir(run, Config(), kind="k").finished
+  now = results.prepare_workdir(run, Config(objectives=("accuracy", "params", "energy")), kind="k")
+  assert now.resumed and not now.finished
