@@ -6,6 +6,11 @@ Writes W/summary.json, W/summary.md, W/results.jsonl (one line per trace hour), 
 figures (pareto.png, hv_vs_hours.png, hv_vs_carbon.png, allocation.png) and W/architectures/ (each
 Pareto architecture's genotype and trained parameters; ``cenas_jax.training.export.load_network``
 loads one). Checkpoints every hour; run the same command again to resume a killed run.
+
+On many hosts, every host runs the same command with ``--coordinator_address=HOST0:PORT
+--num_processes=N --process_id=I`` and a --workdir on storage they all see: the supernet trains and
+scores data-parallel over every host's devices, process 0 runs the search and writes the outputs
+(``cenas_jax.cifar_nas.multihost``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,11 @@ _HELP = {
     "n_devices": "Local devices the supernet (and, with the local backend, the training jobs) use "
                  "(0: all).",
     "devices_per_job": "Devices one training job trains on (data-parallel).",
+    "coordinator_address": "Many hosts: process 0's host:port; every host runs the same command "
+                           "with its --process_id (the supernet spans every host's devices; "
+                           "--workdir must be on storage all hosts see).",
+    "num_processes": "Many hosts: the number of processes (0: from the cluster environment).",
+    "process_id": "Many hosts: this process's index (-1: from the cluster environment).",
     "objectives": "accuracy,params (the paper's), or accuracy,params,energy: adds the trained "
                   "network's predicted inference energy on --energy_device (mJ per image, minimized).",
     "inference_batch": "Images per inference call the energy objective is priced at (1: one request).",
@@ -91,6 +101,8 @@ cli.define_flags(config_lib.CifarSearchConfig, help=_HELP)
 
 def main(argv):
   summary = cli.run_main(argv, config_lib.CifarSearchConfig, experiment.run)
+  if summary is None:  # a process other than 0 of a many-host search: process 0 reports
+    return
   print(f"\ntrained {summary['n_trained']} architectures; Pareto set of {len(summary['pareto'])}; "
         f"carbon {summary['carbon_g']['full']:.4g} g full / {summary['carbon_g']['paper']:.4g} g paper "
         "accounting; summary.md explains every number")

@@ -102,6 +102,9 @@ class CifarSearchConfig:
     n_devices: local devices the supernet trains and scores on, data-parallel, and, with the local
       backend, the devices training jobs run on (0: all).
     devices_per_job: devices one training job trains on, data-parallel.
+    coordinator_address, num_processes, process_id: a search over many hosts
+      (``cifar_nas.multihost``): process 0's ``host:port`` ("": one host), the number of processes
+      and this one's index (0 and -1: from the cluster environment, as ``jax.distributed``).
     objectives: ``accuracy,params`` (the paper's) or ``accuracy,params,energy``: the third is the
       trained network's predicted inference energy on ``energy_device`` (mJ per image), minimized.
     inference_batch: images per inference call the energy objective is priced at. Default 1: the
@@ -143,6 +146,9 @@ class CifarSearchConfig:
   ray_address: str = ""
   n_devices: int = 0
   devices_per_job: int = 1
+  coordinator_address: str = ""
+  num_processes: int = 0
+  process_id: int = -1
   objectives: tuple[str, ...] = OBJECTIVES[:2]
   inference_batch: int = 1
   network: NetworkSettings = NetworkSettings()
@@ -185,6 +191,16 @@ class CifarSearchConfig:
     if self.energy_device not in DEVICE_SPECS:
       raise ConfigError("energy_device", f"unknown {self.energy_device!r}; choose one of "
                         f"{', '.join(sorted(DEVICE_SPECS))}")
+    if self.num_processes < 0 or self.process_id < -1:
+      raise ConfigError("num_processes" if self.num_processes < 0 else "process_id",
+                        "must be >= 0 (num_processes) and >= -1 (process_id; -1: from the cluster)")
+    host, _, port = self.coordinator_address.rpartition(":")
+    if self.coordinator_address and not (host and port.isdigit()):
+      raise ConfigError("coordinator_address", f"{self.coordinator_address!r} is not host:port "
+                        "(process 0's address and a free port, e.g. 10.0.0.1:8476)")
+    if (self.num_processes or self.process_id >= 0) and not self.coordinator_address:
+      raise ConfigError("coordinator_address", "--num_processes and --process_id need the "
+                        "coordinator's host:port")
     if self.backend == "local" and self.ray_address:
       raise ConfigError("ray_address", "is for --backend=ray")
     self.network.recipe()

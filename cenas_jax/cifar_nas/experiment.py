@@ -35,7 +35,7 @@ import numpy as np
 from cenas_jax import results
 from cenas_jax.carbon import ledger as ledger_lib
 from cenas_jax.cifar_nas import jobs as jobs_lib
-from cenas_jax.cifar_nas import outputs, sampling
+from cenas_jax.cifar_nas import multihost, outputs, sampling
 from cenas_jax.cifar_nas.config import CifarSearchConfig
 from cenas_jax.cifar_nas.problem import CifarProblem
 from cenas_jax.cluster import clock as clock_lib
@@ -50,7 +50,8 @@ from cenas_jax.spaces import darts as space
 
 KIND = "cifar_search"
 # Settings a resume may change: where the jobs run does not change what they compute.
-RESUMABLE_CHANGES = ("backend", "ray_address", "n_devices", "devices_per_job", "pace_wall_s")
+RESUMABLE_CHANGES = ("backend", "ray_address", "n_devices", "devices_per_job", "pace_wall_s",
+                     "coordinator_address", "num_processes", "process_id")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,12 +119,35 @@ def _experiment_config(config: CifarSearchConfig, pool: PoolConfig) -> Experimen
 
 
 def run(config: CifarSearchConfig, workdir: str | os.PathLike[str], *, backend=None,
-        score_fn=None, clock=None, live=None, log=print) -> dict:
+        score_fn=None, clock=None, live=None, log=print) -> dict | None:
   """Runs (or resumes) the search and writes its outputs; returns the summary.
 
   ``backend``, ``score_fn``, ``clock`` and ``live`` (an ``ElectricityMapsClient``) replace the
   configured backend, the supernet's scores, the clock and the live intensity source (tests).
+  On many hosts (``config.coordinator_address``) process 0 runs the search and returns the
+  summary; the others train and score the supernet with it and return ``None``
+  (``cifar_nas.multihost``).
   """
+  from cenas_jax.training import mesh as mesh_lib
+
+  multihost.join(config.coordinator_address, config.num_processes, config.process_id)
+  if mesh_lib.process_count() == 1:
+    return _run(config, workdir, backend, score_fn, clock, live, log, channel=None)
+  if not mesh_lib.is_main_process():
+    multihost.follow(config, workdir, log)
+    return None
+  channel = multihost.Channel()
+  try:
+    summary = _run(config, workdir, backend, score_fn, clock, live, log, channel=channel)
+  except BaseException as e:
+    channel.post("stop", error=f"{type(e).__name__}: {e}")  # the followers exit instead of waiting
+    raise
+  channel.post("stop")
+  return summary
+
+
+def _run(config: CifarSearchConfig, workdir, backend, score_fn, clock, live, log, *,
+         channel: multihost.Channel | None) -> dict:
   from cenas_jax.cluster import backends as backends_lib
 
   wd = results.prepare_workdir(workdir, config, kind=KIND, may_change=RESUMABLE_CHANGES)
@@ -153,7 +177,7 @@ def run(config: CifarSearchConfig, workdir: str | os.PathLike[str], *, backend=N
       from cenas_jax.data.live_intensity import ElectricityMapsClient
 
       live = ElectricityMapsClient(config.live_zone)
-    summary = _search(config, workdir, inputs, backend, score_fn, clock, live, log)
+    summary = _search(config, workdir, inputs, backend, score_fn, clock, live, log, channel)
   finally:
     if own_backend:
       backend.close()
@@ -161,7 +185,8 @@ def run(config: CifarSearchConfig, workdir: str | os.PathLike[str], *, backend=N
   return summary
 
 
-def _search(config, workdir: Path, inputs: Inputs, backend, score_fn, clock, live, log) -> dict:
+def _search(config, workdir: Path, inputs: Inputs, backend, score_fn, clock, live, log,
+            channel: multihost.Channel | None = None) -> dict:
   from jax.flatten_util import ravel_pytree
 
   from cenas_jax.training.checkpoint import Checkpointer
@@ -185,8 +210,10 @@ def _search(config, workdir: Path, inputs: Inputs, backend, score_fn, clock, liv
   supernet_steps = 0
   if score_fn is None:
     mesh = sampling.supernet_mesh(config)
+    if channel is not None:
+      channel.post("supernet")  # the other processes train and score it with this one
     nets, supernet_steps = sampling.train_supernets(config, inputs.split, workdir, mesh, log)
-    score_fn = sampling.make_score_fn(config, inputs.split, nets, mesh)
+    score_fn = multihost.leading(channel, sampling.make_score_fn(config, inputs.split, nets, mesh))
   data_spec = jobs_lib.resolve(config.data)
   steps_per_epoch = len(inputs.split.train.x_train) // recipe.batch_size
 

@@ -63,20 +63,22 @@ def device_prices(config: CifarSearchConfig, workdir: Path) -> dict:
 
 def supernet_mesh(config: CifarSearchConfig):
   """The devices the supernet trains and scores on, data-parallel: the first ``n_devices`` local
-  devices (all when 0)."""
+  devices (all when 0) of every process (``cifar_nas.multihost``)."""
   import jax
 
   from cenas_jax.training import mesh as mesh_lib
 
-  devices = jax.local_devices()
-  n = config.n_devices or len(devices)
-  if n > len(devices):
-    raise ConfigError("n_devices", f"{n} devices asked, this machine has {len(devices)} "
-                      f"({devices[0].platform})")
-  if config.supernet.supernet_batch_size % n:
+  local = jax.local_devices()
+  n = config.n_devices or len(local)
+  if n > len(local):
+    raise ConfigError("n_devices", f"{n} devices asked, this machine has {len(local)} "
+                      f"({local[0].platform})")
+  devices = [d for p in range(jax.process_count())
+             for d in [d for d in jax.devices() if d.process_index == p][:n]]
+  if config.supernet.supernet_batch_size % len(devices):
     raise ConfigError("supernet_batch_size", f"{config.supernet.supernet_batch_size} is not a "
-                      f"multiple of the {n} devices the supernet is data-parallel over")
-  return mesh_lib.make_data_mesh(devices=devices[:n])
+                      f"multiple of the {len(devices)} devices the supernet is data-parallel over")
+  return mesh_lib.make_data_mesh(devices=devices)
 
 
 def supernet_recipe(config: CifarSearchConfig, mesh):

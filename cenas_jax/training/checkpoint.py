@@ -31,6 +31,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import jax
@@ -148,6 +149,15 @@ def _check_json(side_state: Any) -> None:
         "jax.random.key_data(...).tolist(), and replace NaN/inf.") from e
 
 
+def _multiprocessing_options(processes: Collection[int] | None) -> ocp.options.MultiprocessingOptions:
+  """Orbax's default (every process takes part) on one host or for every process; otherwise only
+  ``processes`` (default: this one) save together, the lowest writing what is written once."""
+  active = {jax.process_index()} if processes is None else {int(p) for p in processes}
+  if jax.process_count() == 1 or len(active) == jax.process_count():
+    return ocp.options.MultiprocessingOptions()
+  return ocp.options.MultiprocessingOptions(primary_host=min(active), active_processes=active)
+
+
 class Checkpointer:
   """Save every N steps, keep the last K, restore the latest: one directory per run.
 
@@ -163,7 +173,8 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str | os.PathLike[str], *, save_interval_steps: int = 1,
-               max_to_keep: int | None = 3, async_save: bool = False):
+               max_to_keep: int | None = 3, async_save: bool = False,
+               processes: Collection[int] | None = None):
     """Opens (creating if needed) a checkpoint directory.
 
     Args:
@@ -172,6 +183,10 @@ class Checkpointer:
       max_to_keep: keep this many most recent steps (``None``: keep all).
       async_save: write in a background thread (then call :meth:`wait_until_finished` before relying
         on a step being on disk). Default synchronous.
+      processes: in a multi-process run, the processes that open this checkpoint and save it
+        together, each calling the same methods (a state on a mesh over several hosts:
+        ``mesh.mesh_processes(mesh)``); ``None``: this process alone (a state on its own devices,
+        or host data), which then neither waits for nor blocks the others. Ignored on one host.
     """
     if save_interval_steps < 1:
       raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}.")
@@ -179,12 +194,19 @@ class Checkpointer:
       raise ValueError(f"max_to_keep must be >= 1 or None, got {max_to_keep}.")
     self.directory = Path(directory).absolute()
     self._async = async_save
+    multiprocessing = _multiprocessing_options(processes)
+    # A checkpoint of some processes only: orbax creates the directory only when all take part,
+    # and refuses their arrays (host-local in a multi-process run), so they are saved as host data.
+    self._host_arrays = bool(multiprocessing.active_processes)
+    if self._host_arrays:
+      self.directory.mkdir(parents=True, exist_ok=True)
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=save_interval_steps,
         max_to_keep=max_to_keep,
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=True,
-        create=True,
+        create=not multiprocessing.active_processes,
+        multiprocessing_options=multiprocessing,
     )
     self._mngr = ocp.CheckpointManager(
         self.directory,
@@ -249,7 +271,10 @@ class Checkpointer:
     extra = {"format": _FORMAT, "layout": layout, "key_impls": key_impls, "side_state": side_state}
     items = {_EXTRA: ocp.args.JsonSave(extra)}
     if layout:  # orbax refuses an empty pytree; an empty state is recorded by its empty layout.
-      items[_STATE] = ocp.args.StandardSave(jax.tree.map(_to_storable, state))
+      storable = jax.tree.map(_to_storable, state)
+      if self._host_arrays:
+        storable = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), storable)
+      items[_STATE] = ocp.args.StandardSave(storable)
     try:
       saved = self._mngr.save(step, args=ocp.args.Composite(**items), force=force)
       if not self._async:

@@ -283,7 +283,7 @@ def _restore(checkpointer: ckpt_lib.Checkpointer, state: step_lib.TrainState,
              mesh: jax.sharding.Mesh) -> ckpt_lib.Restored:
   """The latest checkpoint, restored like ``state`` and replicated on ``mesh``."""
   # Restore onto one device (orbax cannot target arrays on an explicit-axes mesh), then replicate.
-  restored = checkpointer.restore(target=jax.device_put(state, jax.devices()[0]))
+  restored = checkpointer.restore(target=jax.device_put(state, jax.local_devices()[0]))
   return dataclasses.replace(restored, state=mesh_lib.replicate(restored.state, mesh))
 
 
@@ -315,7 +315,9 @@ def fit(train_step: step_lib.TrainStep, state: step_lib.TrainState, data: Any, c
   per_epoch = steps_per_epoch(data, config)
   history: list[dict[str, float]] = []
   start_epoch = 0
-  checkpointer = ckpt_lib.Checkpointer(Path(workdir) / "checkpoints") if workdir else None
+  checkpointer = (ckpt_lib.Checkpointer(Path(workdir) / "checkpoints",
+                                       processes=mesh_lib.mesh_processes(train_step.mesh))
+                  if workdir else None)
   if checkpointer is not None and checkpointer.latest_step() is not None:
     restored = _restore(checkpointer, state, train_step.mesh)
     state, history, start_epoch = restored.state, list(restored.side_state["history"]), restored.step
@@ -486,12 +488,13 @@ def train_until(genotype: Genotype, data: Any, config: RecipeConfig, *, seed: in
   compiled = _compiled(genotype, config, per_epoch, mesh)
   history: list[dict[str, float]] = []
   sums, test, start = _zero_sums(), None, 0
-  with ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=JOB_MAX_TO_KEEP) as checkpointer:
+  with ckpt_lib.Checkpointer(workdir / "checkpoints", max_to_keep=JOB_MAX_TO_KEEP,
+                             processes=mesh_lib.mesh_processes(mesh)) as checkpointer:
     if checkpointer.latest_step() is None:
       state = init_state(compiled, seed, mesh)
     else:
       # Restored onto the state's shapes alone: a resumed segment never compiles the initializer.
-      one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
       target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
                             jax.eval_shape(lambda: init_state(compiled, seed, None)))
       restored = checkpointer.restore(target=target)

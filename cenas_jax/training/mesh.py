@@ -14,8 +14,9 @@ Use the mesh with ``jax.set_mesh(mesh)`` (a context manager and a global setter)
     params = replicate(params, mesh)
     batch = shard_batch(batch, mesh)
 
-On many hosts every process calls the same code; ``shard_batch`` then takes each process's *local*
-rows and assembles the global array, and only ``is_main_process()`` writes results and checkpoints.
+On many hosts every process calls the same code with the same *global* batch (each process holds
+the whole dataset, as the data layer loads it); ``shard_batch`` places on this process's devices
+only the rows they hold, and only ``is_main_process()`` writes results.
 """
 
 from __future__ import annotations
@@ -132,33 +133,42 @@ def _replicate_across_processes(x: Any, sharding: NamedSharding) -> jax.Array:
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
-  """Splits every leaf of ``batch`` along its leading axis over ``data``.
+  """Splits every leaf of the global ``batch`` along its leading axis over ``data``.
 
   Args:
-    batch: pytree of arrays with a common leading (example) axis. On one host: the global batch. On
-      many hosts: this process's rows (``global batch / process_count()`` of them), which are
-      assembled into one global array with ``jax.make_array_from_process_local_data``.
+    batch: pytree of arrays with a common leading (example) axis: the global batch, the same in
+      every process. On many hosts each process places only the rows its own devices hold
+      (``jax.make_array_from_callback`` asks for exactly those), whatever the order of the mesh's
+      devices.
     mesh: a mesh from :func:`make_data_mesh`.
 
   Raises:
-    ValueError: the leaves' leading sizes differ, or the global batch size is not a multiple of the
-      number of devices along ``data``.
+    ValueError: the leaves' leading sizes differ, or the batch size is not a multiple of the number
+      of devices along ``data``.
   """
   leaves = jax.tree.leaves(batch)
   sizes = {int(np.shape(x)[0]) for x in leaves}
   if len(sizes) != 1:
     raise ValueError("every leaf of a batch needs the same leading (example) size, got "
                      f"{sorted(sizes)}.")
-  global_size = sizes.pop() * jax.process_count()
-  if global_size % data_size(mesh):
-    raise ValueError(f"the global batch size {global_size} is not a multiple of the "
-                     f"{data_size(mesh)} devices along the data axis; pad the batch (see "
-                     "step.pad_batch).")
+  size = sizes.pop()
+  if size % data_size(mesh):
+    raise ValueError(f"the batch size {size} is not a multiple of the {data_size(mesh)} devices "
+                     "along the data axis; pad the batch (see step.pad_batch).")
   sharding = data_sharding(mesh)
   if jax.process_count() == 1:
     return jax.device_put(batch, sharding)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                      batch)
+
+  def place(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(place, batch)
+
+
+def mesh_processes(mesh: Mesh) -> frozenset[int]:
+  """The processes whose devices are in ``mesh`` (``{0}`` on a single host)."""
+  return frozenset(int(d.process_index) for d in mesh.devices.flat)
 
 
 def like_batch(x: jax.Array, ndim: int) -> P | None:

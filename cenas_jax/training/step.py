@@ -136,8 +136,8 @@ def _weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
 def _prepare(batch: Batch, batch_size: int, mesh: Mesh) -> tuple[Batch, jax.Array]:
   """Host-side boundary: checks, pads and shards a batch and its weights."""
   chex.assert_tree_all_finite(batch)
-  # On many hosts each process pads its own rows to its share of the global batch.
-  padded, weights = pad_batch(batch, batch_size // mesh_lib.process_count())
+  # On many hosts every process passes the same global batch; shard_batch keeps this process's rows.
+  padded, weights = pad_batch(batch, batch_size)
   return mesh_lib.shard_batch((padded, weights), mesh)
 
 

@@ -50,6 +50,9 @@ def test_flagfiles_parse_to_the_stated_scales():
     (dict(region="FR"), "region"),
     (dict(energy_device="tpu-v9"), "energy_device"),
     (dict(backend="local", ray_address="10.0.0.1:6379"), "ray_address"),
+    (dict(coordinator_address="10.0.0.1"), "coordinator_address"),
+    (dict(num_processes=2, process_id=1), "coordinator_address"),
+    (dict(coordinator_address="10.0.0.1:8476", process_id=-2), "process_id"),
 ])
 def test_refused_settings_name_their_flag(change, field):
   change = dict(change)

@@ -27,8 +27,8 @@ def batches() -> list[dict[str, np.ndarray]]:
            "drop_prob": np.zeros(BATCH, np.float32)} for _ in range(2)]
 
 
-def train(mesh, local_batches) -> tuple[list[float], step_lib.TrainState]:
-  """Two steps from the same seed; each process passes its own rows of each global batch."""
+def train(mesh, global_batches) -> tuple[list[float], step_lib.TrainState]:
+  """Two steps from the same seed; every process passes the same global batches."""
   model = cifar.make_model(GENOTYPE, CONFIG)
   optimizer = cifar.make_optimizer(CONFIG, 2)
   step = step_lib.make_train_step(cifar.make_loss_fn(model, CONFIG), optimizer, mesh=mesh,
@@ -38,7 +38,7 @@ def train(mesh, local_batches) -> tuple[list[float], step_lib.TrainState]:
   state = step_lib.init_train_state(params, optimizer, jax.random.key(1), model_state=variables,
                                     mesh=mesh)
   losses = []
-  for b in local_batches:
+  for b in global_batches:
     state, metrics = step(state, b)
     losses.append(float(np.asarray(metrics["loss"].addressable_data(0))))
   return losses, state

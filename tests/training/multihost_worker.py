@@ -2,10 +2,11 @@
 
   python tests/training/multihost_worker.py PROCESS_ID PORT OUT_JSON CHECKPOINT_DIR
 
-Joins a 2-process JAX run on 127.0.0.1:PORT with 4 CPU devices per process (gloo collectives), takes
-two training steps of a small DARTS network on its half of a fixed 16-image batch, saves the state
-in CHECKPOINT_DIR (every process calls the same ``Checkpointer``) and restores it, and writes the
-losses, the parameters it ends with and whether the restored state equals them to OUT_JSON.
+Joins a 2-process JAX run on 127.0.0.1:PORT with 4 CPU devices per process (gloo collectives),
+takes two training steps of a small DARTS network on a fixed 16-image global batch (each process's
+devices take their rows), saves the state in CHECKPOINT_DIR (every process calls the same
+``Checkpointer``) and restores it, and writes the losses, the parameters it ends with and whether
+the restored state equals them to OUT_JSON.
 """
 
 from __future__ import annotations
@@ -32,11 +33,9 @@ def main() -> None:
   import multihost_case as case
   mesh = mesh_lib.make_data_mesh()
   assert mesh_lib.data_size(mesh) == PROCESSES * LOCAL_DEVICES
-  batches = case.batches()
-  rows = slice(pid * case.BATCH // PROCESSES, (pid + 1) * case.BATCH // PROCESSES)
-  losses, state = case.train(mesh, [jax.tree.map(lambda x: x[rows], b) for b in batches])
+  losses, state = case.train(mesh, case.batches())  # every process passes the global batches
   from cenas_jax.training.checkpoint import Checkpointer
-  with Checkpointer(ckpt_dir) as ckpt:
+  with Checkpointer(ckpt_dir, processes=mesh_lib.mesh_processes(mesh)) as ckpt:
     ckpt.save(2, state, {"losses": losses})
     restored = ckpt.restore(target=state)
   def local(s):  # this process's copy of every leaf (the state is replicated)
