@@ -231,9 +231,7 @@ def run(config: ValidateConfig, workdir: str | Path) -> dict[str, Any]:
     _save_target_outputs(wd, target, res)
     pred_rows += _prediction_rows(target, table, res)
   timings["total_s"] = time.perf_counter() - t0
-  metrics = {name: r["metrics"] for name, r in results.items()}
-  _write_outputs(wd, config, spec.name, key, table, results, pred_rows, timings)
-  return metrics
+  return _write_outputs(wd, config, spec.name, key, table, results, pred_rows, timings)
 
 
 def _cached_kernel_counts(cache_path: Path, key: str, needed: np.ndarray, table: Any,
@@ -529,8 +527,9 @@ def _prediction_rows(target: Target, table: Any, res: dict[str, Any]) -> list[di
 
 def _write_outputs(wd: Path, config: ValidateConfig, spec_name: str, key: str, table: Any,
                    results: dict[str, dict[str, Any]], pred_rows: list[dict[str, Any]],
-                   timings: dict[str, float]) -> None:
-  """``metrics.json``, ``predictions.csv`` and ``summary.json``; prints the table of results."""
+                   timings: dict[str, float]) -> dict[str, Any]:
+  """``metrics.json``, ``predictions.csv`` and ``summary.json``; prints the table of results and
+  returns the metrics written."""
   from cenas_jax import fileio, results as results_io  # pylint: disable=g-import-not-at-top
 
   # Targets over several batch sizes also report each batch as "<name>@<batch>".
@@ -561,6 +560,7 @@ def _write_outputs(wd: Path, config: ValidateConfig, spec_name: str, key: str, t
       "seed": config.seed, "energy_source": f"predicted-kernel_model({spec_name})",
       "ci_source": None, "data_hashes": hashes})
   _print_table(metrics, flat("ablation"), per("fitted"), timings)
+  return metrics
 
 
 def _targets_met(metrics: dict[str, Any], ablation: dict[str, Any]) -> dict[str, Any]:
