@@ -17,10 +17,15 @@ alone and with edge kernels (``nb201_kernels.edge_kernels``, keyed by ``edge_ker
 
 Default targets: HW-NAS-Bench ``edgegpu_energy`` (mJ) and ``edgegpu_latency`` (ms) of a Jetson
 TX2; any per-cell column of a CSV keyed by ``arch_index`` or ``arch_str`` works too
-(``targets_csv``, ``target_column``, ``target_unit``; ``validate_targets``).
+(``targets_csv``, ``target_column``, ``target_unit``; ``validate_targets``), and so do one column
+per batch size (``target_column=COL@1,COL@256``): then each (cell, batch) pair is a row, one model
+of each kind is fitted over every batch, the split and the CV folds are grouped by cell, and every
+output also reports each batch (``validate_batches``). ``split=leave_one_cell_out`` scores each
+cell with the models fitted on the others (a handful of measured cells).
 
-Writes ``metrics.json`` (``{target: {model: {rmspe, acc10, spearman, kendall}}}``, fractions),
-``predictions.csv``, ``summary.json`` (metrics, split, fitted models, timings, provenance),
+Writes ``metrics.json`` (``{target: {model: {rmspe, acc10, spearman, kendall}}}``, fractions;
+``target@batch`` entries too for per-batch targets), ``predictions.csv`` (a ``batch_size`` column
+for per-batch targets), ``summary.json`` (metrics, split, fitted models, timings, provenance),
 ``kernel_model_<target>.json`` and ``scatter_<target>.png`` for energy targets.
 """
 
@@ -234,15 +239,18 @@ def run(config: ValidateConfig, workdir: str | Path) -> dict[str, Any]:
   return _write_outputs(wd, config, spec.name, key, table, results, pred_rows, timings)
 
 
-def _cached_kernel_counts(cache_path: Path, key: str, needed: np.ndarray, table: Any,
-                          net: Any, workers: int, timings: dict[str, float]) -> tuple[np.ndarray,
-                                                                                      Any]:
-  """Kernel counts at ``net``'s batch of the cells ``needed``: those in ``cache_path`` plus the
-  missing ones (extracted now, added to the cache). Returns ``(arch_index, KernelCounts)``, one row
-  each; ``timings`` adds up over calls (one per batch size)."""
+def _cached_kernel_counts(cache_path: Path, key: str, needed: np.ndarray | Sequence[Target],
+                          table: Any, net: Any, workers: int, timings: dict[str, float]
+                          ) -> tuple[np.ndarray, Any]:
+  """Kernel counts at ``net``'s batch of the cells ``needed`` (arch indices, or the targets whose
+  cells are needed): those in ``cache_path`` plus the missing ones (extracted now, added to the
+  cache). Returns ``(arch_index, KernelCounts)``, one row each; ``timings`` adds up over calls
+  (one per batch size)."""
   from cenas_jax.energy import model as em  # pylint: disable=g-import-not-at-top
   from cenas_jax.energy import nb201_kernels as nk  # pylint: disable=g-import-not-at-top
 
+  if not isinstance(needed, np.ndarray):  # the targets themselves (``transfer`` passes them)
+    needed = np.unique(np.concatenate([t.arch_index for t in needed]))
   t1 = time.perf_counter()
   cached = nk.load_feature_cache(str(cache_path), key)
   idx, counts = cached if cached is not None else (np.zeros(0, np.int64), None)
@@ -285,6 +293,11 @@ def evaluate_target(config: ValidateConfig, target: Target, ops: np.ndarray, xla
   from cenas_jax.energy import validate_batches as vb  # pylint: disable=g-import-not-at-top
 
   train = vb.cell_split(target, config.train_fraction, config.seed)
+  n_train = len(np.unique(target.arch_index[train]))
+  if n_train < config.cv_folds:
+    raise ConfigError("cv_folds", f"{target.name}: the split leaves {n_train} training cells for "
+                      f"{config.cv_folds} CV folds; pass --cv_folds <= {n_train}, measure more "
+                      "cells or use --split=leave_one_cell_out")
   res = fit_target(config, target, ops, xla_counts, spec, net, train)
   test = ~train
   y = target.value_si
@@ -537,7 +550,8 @@ def _write_outputs(wd: Path, config: ValidateConfig, spec_name: str, key: str, t
                         ((name, r[field]), *((f"{name}@{b}", p[field]) for b, p in
                                              r.get("per_batch", {}).items()))}
   metrics = flat("metrics")
-  fileio.atomic_write_json(wd / "metrics.json", metrics)
+  # NaN rank correlations (fewer than 3 test rows in a batch) are written as null.
+  fileio.atomic_write_json(wd / "metrics.json", results_io.to_json_safe(metrics))
   by_batch = any("batch_size" in row for row in pred_rows)
   columns = (["arch_index", "arch_str", "target", "unit"] + ["batch_size"] * by_batch +
              ["measured"] + [f"pred_{m}" for m in MODELS] + ["split"])

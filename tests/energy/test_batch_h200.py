@@ -5,6 +5,7 @@ leave-one-cell-out."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from cenas_jax.energy import validate as exp
 from cenas_jax.energy.validate import ValidateConfig
+from cenas_jax.errors import ConfigError
 
 NETWORKS = Path(__file__).resolve().parents[2] / "workspace" / "gpu_h200" / "networks.jsonl"
 
@@ -33,6 +35,9 @@ def test_h200_networks_one_model_over_batch_1_and_256(tmp_path, shared_data):
   config = ValidateConfig(targets_csv=str(path), target_column="time_b1_ms@1,time_b256_ms@256",
                           device_spec="h200-sxm", split="leave_one_cell_out", cv_folds=4,
                           table_levels_grid=("none",), edge_kernels="none", workers=1)
+  with pytest.raises(ConfigError) as e:  # a 70/30 split of 5 cells leaves 4 for 5 CV folds
+    exp.run(dataclasses.replace(config, split="random", cv_folds=5), tmp_path / "w")
+  assert e.value.field == "cv_folds"
   metrics = exp.run(config, tmp_path / "w")
   assert set(metrics) == {"time", "time@1", "time@256"}
   for name in metrics:
