@@ -225,3 +225,20 @@ def test_leave_one_cell_out_pools_held_out_predictions(tmp_path, shared_data):
   assert summary["split"]["time"]["n_test_rows"] == 11 and summary["split_protocol"] == (
       "leave_one_cell_out")
   assert not list((tmp_path / "w").glob("kernel_model_*.json"))
+
+
+def test_edge_kernels_of_mixed_batch_rows_are_each_rows_own():
+  from cenas_jax.energy import model as em
+  from cenas_jax.energy import nb201_kernels as nk
+
+  cells = np.array([(3, 1, 0, 2, 4, 1), (1,) * 6, (0, 2, 3, 0, 0, 4)])
+  batch = [1, 8, 8, 1, 1, 8]
+  ops = cells[[0, 0, 1, 1, 2, 2]]
+  counts = em.count_kernels([nk.network_kernels(tuple(o), nk.NB201NetConfig(batch_size=b))
+                             for o, b in zip(ops, batch)], batch_size=batch)
+  got = vb.with_edge_kernels(counts, ops, nk.NB201NetConfig(), keys="graph")
+  assert got.batch_size.tolist() == batch
+  full = lambda ks: sorted(em.signature_key(k, "full") for k in ks for _ in range(k.repeat))  # noqa: E731
+  for row, (o, b) in enumerate(zip(ops, batch)):
+    want = nk.runtime_kernels(tuple(o), nk.NB201NetConfig(batch_size=b), keys="graph")
+    assert full(got.kernel_lists()[row]) == full(want), row
