@@ -3,6 +3,7 @@
 #
 #   OUT=<folder> CENAS_SHARED_DATA=<data> STAGES="darts tabular" bash benchmarks/gpu_checks.sh
 #   OUT=<folder> CENAS_SHARED_DATA=<data> STAGES="kernels nb201" bash benchmarks/gpu_checks.sh
+#   OUT=<folder> CENAS_SHARED_DATA=<data> STAGES="nb201_batches" bash benchmarks/gpu_checks.sh
 #   OUT=/tmp/x FAKE=1 bash benchmarks/gpu_checks.sh      # a CPU check of this script (fake meter)
 #
 # Stages (STAGES, in the order given; the environment is always printed first):
@@ -11,6 +12,12 @@
 #   tabular  adult's tabular winners and random ResNet / FT-Transformer networks at batch 1 and 4096.
 #   nb201    NB201 networks at batch 1 and 256 (XLA spends ~7 s per cell constant-folding at 256).
 #   kernels  experiments.profile_kernels --preset=short with 1 s windows: the per-kernel dataset.
+#   nb201_batches  up to $NB201_CELLS (60) distinct seeded NB201 cells, each at batch $NB201_BATCHES
+#            (1,32,256) in turn, 0.5 s windows, until the stage's limit; nb201_batches/nb201_targets.csv
+#            (time_b<B>_ms, energy_b<B>_j per cell, written even when the limit cuts the stage) is
+#            what one model over the batches is fitted from:
+#              python -m experiments.energy_model_nb201 --targets_csv=nb201_targets.csv \
+#                --target_column=time_b1_ms@1,time_b32_ms@32,time_b256_ms@256 --device_spec=h200-sxm
 # On an H200 NVML's energy counter changes about 10 times a second, so windows are >= 1 s. Each stage
 # has its own time limit, so a failure or an overrun keeps the other stages' data. The results land in
 # $OUT: gpu_checks.tar.gz (networks.jsonl, hlo/, kernels/) and gpu_checks.log. Nothing is installed:
@@ -25,11 +32,14 @@ if [ "${FAKE:-0}" = 1 ]; then
   net_flags=(--fake_meter --nb201_cells 0 --nb201_batch 8 --tabular_random 1 --tabular_batch 64
              --darts_channels 4 --darts_layers 3 --min_window_s 0.05 --idle_s 0.1)
   kernel_flags=(--preset=tiny --fake_meter --allow_fake --min_window_s=0.05 --idle_s=0.1)
-  limits=(darts 300 tabular 300 nb201 300 kernels 60)
+  batch_flags=(--fake_meter --nb201_cells 2 --nb201_batches 1,8 --min_window_s 0.05 --idle_s 0.1)
+  limits=(darts 300 tabular 300 nb201 300 kernels 60 nb201_batches 300)
 else
   net_flags=(--nb201_cells 6 --min_window_s 1.0 --tabular_random 1 --idle_s 2)
   kernel_flags=(--preset=short --min_window_s=1.0 --repeats=2 --idle_s=3 --cooldown_s=0.05)
-  limits=(darts 480 tabular 150 nb201 240 kernels 240)
+  batch_flags=(--nb201_cells "${NB201_CELLS:-60}" --nb201_batches "${NB201_BATCHES:-1,32,256}"
+               --min_window_s 0.5 --idle_s 2)
+  limits=(darts 480 tabular 150 nb201 240 kernels 240 nb201_batches 420)
 fi
 limit() { local i; for ((i = 0; i < ${#limits[@]}; i += 2)); do
   [ "${limits[i]}" = "$1" ] && echo "${limits[i+1]}"; done; }
@@ -55,7 +65,12 @@ stage() {  # stage NAME LIMIT_S COMMAND...
       kernels)
         stage kernels "$(limit kernels)" python3 -m experiments.profile_kernels \
           --workdir="$W/kernels" "${kernel_flags[@]}" ;;
-      *) echo "unknown stage $part (known: darts tabular nb201 kernels)" ;;
+      nb201_batches)  # its own folder: the CSV holds this stage's cells only
+        stage nb201_batches "$(limit nb201_batches)" python3 benchmarks/gpu_networks.py \
+          --out "$W/nb201_batches" --parts nb201 "${batch_flags[@]}"
+        python3 benchmarks/gpu_networks.py --out "$W/nb201_batches" \
+          --csv_from "$W/nb201_batches/networks.jsonl" ;;
+      *) echo "unknown stage $part (known: darts tabular nb201 kernels nb201_batches)" ;;
     esac
   done
   tar -czf "$OUT/gpu_checks.tar.gz" -C "$W" .

@@ -2,12 +2,17 @@ r"""Whole networks on an NVIDIA GPU: NVML energy and time per call, and the kern
 
   python benchmarks/gpu_networks.py --out DIR [--parts nb201,tabular,darts]
   python benchmarks/gpu_networks.py --out DIR --fake_meter   # checks this script on a CPU
+  python benchmarks/gpu_networks.py --out DIR --csv_from DIR/networks.jsonl   # CSV only, no GPU
 
 What is measured (``kernel_bench.measure_calls``: back-to-back calls filling ``--min_window_s``,
 ``--repeats`` windows, medians):
 
 - ``nb201``: inference of NB201 networks (C=16, N=5, random weights) of ``--nb201_cells`` seeded
-  cells plus the all-conv3x3 and all-skip cells, at batch 1 and ``--nb201_batch``;
+  distinct cells plus the all-conv3x3 and all-skip cells, at batch 1 and ``--nb201_batch`` (or at
+  each of ``--nb201_batches``), a cell's batches one after the other; then
+  ``DIR/nb201_targets.csv`` (``nb201_targets_csv``): one row per cell, ``time_b<B>_ms`` and
+  ``energy_b<B>_j`` per batch, what ``experiments.energy_model_nb201
+  --target_column=time_b1_ms@1,time_b256_ms@256`` fits one model over;
 - ``tabular``: inference of adult's MLP winners and extremes (WORKSPACE section 7) and of seeded
   ResNet and FT-Transformer architectures, at batch 1 and ``--tabular_batch``; the spaces are
   built from the real adult split, as ``tabular_search`` builds them;
@@ -98,14 +103,40 @@ def nb201(rec: Recorder, args) -> None:
   rng = np.random.default_rng(0)
   cells = [(3,) * 6, (1,) * 6] + [tuple(int(v) for v in rng.integers(0, 5, 6))
                                    for _ in range(args.nb201_cells)]
-  for ops in cells:
+  batches = ([int(b) for b in args.nb201_batches.split(",")] if args.nb201_batches else
+             [1, args.nb201_batch])
+  for ops in dict.fromkeys(cells):  # distinct, in order
     arch_str = nb201.ops_to_arch_str(ops)
     net = nb201_net.make_nb201_net(ops)
-    for b in (1, args.nb201_batch):
+    for b in batches:
       x = jax.random.normal(jax.random.key(1), (b, 32, 32, 3), jnp.float32)
       module = _EvalMode(net)
       _inference(rec, args, f"nb201-{''.join(map(str, ops))}-b{b}", module, x, part="nb201",
                  ops=list(ops), arch_str=arch_str)
+
+
+def nb201_targets_csv(jsonl: Path, csv_path: Path) -> int:
+  """Writes the NB201 rows of ``jsonl`` (``networks.jsonl``) as one row per cell (``arch_str``)
+  with ``time_b<B>_ms`` and ``energy_b<B>_j`` (per call, NVML total, idle included) per batch
+  (empty where a batch was not measured); returns the number of cells. A later measurement of the
+  same (cell, batch) replaces an earlier one."""
+  from cenas_jax import results  # pylint: disable=import-outside-toplevel
+
+  by_cell: dict[str, dict[str, float]] = {}
+  batches: set[int] = set()
+  with open(jsonl) as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get("part") != "nb201":
+        continue
+      b = int(row["batch"])
+      batches.add(b)
+      by_cell.setdefault(row["arch_str"], {}).update(
+          {f"time_b{b}_ms": row["time_per_call_s"] * 1e3, f"energy_b{b}_j": row["energy_per_call_j"]})
+  columns = ["arch_str"] + [f"{q}_b{b}_{u}" for q, u in (("time", "ms"), ("energy", "j"))
+                            for b in sorted(batches)]
+  results.write_csv(csv_path, [{"arch_str": a, **v} for a, v in by_cell.items()], columns)
+  return len(by_cell)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +246,9 @@ def main() -> None:
   parser.add_argument("--idle_s", type=float, default=3.0)
   parser.add_argument("--nb201_cells", type=int, default=8)
   parser.add_argument("--nb201_batch", type=int, default=256)
+  parser.add_argument("--nb201_batches", default="", help="comma list (default: 1,--nb201_batch)")
+  parser.add_argument("--csv_from", default="", help="only write DIR/nb201_targets.csv from this "
+                      "networks.jsonl (no measurement)")
   parser.add_argument("--tabular_random", type=int, default=2, help="random ResNet and FT-T archs")
   parser.add_argument("--tabular_batch", type=int, default=4096)
   parser.add_argument("--darts_dtypes", default="float32,bfloat16")
@@ -223,6 +257,10 @@ def main() -> None:
   parser.add_argument("--peak_device", default="h200-sxm", help="DEVICE_SPECS name for the MFU peak")
   parser.add_argument("--fake_meter", action="store_true", help="simulated energy (checks the script)")
   args = parser.parse_args()
+  if args.csv_from:
+    n = nb201_targets_csv(Path(args.csv_from), Path(args.out) / "nb201_targets.csv")
+    print(f"{n} NB201 cells -> {Path(args.out) / 'nb201_targets.csv'}")
+    return
   parts = args.parts.split(",")
   unknown = sorted(set(parts) - set(PARTS))
   if unknown:
@@ -244,6 +282,8 @@ def main() -> None:
     t = time.perf_counter()
     PARTS[part](rec, args)
     print(f"[{part}] {time.perf_counter() - t:.0f} s", flush=True)
+    if part == "nb201":
+      nb201_targets_csv(rec.path, out / "nb201_targets.csv")
   print(f"done in {time.perf_counter() - t0:.0f} s; idle after {meter.idle_power_w(args.idle_s):.1f} W",
         flush=True)
 

@@ -13,6 +13,16 @@ energy and latency::
   python -m experiments.energy_model_nb201 --workdir=W --targets_csv=PATH \
       --target_column=NAME [--target_unit=mJ|J|ms|s|us] --device_spec=NAME --batch_size=N
 
+One model over several batch sizes of a device, from one CSV column per batch (rows become
+(cell, batch) pairs; split and CV grouped by cell; metrics overall and per batch as
+``<name>@<batch>``; ``cenas_jax.energy.validate_batches``)::
+
+  python -m experiments.energy_model_nb201 --workdir=W --targets_csv=nb201_targets.csv \
+      --target_column=time_b1_ms@1,time_b32_ms@32,time_b256_ms@256 --device_spec=h200-sxm
+
+For a few measured cells, ``--split=leave_one_cell_out --cv_folds=K`` (K < cells) scores every
+cell with the models fitted without it.
+
 The protocol and its outputs (``metrics.json``, ``predictions.csv``, ``summary.json``, fitted
 models, scatter plots) are ``cenas_jax.energy.validate``.
 """
@@ -33,7 +43,9 @@ cli.define_flags(validate.ValidateConfig, help={
     "batch_size": "Images per call the kernels are extracted at.",
     "targets_csv": "CSV with one row per cell (arch_index or arch_str column); default: the "
                    "HW-NAS-Bench table's edgegpu_energy and edgegpu_latency.",
-    "target_column": "Column of --targets_csv to fit and validate against.",
+    "target_column": "Column of --targets_csv to fit and validate against (at --batch_size), or "
+                     "one column per batch size as COL@BATCH,COL@BATCH,... (e.g. "
+                     "time_b1_ms@1,time_b256_ms@256): one model over all (cell, batch) pairs.",
     "target_unit": "Unit of --target_column (auto: from a _j/_mj/_s/_ms/_us suffix or the name).",
     "ridge": "Pull of the fitted kernel model towards its prior (relative); 0: chosen by 5-fold "
              "cross-validation on the training cells from --ridge_grid.",
@@ -49,6 +61,9 @@ cli.define_flags(validate.ValidateConfig, help={
                "raspi4_latency, fpga_energy); ignored with --targets_csv.",
     "limit": "Use only the first N cells (0: all); for quick runs.",
     "workers": "Processes for kernel extraction (spawn).",
+    "split": "random: fit on --train_fraction of the cells, score the rest; leave_one_cell_out: "
+             "fit once per cell without it, score the pooled held-out predictions.",
+    "cv_folds": "Folds of the cross-validated choices on the training cells (grouped by cell).",
 })
 
 

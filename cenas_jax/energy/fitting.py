@@ -93,18 +93,46 @@ def predict_kernel_model(fitted: Any, feature_rows: np.ndarray, *, kind: str) ->
   return np.asarray(em.predict_time_s(fitted, rows))
 
 
+def group_ids(keys: np.ndarray) -> np.ndarray:
+  """Group of each row: ``0, 1, ...`` in order of first appearance of its key (distinct keys give
+  ``arange(n)``)."""
+  _, first, inverse = np.unique(np.asarray(keys), return_index=True, return_inverse=True)
+  rank = np.empty(len(first), np.int64)
+  rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+  return rank[inverse.reshape(-1)]
+
+
+def fold_assignment(n: int, folds: int, seed: int, groups: np.ndarray | None = None
+                    ) -> np.ndarray:
+  """CV fold of each of ``n`` rows: a seeded permutation modulo ``folds`` over the rows, or over
+  the groups of ``groups`` (``group_ids``) so that all rows of a group (a cell measured at several
+  batch sizes) share one fold. With one row per group both give the same folds.
+
+  Raises:
+    ValueError: ``folds < 2`` or fewer rows (groups) than folds.
+  """
+  n_groups = n if groups is None else int(np.max(groups)) + 1 if n else 0
+  if folds < 2 or n_groups < folds:
+    raise ValueError(f"need folds >= 2 and at least `folds` cells, got {folds} folds for "
+                     f"{n_groups} cells")
+  fold = np.random.default_rng(seed).permutation(n_groups) % folds
+  return fold if groups is None else fold[np.asarray(groups)]
+
+
 def select_ridge(feature_rows: np.ndarray, measured: np.ndarray, prior: Any, *, kind: str,
-                 grid: Sequence[float], folds: int = 5, seed: int = 0
-                 ) -> tuple[float, dict[float, float]]:
+                 grid: Sequence[float], folds: int = 5, seed: int = 0,
+                 groups: np.ndarray | None = None) -> tuple[float, dict[float, float]]:
   """The ridge strength with the lowest k-fold cross-validated RMSPE (training cells only).
+
+  ``groups`` (``group_ids``): rows of one group stay in one fold (``fold_assignment``).
 
   Returns:
     ``(best ridge, {ridge: mean held-out-fold RMSPE})``.
   """
   y = np.asarray(measured, np.float64)
-  if folds < 2 or len(y) < folds or not grid:
-    raise ValueError("need folds >= 2, at least `folds` rows and a non-empty grid")
-  fold = np.random.default_rng(seed).permutation(len(y)) % folds
+  if not grid:
+    raise ValueError("need a non-empty grid")
+  fold = fold_assignment(len(y), folds, seed, groups)
   scores = {}
   for r in grid:
     errs = []
@@ -187,7 +215,7 @@ def predict_table_model(fitted: Any, counts: KernelCounts, *, kind: str) -> np.n
 def select_table(counts: KernelCounts, measured: np.ndarray, prior: Any, *, kind: str,
                  class_ridge: float | None, candidates: Sequence[TableChoice], folds: int = 5,
                  seed: int = 0, class_counts: KernelCounts | None = None,
-                 oof: dict[str, np.ndarray] | None = None
+                 oof: dict[str, np.ndarray] | None = None, groups: np.ndarray | None = None
                  ) -> tuple[TableChoice, dict[str, float]]:
   """The table (levels, ridge) with the lowest k-fold cross-validated RMSPE (training cells only).
 
@@ -196,15 +224,16 @@ def select_table(counts: KernelCounts, measured: np.ndarray, prior: Any, *, kind
 
   When ``oof`` is a dict, ``oof["pred"]`` receives the best candidate's out-of-fold predictions
   (``(n,)``, each cell predicted by the model fitted without its fold) and ``oof["fold"]`` the fold
-  of each cell, for stacking (``selection``).
+  of each cell, for stacking (``selection``). ``groups`` (``group_ids``): rows of one group (a
+  cell at several batch sizes) stay in one fold.
 
   Returns:
     ``(best candidate, {"<levels>@<ridge>": mean held-out-fold RMSPE})``.
   """
   y = np.asarray(measured, np.float64)
-  if folds < 2 or len(y) < folds or not candidates:
-    raise ValueError("need folds >= 2, at least `folds` rows and at least one candidate")
-  fold = np.random.default_rng(seed).permutation(len(y)) % folds
+  if not candidates:
+    raise ValueError("need at least one candidate")
+  fold = fold_assignment(len(y), folds, seed, groups)
   errs: dict[int, list[float]] = {i: [] for i in range(len(candidates))}
   preds = np.zeros((len(candidates), len(y))) if oof is not None else None
   for k in range(folds):

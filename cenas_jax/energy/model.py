@@ -32,7 +32,11 @@ model is judged by.
 
 Batch size: kernels are extracted at the batch the function was lowered with, so FLOPs and bytes
 already scale with it. ``batch_size`` is stored as the last feature column and
-``predict_energy_j(..., per_sample=True)`` divides the per-call energy by it.
+``predict_energy_j(..., per_sample=True)`` divides the per-call energy by it. The prior holds
+both regimes a batch sweep crosses: the launch count does not grow with the batch, so at batch 1
+the ``launch_gap_s`` per launch dominates (launch-bound; 99 % of the prior's time of an NB201
+network on an H200), while ``roofline_s`` grows with it and dominates at a large batch
+(compute/memory-bound; the gaps are 35-46 % at batch 256); see ``validate_batches``.
 
 Kernel table (nn-Meter's lookup, shrunk towards the roofline): a model may carry a ``KernelTable``
 of learned per-launch corrections keyed by kernel *signature* at one or more levels of detail

@@ -105,7 +105,8 @@ class Selection:
 
 
 def select(kernel_oof: np.ndarray, kernel_cv: float, proxies: Mapping[str, np.ndarray],
-           y: np.ndarray, fold: np.ndarray) -> Selection:
+           y: np.ndarray, fold: np.ndarray, extra: Mapping[str, np.ndarray] | None = None
+           ) -> Selection:
   """Scores every candidate by CV on the training cells and keeps the best.
 
   Args:
@@ -114,20 +115,24 @@ def select(kernel_oof: np.ndarray, kernel_cv: float, proxies: Mapping[str, np.nd
     proxies: ``{"flops", "params", "traffic"}`` -> ``(n,)`` proxy values of the training cells.
     y: ``(n,)`` measurements.
     fold: ``(n,)`` fold of each cell (``folds_of``; the folds ``kernel_oof`` came from).
+    extra: columns added to every proxy's linear model and to the blend (e.g. ``{"batch": (n,)}``
+      when the rows span several batch sizes: ``a + b x + c batch``, one model over all batches);
+      ``Selection.predict`` then needs them among its ``proxies``.
 
   Returns:
     The ``Selection``.
   """
   y = np.asarray(y, np.float64)
+  extra = {n: np.asarray(c, np.float64) for n, c in (extra or {}).items()}
   scores = {"kernel_model": float(kernel_cv)}
   linear = {}
   for p in PROXIES:
-    cols = {p: np.asarray(proxies[p], np.float64)}
+    cols = {p: np.asarray(proxies[p], np.float64), **extra}
     scores[f"{p}_linear"] = _cv(fit_blend, cols, y, fold)
     linear[f"{p}_linear"] = fit_blend(cols, y)
   # The blend learns from held-out kernel predictions, so it does not trust an in-sample fit.
   blend_cols = {"kernel_model": np.asarray(kernel_oof, np.float64),
-                **{p: np.asarray(proxies[p], np.float64) for p in PROXIES}}
+                **{p: np.asarray(proxies[p], np.float64) for p in PROXIES}, **extra}
   scores["blend"] = _cv(fit_blend, blend_cols, y, fold)
   blend = fit_blend(blend_cols, y)
   choice = min(CANDIDATES, key=lambda c: (scores[c], CANDIDATES.index(c)))

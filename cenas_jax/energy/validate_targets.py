@@ -1,10 +1,16 @@
-"""The per-cell measurements the NB201 validation fits and scores: from the table or a CSV."""
+"""The per-cell measurements the NB201 validation fits and scores: from the table or a CSV.
+
+A CSV may hold one column per batch size of a device (``--target_column=COL@1,COL2@256``,
+``parse_batch_columns``): ``read_targets_csv_batches`` turns it into one ``Target`` whose rows are
+(cell, batch) pairs, named after the columns' common stem (``batch_target_name``).
+"""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,9 @@ class Target:
     value_si: float64 ``(n,)`` values in J or s.
     unit: unit of the source column.
     source: where the values came from.
+    batch_size: int64 ``(n,)`` images per call of each row when the rows are (cell, batch) pairs
+      (``read_targets_csv_batches``; a cell then appears once per batch); ``None``: every row was
+      measured at the run's ``batch_size``.
   """
 
   name: str
@@ -45,6 +54,7 @@ class Target:
   value_si: np.ndarray
   unit: str
   source: str
+  batch_size: np.ndarray | None = None
 
 
 def infer_kind_unit(column: str, unit: str) -> tuple[str, str]:
@@ -125,3 +135,111 @@ def table_targets(table: Any, names: Any = tuple(TABLE_TARGETS)) -> list[Target]
     out.append(Target(name, kind, table.index[ok].astype(np.int64), v[ok] * SCALE[unit], unit,
                       f"HW-NAS-Bench {name} (cifar10) via load_nb201_table"))
   return out
+
+
+def parse_batch_columns(text: str) -> list[tuple[str, int]] | None:
+  """``[(column, batch), ...]`` of ``--target_column=COL@B[,COL@B...]``; ``None`` without ``@``
+  (one column, measured at ``--batch_size``).
+
+  Raises:
+    ConfigError: (field ``target_column``) an entry without ``@<batch>``, a batch that is not a
+      positive integer, or a column or batch given twice.
+  """
+  if "@" not in text:
+    return None
+  out: list[tuple[str, int]] = []
+  for entry in text.split(","):
+    column, sep, batch = entry.strip().rpartition("@")
+    if not sep or not column.strip():
+      raise ConfigError("target_column", f"entry {entry.strip()!r}: every entry must be "
+                        "COLUMN@BATCH when one has a batch (e.g. time_b1_ms@1,time_b256_ms@256)")
+    try:
+      b = int(batch.strip())
+    except ValueError:
+      b = 0
+    if b < 1 or batch.strip() != str(b):
+      raise ConfigError("target_column", f"entry {entry.strip()!r}: the batch after '@' must be a "
+                        f"positive integer, got {batch.strip()!r}")
+    out.append((column.strip(), b))
+  columns, batches = [c for c, _ in out], [b for _, b in out]
+  if len(set(columns)) != len(columns) or len(set(batches)) != len(batches):
+    raise ConfigError("target_column", f"{text!r}: each column and each batch may appear once")
+  return out
+
+
+def batch_target_name(columns: list[str]) -> str:
+  """The name of a per-batch target: the columns' common prefix, cut back to its last ``_``, ``-``
+  or ``.`` unless it is a whole column name or ends at one (``time_b1_ms``, ``time_b256_ms`` ->
+  ``time``; ``energy_j_b1``, ``energy_j_b256`` -> ``energy_j``); the first column when they share
+  nothing."""
+  prefix = os.path.commonprefix(columns)
+  if prefix and not all(c == prefix or c[len(prefix)] in "_-." for c in columns):
+    cut = max(prefix.rfind(ch) for ch in "_-.")
+    prefix = prefix[:cut] if cut > 0 else prefix
+  prefix = prefix.rstrip("_-.@ ")
+  return prefix or columns[0]
+
+
+def read_targets_csv_batches(path: str, entries: list[tuple[str, int]], unit: str,
+                             table: Any) -> Target:
+  """Reads the per-batch columns ``entries`` (``parse_batch_columns``) of a CSV keyed by
+  ``arch_index`` or ``arch_str`` into one ``Target`` of (cell, batch) rows (strict).
+
+  Rows are in CSV line order, each line's batches in the order of ``entries``; an empty / ``nan``
+  value skips that (cell, batch) pair only. Every column must have the same unit (``unit``, or the
+  one each column's name says).
+
+  Raises:
+    DataUnavailableError: the file is missing.
+    ConfigError: (field ``target_column``) a column the file does not have, or columns whose units
+      differ; (``target_unit``) a unit that cannot be told.
+    DataError: no key column, a bad value (names the line), a cell given twice, fewer than 10
+      (cell, batch) values.
+  """
+  from cenas_jax.data.paths import require_file  # pylint: disable=g-import-not-at-top
+
+  p = require_file(Path(path), what=f"--targets_csv {path}")
+  columns = [c for c, _ in entries]
+  kinds_units = {c: infer_kind_unit(c, unit) for c in columns}
+  if len({u for _, u in kinds_units.values()}) > 1:
+    raise ConfigError("target_column", "the columns have different units (" + ", ".join(
+        f"{c}: {u}" for c, (_, u) in kinds_units.items()) + "); give columns of one quantity in "
+        "one unit, or pass --target_unit")
+  kind, unit = kinds_units[columns[0]]
+  idx, batch, vals, cells = [], [], [], []
+  with open(p, newline="", encoding="utf-8") as f:
+    reader = csv.DictReader(f)
+    header = reader.fieldnames or []
+    missing = [c for c in columns if c not in header]
+    if missing:
+      raise ConfigError("target_column", f"{p} has no column {missing} (columns: {header})")
+    key = "arch_index" if "arch_index" in header else "arch_str" if "arch_str" in header else None
+    if key is None:
+      raise DataError(f"{p}: needs an 'arch_index' or 'arch_str' column to identify cells")
+    for line, row in enumerate(reader, start=2):
+      try:
+        i = int(row[key]) if key == "arch_index" else table.index_of(row[key].strip())
+      except (ValueError, KeyError) as e:
+        raise DataError(f"{p} line {line}: bad {key!r} value ({e})") from None
+      if not 0 <= i < len(table.index):
+        raise DataError(f"{p} line {line}: arch_index {i} outside 0..{len(table.index) - 1}")
+      cells.append(i)
+      for column, b in entries:
+        text = (row.get(column) or "").strip()
+        if text == "" or text.lower() in ("nan", "na", "none"):
+          continue
+        try:
+          value = float(text)
+        except ValueError:
+          raise DataError(f"{p} line {line}: bad {column!r} value {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+          raise DataError(f"{p} line {line}: {column}={text!r} must be a positive number")
+        idx.append(i)
+        batch.append(b)
+        vals.append(value * SCALE[unit])
+  if len(set(cells)) != len(cells):
+    raise DataError(f"{p}: some cells appear more than once")
+  if len(idx) < 10:
+    raise DataError(f"{p}: only {len(idx)} (cell, batch) values in {columns}; need at least 10")
+  return Target(batch_target_name(columns), kind, np.array(idx, np.int64), np.array(vals), unit,
+                str(p), np.array(batch, np.int64))
