@@ -77,49 +77,12 @@ def infer_kind_unit(column: str, unit: str) -> tuple[str, str]:
 
 
 def read_targets_csv(path: str, column: str, unit: str, table: Any) -> Target:
-  """Reads one target column of a CSV keyed by ``arch_index`` or ``arch_str`` (strict).
+  """Reads one target column of a CSV keyed by ``arch_index`` or ``arch_str`` (strict): one row per
+  cell, measured at the run's batch size (``read_targets_csv_batches`` with one column).
 
   Empty / ``nan`` / ``na`` / ``none`` cells are skipped (a cell without a measurement).
-
-  Raises:
-    DataUnavailableError: the file is missing.
-    DataError: no such column or key column, a bad value (names the line), a cell given twice,
-      fewer than 10 cells.
-    ConfigError: the unit cannot be told.
   """
-  from cenas_jax.data.paths import require_file  # pylint: disable=g-import-not-at-top
-
-  p = require_file(Path(path), what=f"--targets_csv {path}")
-  idx, vals = [], []
-  with open(p, newline="", encoding="utf-8") as f:
-    reader = csv.DictReader(f)
-    header = reader.fieldnames or []
-    if column not in header:
-      raise DataError(f"{p}: no column {column!r} (columns: {header}); pass --target_column")
-    key = "arch_index" if "arch_index" in header else "arch_str" if "arch_str" in header else None
-    if key is None:
-      raise DataError(f"{p}: needs an 'arch_index' or 'arch_str' column to identify cells")
-    kind, unit = infer_kind_unit(column, unit)
-    for line, row in enumerate(reader, start=2):
-      text = (row.get(column) or "").strip()
-      if text == "" or text.lower() in ("nan", "na", "none"):
-        continue  # missing measurement: skipped, counted below
-      try:
-        value = float(text)
-        i = int(row[key]) if key == "arch_index" else table.index_of(row[key].strip())
-      except (ValueError, KeyError) as e:
-        raise DataError(f"{p} line {line}: bad {key!r} or {column!r} value ({e})") from None
-      if not math.isfinite(value) or value <= 0:
-        raise DataError(f"{p} line {line}: {column}={text!r} must be a positive number")
-      if not 0 <= i < len(table.index):
-        raise DataError(f"{p} line {line}: arch_index {i} outside 0..{len(table.index) - 1}")
-      idx.append(i)
-      vals.append(value * SCALE[unit])
-  if len(set(idx)) != len(idx):
-    raise DataError(f"{p}: some cells appear more than once")
-  if len(idx) < 10:
-    raise DataError(f"{p}: only {len(idx)} cells have a {column!r} value; need at least 10")
-  return Target(column, kind, np.array(idx, np.int64), np.array(vals), unit, str(p))
+  return _read_csv(path, [(column, None)], unit, table)
 
 
 def table_targets(table: Any, names: Any = tuple(TABLE_TARGETS)) -> list[Target]:
@@ -188,35 +151,47 @@ def read_targets_csv_batches(path: str, entries: list[tuple[str, int]], unit: st
   Rows are in CSV line order, each line's batches in the order of ``entries``; an empty / ``nan``
   value skips that (cell, batch) pair only. Every column must have the same unit (``unit``, or the
   one each column's name says).
+  """
+  return _read_csv(path, entries, unit, table)
+
+
+def _read_csv(path: str, entries: list[tuple[str, int | None]], unit: str, table: Any) -> Target:
+  """The one reader of a targets CSV: ``entries`` are ``(column, batch)``, with ``batch`` ``None``
+  for a single column measured at the run's batch size.
 
   Raises:
     DataUnavailableError: the file is missing.
     ConfigError: (field ``target_column``) a column the file does not have, or columns whose units
       differ; (``target_unit``) a unit that cannot be told.
     DataError: no key column, a bad value (names the line), a cell given twice, fewer than 10
-      (cell, batch) values.
+      values.
   """
   from cenas_jax.data.paths import require_file  # pylint: disable=g-import-not-at-top
 
   p = require_file(Path(path), what=f"--targets_csv {path}")
   columns = [c for c, _ in entries]
-  kinds_units = {c: infer_kind_unit(c, unit) for c in columns}
-  if len({u for _, u in kinds_units.values()}) > 1:
-    raise ConfigError("target_column", "the columns have different units (" + ", ".join(
-        f"{c}: {u}" for c, (_, u) in kinds_units.items()) + "); give columns of one quantity in "
-        "one unit, or pass --target_unit")
-  kind, unit = kinds_units[columns[0]]
   idx, batch, vals, cells = [], [], [], []
   with open(p, newline="", encoding="utf-8") as f:
     reader = csv.DictReader(f)
     header = reader.fieldnames or []
     missing = [c for c in columns if c not in header]
     if missing:
-      raise ConfigError("target_column", f"{p} has no column {missing} (columns: {header})")
+      raise ConfigError("target_column", f"{p} has no column {', '.join(map(repr, missing))} "
+                        f"(columns: {header})")
+    kinds_units = {c: infer_kind_unit(c, unit) for c in columns}
+    if len({u for _, u in kinds_units.values()}) > 1:
+      raise ConfigError("target_column", "the columns have different units (" + ", ".join(
+          f"{c}: {u}" for c, (_, u) in kinds_units.items()) + "); give columns of one quantity "
+          "in one unit, or pass --target_unit")
+    kind, unit = kinds_units[columns[0]]
     key = "arch_index" if "arch_index" in header else "arch_str" if "arch_str" in header else None
     if key is None:
       raise DataError(f"{p}: needs an 'arch_index' or 'arch_str' column to identify cells")
     for line, row in enumerate(reader, start=2):
+      texts = [(row.get(c) or "").strip() for c in columns]
+      present = [t != "" and t.lower() not in ("nan", "na", "none") for t in texts]
+      if not any(present):
+        continue  # a cell without a measurement: skipped, counted below
       try:
         i = int(row[key]) if key == "arch_index" else table.index_of(row[key].strip())
       except (ValueError, KeyError) as e:
@@ -224,9 +199,8 @@ def read_targets_csv_batches(path: str, entries: list[tuple[str, int]], unit: st
       if not 0 <= i < len(table.index):
         raise DataError(f"{p} line {line}: arch_index {i} outside 0..{len(table.index) - 1}")
       cells.append(i)
-      for column, b in entries:
-        text = (row.get(column) or "").strip()
-        if text == "" or text.lower() in ("nan", "na", "none"):
+      for (column, b), text, ok in zip(entries, texts, present):
+        if not ok:
           continue
         try:
           value = float(text)
@@ -240,6 +214,8 @@ def read_targets_csv_batches(path: str, entries: list[tuple[str, int]], unit: st
   if len(set(cells)) != len(cells):
     raise DataError(f"{p}: some cells appear more than once")
   if len(idx) < 10:
-    raise DataError(f"{p}: only {len(idx)} (cell, batch) values in {columns}; need at least 10")
-  return Target(batch_target_name(columns), kind, np.array(idx, np.int64), np.array(vals), unit,
-                str(p), np.array(batch, np.int64))
+    raise DataError(f"{p}: only {len(idx)} values in {', '.join(columns)}; need at least 10")
+  single = entries[0][1] is None
+  return Target(columns[0] if single else batch_target_name(columns), kind,
+                np.array(idx, np.int64), np.array(vals), unit, str(p),
+                None if single else np.array(batch, np.int64))
