@@ -34,14 +34,16 @@ def _known_time_model():
   return dataclasses.replace(prior, classes=classes, launch_gap_s=25e-6)
 
 
-def _write_synthetic_csv(path, cells, batches):
-  """Per-batch latency columns ``time_b<B>_ms`` of ``_known_time_model`` over the cells' real
-  NB201 kernels at each batch; the first cell has no value at the last batch."""
+def _write_synthetic_csv(path, n_cells, batches, seed):
+  """Per-batch latency columns ``time_b<B>_ms`` of ``_known_time_model`` over the real NB201
+  kernels, at each batch, of ``n_cells`` seeded cells with hardware data; the first cell has no
+  value at the last batch. Returns the cells."""
   from cenas_jax.data.nasbench import load_nb201_table
   from cenas_jax.energy import model as em
   from cenas_jax.energy import nb201_kernels as nk
 
   table = load_nb201_table()
+  cells = np.random.default_rng(seed).choice(np.flatnonzero(table.has_hw), n_cells, replace=False)
   known = _known_time_model()
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
@@ -52,17 +54,13 @@ def _write_synthetic_csv(path, cells, batches):
                 * 1e3 for b in batches]
       w.writerow([table.arch_str[i]] + ["" if (k == 0 and b == batches[-1]) else f"{v:.9g}"
                                         for b, v in zip(batches, values)])
-  return table
+  return cells
 
 
 def test_one_model_over_two_batches_recovers_a_known_model_per_batch(tmp_path, shared_data):
   del shared_data
-  from cenas_jax.data.nasbench import load_nb201_table
-
-  cells = np.random.default_rng(3).choice(np.flatnonzero(load_nb201_table().has_hw), 30,
-                                          replace=False)
   path = tmp_path / "h200.csv"
-  _write_synthetic_csv(path, cells, (1, 64))
+  _write_synthetic_csv(path, 30, (1, 64), seed=3)
   wd = tmp_path / "w"
   config = ValidateConfig(targets_csv=str(path), target_column="time_b1_ms@1,time_b64_ms@64",
                           device_spec="h200-sxm", edge_kernels="none", ridge_grid=(1e-6,),
@@ -204,12 +202,8 @@ def test_one_batch_path_gives_the_numbers_it_gave_before(tmp_path, shared_data):
 
 def test_leave_one_cell_out_pools_held_out_predictions(tmp_path, shared_data):
   del shared_data
-  from cenas_jax.data.nasbench import load_nb201_table
-
-  cells = np.random.default_rng(5).choice(np.flatnonzero(load_nb201_table().has_hw), 6,
-                                          replace=False)
   path = tmp_path / "few.csv"
-  _write_synthetic_csv(path, cells, (1, 32))
+  cells = _write_synthetic_csv(path, 6, (1, 32), seed=5)
   base = dict(targets_csv=str(path), target_column="time_b1_ms@1,time_b32_ms@32",
               device_spec="h200-sxm", edge_kernels="none", ridge_grid=(1e-6,),
               table_levels_grid=("none",), split="leave_one_cell_out", workers=1)
