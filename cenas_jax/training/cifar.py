@@ -282,6 +282,10 @@ def _epoch_record(epoch: int, sums: dict[str, float], per_epoch: int) -> dict[st
 def _restore(checkpointer: ckpt_lib.Checkpointer, state: step_lib.TrainState,
              mesh: jax.sharding.Mesh) -> ckpt_lib.Restored:
   """The latest checkpoint, restored like ``state`` and replicated on ``mesh``."""
+  if len(mesh_lib.mesh_processes(mesh)) > 1:
+    # A state over several processes cannot go to one device; every process restores its copy in
+    # place, as the processes that saved it together (tests/training/test_multihost.py).
+    return checkpointer.restore(target=state)
   # Restore onto one device (orbax cannot target arrays on an explicit-axes mesh), then replicate.
   restored = checkpointer.restore(target=jax.device_put(state, jax.local_devices()[0]))
   return dataclasses.replace(restored, state=mesh_lib.replicate(restored.state, mesh))
