@@ -271,7 +271,8 @@ def _cached_kernel_counts(cache_path: Path, key: str, needed: np.ndarray | Seque
   return idx, counts
 
 
-def _scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+  """``METRIC_KEYS`` of ``metrics.regression_metrics``."""
   from cenas_jax.energy.metrics import regression_metrics  # pylint: disable=g-import-not-at-top
 
   m = regression_metrics(predicted=predicted, measured=measured)
@@ -302,9 +303,9 @@ def evaluate_target(config: ValidateConfig, target: Target, ops: np.ndarray, xla
   test = ~train
   y = target.value_si
   res.update(
-      ablation={m: _scores(p[test], y[test]) for m, p in res["ablation_preds"].items()},
+      ablation={m: scores(p[test], y[test]) for m, p in res["ablation_preds"].items()},
       noise_floor=duplicate_noise_floor(ops, y, target.batch_size),
-      metrics={m: _scores(res["preds"][m][test], y[test]) for m in MODELS},
+      metrics={m: scores(res["preds"][m][test], y[test]) for m in MODELS},
       split=vb.split_info(target, train, test))
   if target.batch_size is not None:
     res["per_batch"] = vb.per_batch_scores(target, ops, res, test)

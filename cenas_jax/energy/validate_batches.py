@@ -58,7 +58,6 @@ def target_counts(target: Target, batch_size: int, cached: dict[int, tuple[np.nd
                   ) -> Any:
   """``model.KernelCounts`` of the rows of ``target``, from ``cached[batch] = (arch_index,
   KernelCounts)`` (each row at its batch; ``batch_size`` for a one-batch target)."""
-  from cenas_jax.energy.model import KernelCounts  # pylint: disable=g-import-not-at-top
 
   def rows_of(b: int, arch_index: np.ndarray) -> Any:
     idx, counts = cached[b]
@@ -67,18 +66,23 @@ def target_counts(target: Target, batch_size: int, cached: dict[int, tuple[np.nd
 
   if target.batch_size is None:
     return rows_of(batch_size, target.arch_index)
+  return _per_batch(target.batch_size, lambda b, sel: rows_of(b, target.arch_index[sel]))
+
+
+def _per_batch(batches: np.ndarray, counts_of) -> Any:
+  """``KernelCounts`` of every row, built batch by batch (``counts_of(batch, row indices)``) and
+  put back in row order."""
+  from cenas_jax.energy.model import KernelCounts  # pylint: disable=g-import-not-at-top
+
   parts, order = [], []
-  for b in np.unique(target.batch_size):
-    sel = np.flatnonzero(target.batch_size == b)
-    parts.append(rows_of(int(b), target.arch_index[sel]))
+  for b in np.unique(batches):
+    sel = np.flatnonzero(batches == b)
+    parts.append(counts_of(int(b), sel))
     order.append(sel)
-  return KernelCounts.concat(parts).rows(_inverse(np.concatenate(order)))
-
-
-def _inverse(perm: np.ndarray) -> np.ndarray:
-  inv = np.empty_like(perm)
-  inv[perm] = np.arange(len(perm))
-  return inv
+  perm = np.concatenate(order)
+  inverse = np.empty_like(perm)
+  inverse[perm] = np.arange(len(perm))
+  return KernelCounts.concat(parts).rows(inverse)
 
 
 def with_edge_kernels(counts: Any, ops: np.ndarray, net: Any, *, keys: str) -> Any:
@@ -91,13 +95,8 @@ def with_edge_kernels(counts: Any, ops: np.ndarray, net: Any, *, keys: str) -> A
   batches = np.unique(counts.batch_size)
   if len(batches) == 1 and int(batches[0]) == net.batch_size:
     return nk.with_edge_kernels(counts, ops, net, keys=keys)
-  parts, order = [], []
-  for b in batches:
-    sel = np.flatnonzero(counts.batch_size == b)
-    parts.append(nk.edge_kernel_counts(ops[sel], dataclasses.replace(net, batch_size=int(b)),
-                                       keys=keys))
-    order.append(sel)
-  extra = KernelCounts.concat(parts).rows(_inverse(np.concatenate(order)))
+  extra = _per_batch(counts.batch_size, lambda b, sel: nk.edge_kernel_counts(
+      ops[sel], dataclasses.replace(net, batch_size=b), keys=keys))
   return KernelCounts(counts.kernels + extra.kernels,
                       scipy.sparse.hstack([counts.counts, extra.counts]).tocsr(),
                       counts.batch_size)
@@ -123,20 +122,11 @@ def split_info(target: Target, train: np.ndarray, test: np.ndarray) -> dict[str,
           "n_test_rows": int(test.sum()), "grouped_by": "cell"}
 
 
-def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
-  """``validate.METRIC_KEYS`` of ``metrics.regression_metrics``."""
-  from cenas_jax.energy.metrics import regression_metrics  # pylint: disable=g-import-not-at-top
-  from cenas_jax.energy.validate import METRIC_KEYS  # pylint: disable=g-import-not-at-top
-
-  m = regression_metrics(predicted=predicted, measured=measured)
-  return {k: m[k] for k in METRIC_KEYS}
-
-
 def per_batch_scores(target: Target, ops: np.ndarray, res: dict[str, Any], test: np.ndarray
                      ) -> dict[int, dict[str, Any]]:
   """Per batch size (with test rows): ``{"metrics", "ablation", "noise_floor", "split"}`` on its
   test rows, as the overall ones."""
-  from cenas_jax.energy.validate import duplicate_noise_floor  # pylint: disable=g-import-not-at-top
+  from cenas_jax.energy.validate import duplicate_noise_floor, scores  # pylint: disable=g-import-not-at-top
 
   y = target.value_si
   out = {}
@@ -191,8 +181,8 @@ def leave_one_cell_out(config: Any, target: Target, ops: np.ndarray, xla_counts:
          "fitted": {"protocol": "leave_one_cell_out", "kind": target.kind, "folds": folds},
          "coverage": {lv: float(np.mean([c[lv] for c in coverage if lv in c]))
                       for lv in coverage[0]},
-         "metrics": {m: scores(p, y) for m, p in preds.items()},
-         "ablation": {m: scores(p, y) for m, p in ablation.items()},
+         "metrics": {m: v.scores(p, y) for m, p in preds.items()},
+         "ablation": {m: v.scores(p, y) for m, p in ablation.items()},
          "noise_floor": v.duplicate_noise_floor(ops, y, target.batch_size),
          "split": {**split_info(target, test, test), "n_train": n_cells - 1,
                    "protocol": "leave_one_cell_out"}}
