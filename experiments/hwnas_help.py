@@ -26,6 +26,7 @@ HELP = {
     "screen_per_gpu_hour": "0: official queue refill; N: each sampling GPU screens up to N proposals/hour.",
     "screen_explore_every": "With screening, every k-th job started is the optimizer's first proposal "
                             "of an hour, whatever the supernet predicts (0: off).",
+    "screen_explore_after": "Exploration (--screen_explore_every) starts once this many jobs have started.",
     "history_hours": "Trailing hours of intensity a strategy sees.",
     "oneshot_per_gpu_hour": "Proposals a GPU scores per hour in one-shot-only search.",
     "reward_accounting": "Carbon in the agent's reward.",

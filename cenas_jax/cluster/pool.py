@@ -66,6 +66,10 @@ class PoolConfig:
       rates the large, most accurate cells at 58-64% against 68% for mid-size ones), so screening
       alone never trains the front's high-accuracy end, while the optimizer's own ranking learns
       from the true accuracies of what was trained.
+    screen_explore_after: exploration starts once this many jobs have started (0: from the first).
+      Why: the supernet's ranking is good enough for the front's cheap and middle part, which is
+      where the carbon to a moderate HV goes; its blind spot is the high-accuracy end, which only
+      matters once that part is covered. Exploring late keeps the early carbon of pure screening.
   """
 
   n_gpus: int = 8
@@ -79,13 +83,15 @@ class PoolConfig:
   switch_overhead_s: float = 0.0
   screen_per_gpu_hour: int = 0
   screen_explore_every: int = 0
+  screen_explore_after: int = 0
 
   def __post_init__(self):
     for name in ("n_gpus", "step_s", "sample_time_s"):
       if not getattr(self, name) >= (1 if name == "n_gpus" else 1e-12):
         raise ConfigError(name, f"must be {'>= 1' if name == 'n_gpus' else '> 0'}, got "
                           f"{getattr(self, name)}")
-    for name in ("queue_capacity", "screen_per_gpu_hour", "screen_explore_every", "train_power_w", "sample_power_w",
+    for name in ("queue_capacity", "screen_per_gpu_hour", "screen_explore_every",
+                 "screen_explore_after", "train_power_w", "sample_power_w",
                  "idle_power_w", "switch_overhead_s"):
       if getattr(self, name) < 0:
         raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
@@ -278,7 +284,8 @@ def run_step(
     scored.extend(int(i) for i in idx)
     return len(idx)
 
-  explore_every = config.screen_explore_every if screen else 0
+  explore_every = (config.screen_explore_every
+                   if screen and state.n_started >= config.screen_explore_after else 0)
   n_started = state.n_started
   if screen:
     # Scoring beyond the queue's room: sampling GPUs screen a batch, the queue keeps the best.

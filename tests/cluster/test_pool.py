@@ -272,6 +272,17 @@ def test_exploration_keeps_and_trains_the_optimizer_s_first_proposal():
   assert on.n_started == len(rep_on.finished) and not any(j.explore for j in on.queue)
   back = PoolState.from_dict(json.loads(json.dumps(on.to_dict())))
   assert back.n_started == on.n_started
+  # With exploration starting after 2 jobs, the first hour is pure screening; the next hour,
+  # with 2 jobs started, explores.
+  late = PoolConfig(**base, screen_explore_every=2, screen_explore_after=2)
+  first, rep_first = _step(PoolState(), config=late, propose=ListProposer(range(5)), **kw)
+  assert rep_first.finished == rep_off.finished and first.n_started >= 2
+  assert 0 not in pool_lib.queued_candidates(first)
+  _, rep_next = _step(first, config=late, propose=ListProposer(range(5, 10)),
+                      **{**kw, "train_time_s": [100.0] * 10,
+                         "predict": _predictor({**preds, 5: (0, 0), 6: (5, 5), 7: (4, 4),
+                                                8: (3, 3), 9: (0, 6)})})
+  assert 5 in rep_next.finished
   # Without screening the rule is off (nothing is screened out to begin with).
   fifo, rep = _step(PoolState(), config=PoolConfig(n_gpus=2, queue_capacity=2, screen_explore_every=2),
                     train_time_s=[100.0] * 5, n_train=2, propose=ListProposer(range(5)))
