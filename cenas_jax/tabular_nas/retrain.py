@@ -58,6 +58,19 @@ def metrics(split: Split, out: np.ndarray, rows: np.ndarray) -> dict[str, float]
   return {"accuracy": acc, "auc": auc}
 
 
+def pooled_metrics(parts: list[tuple[Split, np.ndarray]]) -> dict[str, float]:
+  """Test metrics over the test rows of several folds at once, from (fold's split, its network's
+  test outputs) pairs: accuracy and AUC over all rows, or the RMSE of all rows in the target's units.
+  Class labels are the same in every fold; a regression fold's outputs are standardized by its own
+  training rows, so its errors are put back in the target's units before pooling."""
+  first = parts[0][0]
+  if first.task == "regression":
+    err = np.concatenate([(out[:, 0] - s.y[s.test]) * s.y_std for s, out in parts])
+    return {"rmse": float(np.sqrt(np.mean(np.square(err))))}
+  rows = np.concatenate([s.test for s, _ in parts])
+  return metrics(first, np.concatenate([out for _, out in parts]), rows)
+
+
 def _score(split: Split, m: dict[str, float]) -> float:
   return -m["rmse"] if split.task == "regression" else m["accuracy"]
 
@@ -65,8 +78,11 @@ def _score(split: Split, m: dict[str, float]) -> float:
 def retrain(space: TabularSpace, split: Split, arch: np.ndarray, *, mesh: Any, seed: int,
             batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-5,
             max_epochs: int = 50, patience: int = 5,
-            max_steps_per_epoch: int = 0, min_steps_per_epoch: int = 20) -> dict[str, Any]:
-  """Trains ``arch`` from scratch; returns test metrics, the best epoch and the wall time.
+            max_steps_per_epoch: int = 0, min_steps_per_epoch: int = 20,
+            return_outputs: bool = False) -> dict[str, Any]:
+  """Trains ``arch`` from scratch; returns test metrics, the best epoch and the wall time (and,
+  with ``return_outputs``, the network's outputs on the test rows as ``test_outputs``, so that
+  several folds' test rows can be scored together).
 
   An "epoch" (the period between validation checks) is a pass over the training rows, cut to
   ``max_steps_per_epoch`` steps when that is set, and stretched to at least
@@ -106,7 +122,10 @@ def retrain(space: TabularSpace, split: Split, arch: np.ndarray, *, mesh: Any, s
         break
   state = step_lib.TrainState(params=best_state[0], opt_state=None, model_state=best_state[1],
                               step=state.step, rng=state.rng)
-  test = metrics(split, _predict(module, state, split.x[split.test], 1024), split.test)
+  test_out = _predict(module, state, split.x[split.test], 1024)
   val = metrics(split, _predict(module, state, split.x[split.val], 1024), split.val)
-  return {"test": test, "val": val, "best_epoch": best_epoch, "epochs": epoch + 1,
-          "train_s": time.perf_counter() - t0}
+  result = {"test": metrics(split, test_out, split.test), "val": val, "best_epoch": best_epoch,
+            "epochs": epoch + 1, "train_s": time.perf_counter() - t0}
+  if return_outputs:
+    result["test_outputs"] = test_out
+  return result

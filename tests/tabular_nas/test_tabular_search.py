@@ -148,3 +148,27 @@ def test_binary_auc_matches_the_pairwise_definition():
   pos, neg = s[y == 1], s[y == 0]
   pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
   assert binary_auc(y, s) == pytest.approx(pairs)
+
+
+@pytest.mark.parametrize("task", ["binclass", "regression"])
+def test_pooled_metrics_over_folds_equal_the_row_weighted_fold_metrics(tmp_path, task):
+  from cenas_jax.tabular_nas import data as data_lib  # pylint: disable=import-outside-toplevel
+  from cenas_jax.tabular_nas import retrain  # pylint: disable=import-outside-toplevel
+
+  ds = data_lib.load_dataset(f"csv:{_csv(tmp_path / 'd.csv', task=task)}", "label")
+  rng = np.random.default_rng(1)
+  parts = []
+  for fold in (0, 3, 7):
+    split = data_lib.prepare(ds, fold=fold)
+    parts.append((split, rng.normal(size=(len(split.test), split.d_out)).astype(np.float32)))
+  pooled = retrain.pooled_metrics(parts)
+  per_fold = [(retrain.metrics(s, out, s.test), len(s.test)) for s, out in parts]
+  n = sum(k for _, k in per_fold)
+  if task == "regression":
+    # Each fold standardizes the target by its own training rows; pooled errors are in its units.
+    assert len({s.y_std for s, _ in parts}) == 3
+    want = np.sqrt(sum(m["rmse"] ** 2 * k for m, k in per_fold) / n)
+    assert pooled["rmse"] == pytest.approx(want, rel=1e-6)
+  else:
+    want = sum(m["accuracy"] * k for m, k in per_fold) / n
+    assert pooled["accuracy"] == pytest.approx(want) and 0.0 <= pooled["auc"] <= 1.0
