@@ -27,6 +27,8 @@ HELP = {
     "screen_explore_every": "With screening, every k-th job started is the optimizer's first proposal "
                             "of an hour, whatever the supernet predicts (0: off).",
     "screen_explore_after": "Exploration (--screen_explore_every) starts once this many jobs have started.",
+    "screen_calibration_k": "0: off; k: screening adds to each supernet estimate the mean error of the "
+                            "k trained architectures nearest in energy.",
     "history_hours": "Trailing hours of intensity a strategy sees.",
     "oneshot_per_gpu_hour": "Proposals a GPU scores per hour in one-shot-only search.",
     "reward_accounting": "Carbon in the agent's reward.",

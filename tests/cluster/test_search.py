@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -282,3 +283,38 @@ def test_hwnas_problem_on_the_real_table(shared_data):
   np.testing.assert_allclose(const.train_time_s, 0.5 * (4119.0 + 6922.0))
   with pytest.raises(ValueError, match="sampling"):
     hwnas_problem(table, sampling="zero-shot")
+
+
+def test_calibrated_score_removes_an_error_that_depends_on_the_exact_objective():
+  base = tiny_problem()
+  energy = -base.y_true[:, 1]
+  # The supernet underrates large and small cells, rates mid-size ones better: an error that is a
+  # function of energy alone, as on NB201.
+  bias = np.where(energy > 20.0, -30.0, np.where(energy < 10.0, -60.0, -25.0))
+  y_pred = base.y_true.copy()
+  y_pred[:, 0] += bias
+  p = SearchProblem(**{**base.__dict__, "y_pred": y_pred})
+  evaluated = np.arange(0, 80, 2)
+  score = search.calibrated_score(p, evaluated, k=1)
+  fresh = np.arange(1, 80, 2)
+  got = score(fresh)
+  np.testing.assert_array_equal(got[:, 1], y_pred[fresh, 1])  # the exact objective is untouched
+  nearest = np.abs(energy[fresh][:, None] - energy[evaluated][None, :]).argmin(1)
+  np.testing.assert_allclose(got[:, 0], y_pred[fresh, 0] - bias[evaluated][nearest])
+  # Where the neighbour falls in the same band, the error is removed exactly.
+  same = bias[evaluated][nearest] == bias[fresh]
+  assert same.mean() > 0.8
+  np.testing.assert_allclose(got[same, 0], p.y_true[fresh][same, 0])
+  # Off by default, and nothing to learn from without an objective both fidelities share.
+  assert search.SearchConfig().screen_calibration_k == 0
+  noisy = SearchProblem(**{**base.__dict__, "y_pred": base.y_pred + 1.0})
+  assert search.calibrated_score(noisy, evaluated, k=3) == noisy.score
+
+
+def test_an_episode_with_calibrated_screening_runs_and_differs(problem):
+  config = tiny_config(hours=4)
+  config = dataclasses.replace(config, pool=dataclasses.replace(config.pool, screen_per_gpu_hour=5))
+  strategy = strat_lib.Heuristic(max_train=3)
+  plain = run(problem, config, 0, strategy, _lamoo())
+  calibrated = run(problem, dataclasses.replace(config, screen_calibration_k=3), 0, strategy, _lamoo())
+  assert len(calibrated.evaluated) > 10 and calibrated.evaluated != plain.evaluated
