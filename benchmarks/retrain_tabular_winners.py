@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -33,9 +35,17 @@ def main() -> None:
   ap.add_argument("--folds", default="", help="TabZilla folds to retrain on, e.g. 0-9 or 0,3 "
                   "(default: the run's own fold)")
   args = ap.parse_args()
-  with open(f"{args.workdir}/summary.json", encoding="utf-8") as f:
-    cfg = json.load(f)["config"]
-  folds = _parse_folds(args.folds) if args.folds else [cfg["fold"]]
+  summary = Path(args.workdir) / "summary.json"
+  if not summary.is_file():
+    sys.exit(f"error: WORKDIR: {summary} does not exist; pass the workdir of a finished "
+             "experiments.tabular_search run")
+  cfg = json.loads(summary.read_text(encoding="utf-8"))["config"]
+  try:
+    folds = _parse_folds(args.folds) if args.folds else [cfg["fold"]]
+  except ValueError:
+    folds = []
+  if not folds or any(not 0 <= f < 10 for f in folds):
+    sys.exit(f"error: --folds: {args.folds!r} is not a set of TabZilla folds; use e.g. 0-9 or 0,3,5")
   ds = data_lib.load_dataset(cfg["dataset"], cfg["target"], cfg["task"])
   splits = {f: data_lib.prepare(ds, fold=f) for f in folds}
 
