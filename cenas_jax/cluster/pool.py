@@ -69,7 +69,8 @@ class PoolConfig:
     screen_explore_after: exploration starts once this many jobs have started (0: from the first).
       Why: the supernet's ranking is good enough for the front's cheap and middle part, which is
       where the carbon to a moderate HV goes; its blind spot is the high-accuracy end, which only
-      matters once that part is covered. Exploring late keeps the early carbon of pure screening.
+      matters once that part is covered. Exploring late keeps the early carbon of pure screening
+      (measured in WORKSPACE.md 2.3: it helps the heuristic, not the agent; off in the flagfile).
   """
 
   n_gpus: int = 8

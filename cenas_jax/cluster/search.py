@@ -49,7 +49,8 @@ class SearchConfig:
       (true - estimate) of the k trained architectures nearest to it in the objectives both
       fidelities share (on NB201, energy). Why: the supernet's error depends on the cell's size (it
       underrates the largest cells by about 30 points and the mid-size ones by about 25), which
-      puts the front's high-accuracy end behind the middle in predicted space.
+      puts the front's high-accuracy end behind the middle in predicted space (WORKSPACE.md 2.3:
+      it lifts the heuristic's final HV to vanilla's, not the agent's; off in the flagfile).
   """
 
   hours: int = 80
