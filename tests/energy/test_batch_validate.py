@@ -192,7 +192,9 @@ def test_one_batch_path_gives_the_numbers_it_gave_before(tmp_path, shared_data):
   assert set(metrics) == {"edgegpu_latency"}
   for model, (rmspe, spearman) in _BEFORE.items():
     got = metrics["edgegpu_latency"][model]
-    assert (got["rmspe"], got["spearman"]) == pytest.approx((rmspe, spearman), rel=1e-9), model
+    # rel 1e-6, not 1e-9: the blend's stacked least squares moved by 9e-9 (relative) between
+    # numpy/scipy releases with the same code; a change of the path would move it far more.
+    assert (got["rmspe"], got["spearman"]) == pytest.approx((rmspe, spearman), rel=1e-6), model
   summary = json.loads((tmp_path / "w" / "summary.json").read_text())
   assert summary["split"] == {"edgegpu_latency": {"n_cells": 30, "n_train": 21, "n_test": 9}}
   assert "batches" not in summary
