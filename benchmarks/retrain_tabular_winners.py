@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cenas_jax.spaces.tabular import make_space
+from cenas_jax.config_tree import build_config
 from cenas_jax.tabular_nas import data as data_lib
 from cenas_jax.tabular_nas import retrain
+from cenas_jax.tabular_nas.experiment import TabularSearchConfig
 from cenas_jax.training import mesh as mesh_lib
 
 
@@ -40,25 +41,21 @@ def main() -> None:
     sys.exit(f"error: WORKDIR: {summary} does not exist; pass the workdir of a finished "
              "experiments.tabular_search run")
   cfg = json.loads(summary.read_text(encoding="utf-8"))["config"]
+  config = build_config(TabularSearchConfig,
+                        {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
   try:
-    folds = _parse_folds(args.folds) if args.folds else [cfg["fold"]]
+    folds = _parse_folds(args.folds) if args.folds else [config.fold]
   except ValueError:
     folds = []
   if not folds or any(not 0 <= f < 10 for f in folds):
     sys.exit(f"error: --folds: {args.folds!r} is not a set of TabZilla folds; use e.g. 0-9 or 0,3,5")
-  ds = data_lib.load_dataset(cfg["dataset"], cfg["target"], cfg["task"])
+  ds = data_lib.load_dataset(config.dataset, config.target, config.task)
   splits = {f: data_lib.prepare(ds, fold=f) for f in folds}
-
-  def space_of(split):  # per fold: one-hot widths follow that fold's training rows
-    return make_space(cfg["space"], split.d_in, split.d_out, depths=tuple(cfg["depths"]),
-                      widths=tuple(cfg["widths"]), hidden_widths=tuple(cfg["hidden_widths"]),
-                      dropouts=tuple(cfg["dropouts"]), heads=tuple(cfg["heads"]),
-                      ffn_ratios=tuple(cfg["ffn_ratios"]), cat_cardinalities=split.cat_cardinalities)
-
+  spaces = {f: config.space_for(split) for f, split in splits.items()}  # one-hot widths per fold
   mesh = mesh_lib.make_data_mesh()
   n = mesh_lib.data_size(mesh)
-  batch = -(-cfg["batch_size"] // n) * n  # as the search's retraining
-  for seed in cfg["seeds"]:
+  batch = -(-config.batch_size // n) * n  # as the search's retraining
+  for seed in config.seeds:
     with open(f"{args.workdir}/seeds/seed_{seed}.json", encoding="utf-8") as f:
       winners = json.load(f)["winners"]
     pooled = {}
@@ -66,8 +63,8 @@ def main() -> None:
       w = winners[method]
       outs = []
       for fold, fsplit in splits.items():
-        r = retrain.retrain(space_of(fsplit), fsplit, np.asarray(w["arch"]), mesh=mesh, seed=seed,
-                            batch_size=batch, lr=cfg["lr"], max_epochs=args.max_epochs,
+        r = retrain.retrain(spaces[fold], fsplit, np.asarray(w["arch"]), mesh=mesh, seed=seed,
+                            batch_size=batch, lr=config.lr, max_epochs=args.max_epochs,
                             patience=args.patience, max_steps_per_epoch=0, return_outputs=True)
         outs.append((fsplit, r.pop("test_outputs")))
         print(json.dumps({"seed": seed, "method": method, "fold": fold, "arch": w["arch_desc"],

@@ -100,6 +100,13 @@ class TabularSearchConfig:
       raise ConfigError("device", f"unknown device {self.device!r}; one of "
                         f"{sorted(energy.DEVICE_SPECS)}.")
 
+  def space_for(self, split: data_lib.Split):
+    """The search space of these settings over ``split``'s columns (one-hot widths follow its
+    training rows)."""
+    return make_space(self.space, split.d_in, split.d_out, depths=self.depths, widths=self.widths,
+                      hidden_widths=self.hidden_widths, dropouts=self.dropouts, heads=self.heads,
+                      ffn_ratios=self.ffn_ratios, cat_cardinalities=split.cat_cardinalities)
+
 
 class _Progress:
   def __init__(self, total: int, label: str):
@@ -298,10 +305,7 @@ def run(config: TabularSearchConfig, workdir: str) -> dict:
                                       may_change=("seeds",))
   ds = data_lib.load_dataset(config.dataset, config.target, config.task)
   split = data_lib.prepare(ds, fold=config.fold)
-  space = make_space(config.space, split.d_in, split.d_out, depths=config.depths,
-                     widths=config.widths, hidden_widths=config.hidden_widths,
-                     dropouts=config.dropouts, heads=config.heads, ffn_ratios=config.ffn_ratios,
-                     cat_cardinalities=split.cat_cardinalities)
+  space = config.space_for(split)
   model = energy.prior_model(config.device)
   guard.claim()
   wd = Path(workdir)
