@@ -51,6 +51,8 @@ class SearchConfig:
       underrates the largest cells by about 30 points and the mid-size ones by about 25), which
       puts the front's high-accuracy end behind the middle in predicted space (WORKSPACE.md 2.3:
       it lifts the heuristic's final HV to vanilla's, not the agent's; off in the flagfile).
+      Each hour it re-scores the trained architectures: a lookup on a table, but a supernet
+      evaluation per trained architecture on a problem that scores for real.
   """
 
   hours: int = 80
