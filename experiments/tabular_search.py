@@ -34,6 +34,9 @@ _HELP = {
     "search_steps": "Steps of every search method (one supernet step + K candidates scored each).",
     "candidates": "Candidates K scored per search step.",
     "val_batch": "Validation rows per candidate score.",
+    "score_dropout": "Score candidates with their dropout noise drawn (BatchNorm in inference "
+                     "mode), so the search sees the dropout decisions; without it they do not "
+                     "change a score and are picked at random (MLP and ResNet spaces).",
     "n_mc": "Monte-Carlo samples of TabNAS's feasible-mass estimate.",
     "reward": "Energy-aware reward.",
     "controller_lr": "Adam learning rate of the policy logits.",

@@ -14,6 +14,10 @@ per row (``(B, n_decisions)``) or shared (``(n_decisions,)``), so one compiled f
 sub-network, training steps can carry it inside the batch, and ``jax.vmap`` over architectures
 scores many candidates in one call.
 
+``dropout=True`` applies each row's dropout rates outside training too (BatchNorm stays in inference
+mode): in inference mode dropout is the identity, so a score that should see the dropout decisions
+must draw their noise (``tabular_nas.search.Supernet``'s ``score_dropout``).
+
 ``materialize(space, variables, arch)`` returns the standalone network (an ordinary Linen module of
 exactly the sub-network's shapes) and its sliced variables; in inference mode its outputs equal the
 supernet's up to float rounding (tested on random architectures of every space).
@@ -67,15 +71,16 @@ class MLPSupernet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, arch: jax.Array, *, train: bool = False,
-               row_weights: jax.Array | None = None) -> jax.Array:
+               row_weights: jax.Array | None = None, dropout: bool | None = None) -> jax.Array:
     s = self.space
+    drop = train if dropout is None else dropout
     a = _rows(arch, x.shape[0])
     depth = _lookup(s.depths, a[:, 0])
     m = _mask(_lookup(s.widths, a[:, 1]), s.widths[-1], x.dtype)
     h = x
     for i in range(s.max_depth):
       z = nn.relu(nn.Dense(s.widths[-1], name=f"layer_{i}")(h)) * m
-      z = row_dropout(self, z, _lookup(s.dropouts, a[:, 2 + i]), train)
+      z = row_dropout(self, z, _lookup(s.dropouts, a[:, 2 + i]), drop)
       h = z if i == 0 else jnp.where((i < depth)[:, None], z, h)
     return nn.Dense(s.d_out, name="head")(h)
 
@@ -103,8 +108,9 @@ class ResNetSupernet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, arch: jax.Array, *, train: bool = False,
-               row_weights: jax.Array | None = None) -> jax.Array:
+               row_weights: jax.Array | None = None, dropout: bool | None = None) -> jax.Array:
     s = self.space
+    drop = train if dropout is None else dropout
     a = _rows(arch, x.shape[0])
     D, H = s.widths[-1], s.hidden_widths[-1]
     n_blocks = _lookup(s.depths, a[:, 0])
@@ -119,9 +125,9 @@ class ResNetSupernet(nn.Module):
                                                  update=_gate(bn_on, row_weights))
       z = jnp.where(bn_on[:, None], z * m_main, x)
       z = nn.relu(nn.Dense(H, name=f"linear1_{i}")(z)) * _mask(_lookup(s.hidden_widths, dh), H, x.dtype)
-      z = row_dropout(self, z, _lookup(s.dropouts, p1), train)
+      z = row_dropout(self, z, _lookup(s.dropouts, p1), drop)
       z = nn.Dense(D, name=f"linear2_{i}")(z) * m_main
-      z = row_dropout(self, z, _lookup(s.dropouts, p2), train)
+      z = row_dropout(self, z, _lookup(s.dropouts, p2), drop)
       x = x + jnp.where(active[:, None], z, 0.0)
     h = MaskableBatchNorm(D, name="head_norm")(x, train=train, row_weights=row_weights) * m_main
     return nn.Dense(s.d_out, name="head")(nn.relu(h))

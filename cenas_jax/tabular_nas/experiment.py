@@ -63,6 +63,7 @@ class TabularSearchConfig:
   search_steps: int = 100
   candidates: int = 8
   val_batch: int = 256
+  score_dropout: bool = False
   n_mc: int = 256
   reward: Literal["tabnas", "tunas", "mnasnet"] = "tabnas"
   controller_lr: float = 0.05
@@ -89,6 +90,9 @@ class TabularSearchConfig:
     if self.controller_baseline == "loo" and self.candidates < 2:
       raise ConfigError("controller_baseline", "loo compares each candidate with the step's "
                         "others: it needs --candidates >= 2.")
+    if self.score_dropout and self.space == "ftt":
+      raise ConfigError("score_dropout", "the FT-Transformer space has no dropout decisions to "
+                        "score (its dropout is fixed); use it with --space=mlp or resnet.")
     if not self.front_quantiles:
       raise ConfigError("front_quantiles", "needs at least one quantile.")
     for name in ("e0_quantile", "front_quantiles", *(["e0_sweep"] if self.e0_sweep else [])):
@@ -189,7 +193,7 @@ def _run_seed(config: TabularSearchConfig, split: data_lib.Split, space, luts, s
 
   t0 = time.perf_counter()
   net = search.Supernet(space, split, mesh, bs, config.candidates, config.val_batch, lr=config.lr,
-                        seed=seed)
+                        seed=seed, score_dropout=config.score_dropout)
   print(f"[seed {seed}] SPOS supernet training ({config.spos_steps} steps)", flush=True)
   search.spos(net, config.spos_steps, _Progress(config.spos_steps, f"seed {seed} spos"))
   pconf = arch_policy.PolicyConfig(reward=config.reward, lr=config.controller_lr, beta=config.beta,

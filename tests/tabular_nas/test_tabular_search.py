@@ -118,6 +118,13 @@ def test_leave_one_out_baseline_needs_two_candidates():
   assert e.value.field == "controller_baseline"
 
 
+def test_score_dropout_needs_a_space_with_dropout_decisions():
+  with pytest.raises(ConfigError) as e:
+    experiment.TabularSearchConfig(space="ftt", score_dropout=True)
+  assert e.value.field == "score_dropout"
+  assert experiment.TabularSearchConfig(space="resnet", score_dropout=True).score_dropout
+
+
 def test_non_numeric_regression_target_is_refused(tmp_path):
   with pytest.raises(CenasError, match="label"):
     experiment.run(_config(_csv(tmp_path / "a.csv"), task="regression"), str(tmp_path / "w"))

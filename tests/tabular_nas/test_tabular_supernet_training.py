@@ -41,3 +41,52 @@ def test_spos_learns_on_8_devices_and_scores_match_the_forward(kind):
     pred = np.argmax(np.asarray(module.apply(sub, split.x[split.val])), -1)
     assert qa == pytest.approx(np.mean(pred == split.y[split.val]))
   assert np.mean(q) > 0.75
+
+
+def _dropout_pair(space) -> np.ndarray:
+  """One architecture twice: every dropout at the lowest rate, then at the highest."""
+  arch = space.sample(np.random.default_rng(3))
+  names = [d.name for d in space.decisions]
+  lo, hi = arch.copy(), arch.copy()
+  for i, name in enumerate(names):
+    if name.startswith("dropout"):
+      lo[i], hi[i] = 0, len(space.dropouts) - 1
+  return np.stack([lo, hi, lo])
+
+
+@pytest.mark.parametrize("kind", ["mlp", "resnet"])
+def test_scores_see_dropout_only_when_score_dropout_draws_it(kind):
+  split = _split()
+  space = make_space(kind, split.d_in, 2, widths=(16,), hidden_widths=(16,), depths=(3,),
+                     dropouts=(0.0, 0.5))
+  mesh = mesh_lib.make_data_mesh()
+  plain = search.Supernet(space, split, mesh, batch_size=64, k=3, val_batch=64, lr=1e-2, seed=0)
+  search.spos(plain, 60)
+
+  def noisy_copy():
+    net = plain.copy(seed=0)
+    net.score_dropout = True
+    net.__post_init__()  # the scorer compiled with dropout drawn
+    net.state = plain.state
+    return net
+
+  archs = _dropout_pair(space)
+  q_plain = plain.score(archs, rows=split.val)
+  # Inference mode: the dropout decisions change nothing, the blind spot the option closes.
+  assert q_plain[0] == q_plain[1]
+  noisy = noisy_copy()
+  q = np.array([noisy.score(archs, rows=split.val) for _ in range(4)])
+  np.testing.assert_array_equal(q[:, 0], q_plain[0])  # rate 0 draws no noise
+  assert len(set(q[:, 1])) > 1  # every call draws new noise ...
+  again = noisy_copy()
+  np.testing.assert_array_equal(again.score(archs, rows=split.val), q[0])  # ... from the seed
+  if kind == "mlp":  # a 3-layer MLP at rate 0.5 in every layer: the noise costs accuracy
+    assert q[:, 1].mean() < q_plain[1] - 0.03
+
+
+def test_score_dropout_is_refused_for_the_ft_transformer():
+  split = _split()
+  space = make_space("ftt", split.d_in, 2, widths=(8,), depths=(1,), heads=(1,), ffn_ratios=(1.0,))
+  with pytest.raises(ValueError, match="score_dropout"):
+    search.Supernet(space, split, mesh_lib.make_data_mesh(), batch_size=64, k=2, val_batch=16,
+                    score_dropout=True)
