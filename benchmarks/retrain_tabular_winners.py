@@ -10,6 +10,10 @@ with one line per seed pooling the test rows of all those folds. Why: German cre
 every row once (0.1 point). The architectures were searched on the run's fold, whose validation and
 training rows are other folds' test rows: the pooled figure compares two fixed architectures
 retrained from scratch, not a nested cross-validation of the search.
+
+``--dropout RATE`` retrains the winners with every dropout decision set to RATE (one of the space's
+rates): the search cannot see dropout unless it scores with ``--score_dropout``, so this separates
+what a winner's dropouts cost from what its shape costs.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def main() -> None:
   ap.add_argument("--patience", type=int, default=10)
   ap.add_argument("--folds", default="", help="TabZilla folds to retrain on, e.g. 0-9 or 0,3 "
                   "(default: the run's own fold)")
+  ap.add_argument("--dropout", type=float, default=None,
+                  help="retrain with every dropout decision at this rate (default: as found)")
   args = ap.parse_args()
   summary = Path(args.workdir) / "summary.json"
   if not summary.is_file():
@@ -52,6 +58,11 @@ def main() -> None:
   ds = data_lib.load_dataset(config.dataset, config.target, config.task)
   splits = {f: data_lib.prepare(ds, fold=f) for f in folds}
   spaces = {f: config.space_for(split) for f, split in splits.items()}  # one-hot widths per fold
+  space = spaces[folds[0]]
+  if args.dropout is not None and space.kind == "ftt":
+    sys.exit("error: --dropout: the FT-Transformer space has no dropout decisions")
+  if args.dropout is not None and args.dropout not in space.dropouts:
+    sys.exit(f"error: --dropout: {args.dropout} is not one of the space's rates {space.dropouts}")
   mesh = mesh_lib.make_data_mesh()
   n = mesh_lib.data_size(mesh)
   batch = -(-config.batch_size // n) * n  # as the search's retraining
@@ -61,13 +72,17 @@ def main() -> None:
     pooled = {}
     for method in ("accuracy_only", "energy_aware"):
       w = winners[method]
+      arch = np.asarray(w["arch"])
+      if args.dropout is not None:
+        arch = with_dropout(space, arch, args.dropout)
       outs = []
       for fold, fsplit in splits.items():
-        r = retrain.retrain(spaces[fold], fsplit, np.asarray(w["arch"]), mesh=mesh, seed=seed,
+        r = retrain.retrain(spaces[fold], fsplit, arch, mesh=mesh, seed=seed,
                             batch_size=batch, lr=config.lr, max_epochs=args.max_epochs,
                             patience=args.patience, max_steps_per_epoch=0, return_outputs=True)
         outs.append((fsplit, r.pop("test_outputs")))
-        print(json.dumps({"seed": seed, "method": method, "fold": fold, "arch": w["arch_desc"],
+        print(json.dumps({"seed": seed, "method": method, "fold": fold,
+                          "arch": spaces[fold].describe(arch), "dropout": args.dropout,
                           "test": r["test"], "best_epoch": r["best_epoch"], "epochs": r["epochs"],
                           "train_s": round(r["train_s"], 1), "flagfile_budget_test": w["test"]}),
               flush=True)
@@ -78,6 +93,15 @@ def main() -> None:
       n_rows = sum(len(fsplit.test) for fsplit in splits.values())
       print(json.dumps({"seed": seed, "folds": folds, "test_rows": n_rows,
                         "pooled_test": pooled, "energy_aware_minus_accuracy_only": delta}), flush=True)
+
+
+def with_dropout(space, arch: np.ndarray, rate: float) -> np.ndarray:
+  """``arch`` with every dropout decision set to ``rate``."""
+  out = np.array(arch, copy=True)
+  for i, decision in enumerate(space.decisions):
+    if decision.name.startswith("dropout"):
+      out[i] = decision.values.index(rate)
+  return out
 
 
 def _parse_folds(text: str) -> list[int]:

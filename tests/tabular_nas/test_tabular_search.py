@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cenas_jax.errors import CenasError, ConfigError
+from cenas_jax.spaces.tabular import make_space
 from cenas_jax.tabular_nas import experiment
 
 _REPO = Path(__file__).resolve().parents[2]
@@ -179,3 +180,13 @@ def test_pooled_metrics_over_folds_equal_the_row_weighted_fold_metrics(tmp_path,
   else:
     want = sum(m["accuracy"] * k for m, k in per_fold) / n
     assert pooled["accuracy"] == pytest.approx(want) and 0.0 <= pooled["auc"] <= 1.0
+
+
+def test_retraining_benchmark_sets_every_dropout_decision_and_nothing_else():
+  from benchmarks.retrain_tabular_winners import with_dropout
+  space = make_space("resnet", 5, 2, depths=(1, 2, 3), dropouts=(0.1, 0.5, 0.9))
+  arch = space.sample(np.random.default_rng(0))
+  out = with_dropout(space, arch, 0.5)
+  for i, d in enumerate(space.decisions):
+    assert out[i] == (1 if d.name.startswith("dropout") else arch[i])
+  assert all(rate == 0.5 for b in space.decode(out)["blocks"] for rate in (b["dropout1"], b["dropout2"]))
