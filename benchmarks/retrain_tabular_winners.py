@@ -4,6 +4,8 @@ own dataset, fold, space, seeds, batch size and learning rate; one JSON line per
 
   python benchmarks/retrain_tabular_winners.py WORKDIR [--max_epochs 100] [--patience 10] [--folds 0-9]
 
+WORKDIR needs only the run's summary.json (``workspace/tabular_*`` keep those of WORKSPACE.md).
+
 ``--folds`` retrains each winner on several TabZilla folds (fold f tests, f + 1 validates) and ends
 with one line per seed pooling the test rows of all those folds. Why: German credit's test fold is
 100 rows, so one fold resolves accuracy to 1 point, coarser than a 0.5-point target; 10 folds test
@@ -46,7 +48,10 @@ def main() -> None:
   if not summary.is_file():
     sys.exit(f"error: WORKDIR: {summary} does not exist; pass the workdir of a finished "
              "experiments.tabular_search run")
-  cfg = json.loads(summary.read_text(encoding="utf-8"))["config"]
+  run = json.loads(summary.read_text(encoding="utf-8"))
+  cfg = run["config"]
+  # The summary carries every seed's winners, so a committed summary alone can be retrained.
+  winners_of = {s["seed"]: s["winners"] for s in run["seeds"]}
   config = build_config(TabularSearchConfig,
                         {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
   try:
@@ -67,8 +72,7 @@ def main() -> None:
   n = mesh_lib.data_size(mesh)
   batch = -(-config.batch_size // n) * n  # as the search's retraining
   for seed in config.seeds:
-    with open(f"{args.workdir}/seeds/seed_{seed}.json", encoding="utf-8") as f:
-      winners = json.load(f)["winners"]
+    winners = winners_of[seed]
     pooled = {}
     for method in ("accuracy_only", "energy_aware"):
       w = winners[method]
