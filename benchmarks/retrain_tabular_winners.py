@@ -2,7 +2,7 @@
 convergence (up to ``--max_epochs`` full passes, early stopping with ``--patience``), with the run's
 own dataset, fold, space, seeds, batch size and learning rate; one JSON line per network.
 
-  python benchmarks/retrain_tabular_winners.py WORKDIR [--max_epochs 100] [--patience 10] [--folds 0-9]
+  python benchmarks/retrain_tabular_winners.py WORKDIR [--max_epochs 100] [--patience 10] [--folds 0-9] [--seeds 0,2]
 
 WORKDIR needs only the run's summary.json (``workspace/tabular_*`` keep those of WORKSPACE.md).
 
@@ -41,6 +41,8 @@ def main() -> None:
   ap.add_argument("--patience", type=int, default=10)
   ap.add_argument("--folds", default="", help="TabZilla folds to retrain on, e.g. 0-9 or 0,3 "
                   "(default: the run's own fold)")
+  ap.add_argument("--seeds", default="", help="seeds of the run to retrain, e.g. 1 or 0,2 "
+                  "(default: all)")
   ap.add_argument("--dropout", type=float, default=None,
                   help="retrain with every dropout decision at this rate (default: as found)")
   args = ap.parse_args()
@@ -71,7 +73,15 @@ def main() -> None:
   mesh = mesh_lib.make_data_mesh()
   n = mesh_lib.data_size(mesh)
   batch = -(-config.batch_size // n) * n  # as the search's retraining
-  for seed in config.seeds:
+  seeds = config.seeds
+  if args.seeds:
+    try:
+      seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+      seeds = [-1]
+    if any(sd not in winners_of for sd in seeds):
+      sys.exit(f"error: --seeds: {args.seeds!r} is not a subset of the run's seeds {sorted(winners_of)}")
+  for seed in seeds:
     winners = winners_of[seed]
     pooled = {}
     for method in ("accuracy_only", "energy_aware"):
