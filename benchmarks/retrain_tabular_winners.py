@@ -73,14 +73,7 @@ def main() -> None:
   mesh = mesh_lib.make_data_mesh()
   n = mesh_lib.data_size(mesh)
   batch = -(-config.batch_size // n) * n  # as the search's retraining
-  seeds = config.seeds
-  if args.seeds:
-    try:
-      seeds = [int(x) for x in args.seeds.split(",")]
-    except ValueError:
-      seeds = [-1]
-    if any(sd not in winners_of for sd in seeds):
-      sys.exit(f"error: --seeds: {args.seeds!r} is not a subset of the run's seeds {sorted(winners_of)}")
+  seeds = _parse_seeds(args.seeds, winners_of) if args.seeds else config.seeds
   for seed in seeds:
     winners = winners_of[seed]
     pooled = {}
@@ -116,6 +109,14 @@ def with_dropout(space, arch: np.ndarray, rate: float) -> np.ndarray:
     if decision.name.startswith("dropout"):
       out[i] = decision.values.index(rate)
   return out
+
+
+def _parse_seeds(text: str, winners_of: dict) -> list[int]:
+  """``"0,2"`` as a list of the run's seeds; exits with one line on anything else."""
+  parts = text.split(",")
+  if not all(p.strip().isdigit() and int(p) in winners_of for p in parts):
+    sys.exit(f"error: --seeds: {text!r} is not a subset of the run's seeds {sorted(winners_of)}")
+  return [int(p) for p in parts]
 
 
 def _parse_folds(text: str) -> list[int]:

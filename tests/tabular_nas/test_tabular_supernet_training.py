@@ -63,10 +63,9 @@ def test_scores_see_dropout_only_when_score_dropout_draws_it(kind):
   plain = search.Supernet(space, split, mesh, batch_size=64, k=3, val_batch=64, lr=1e-2, seed=0)
   search.spos(plain, 60)
 
-  def noisy_copy():
-    net = plain.copy(seed=0)
-    net.score_dropout = True
-    net.__post_init__()  # the scorer compiled with dropout drawn
+  def noisy_copy():  # the same weights, scored with dropout drawn
+    net = search.Supernet(space, split, mesh, batch_size=64, k=3, val_batch=64, lr=1e-2, seed=0,
+                          score_dropout=True)
     net.state = plain.state
     return net
 
