@@ -65,15 +65,16 @@ def main() -> None:
   ds = data_lib.load_dataset(config.dataset, config.target, config.task)
   splits = {f: data_lib.prepare(ds, fold=f) for f in folds}
   spaces = {f: config.space_for(split) for f, split in splits.items()}  # one-hot widths per fold
-  space = spaces[folds[0]]
-  if args.dropout is not None and space.kind == "ftt":
-    sys.exit("error: --dropout: the FT-Transformer space has no dropout decisions")
-  if args.dropout is not None and args.dropout not in space.dropouts:
-    sys.exit(f"error: --dropout: {args.dropout} is not one of the space's rates {space.dropouts}")
   mesh = mesh_lib.make_data_mesh()
   n = mesh_lib.data_size(mesh)
   batch = -(-config.batch_size // n) * n  # as the search's retraining
   seeds = _parse_seeds(args.seeds, winners_of) if args.seeds else config.seeds
+  space = spaces[folds[0]]  # the folds' spaces differ only in one-hot widths, not in decisions
+  if args.dropout is not None:
+    try:
+      space.with_dropout(space.sample(np.random.default_rng(0)), args.dropout)
+    except ValueError as e:
+      sys.exit(f"error: --dropout: {e}")
   for seed in seeds:
     winners = winners_of[seed]
     pooled = {}
@@ -81,7 +82,7 @@ def main() -> None:
       w = winners[method]
       arch = np.asarray(w["arch"])
       if args.dropout is not None:
-        arch = with_dropout(space, arch, args.dropout)
+        arch = space.with_dropout(arch, args.dropout)
       outs = []
       for fold, fsplit in splits.items():
         r = retrain.retrain(spaces[fold], fsplit, arch, mesh=mesh, seed=seed,
@@ -100,15 +101,6 @@ def main() -> None:
       n_rows = sum(len(fsplit.test) for fsplit in splits.values())
       print(json.dumps({"seed": seed, "folds": folds, "test_rows": n_rows,
                         "pooled_test": pooled, "energy_aware_minus_accuracy_only": delta}), flush=True)
-
-
-def with_dropout(space, arch: np.ndarray, rate: float) -> np.ndarray:
-  """``arch`` with every dropout decision set to ``rate``."""
-  out = np.array(arch, copy=True)
-  for i, decision in enumerate(space.decisions):
-    if decision.name.startswith("dropout"):
-      out[i] = decision.values.index(rate)
-  return out
 
 
 def _parse_seeds(text: str, winners_of: dict) -> list[int]:

@@ -223,6 +223,22 @@ class TabularSpace:
     arch[2 + self._per_block * depth:] = 0
     return arch
 
+  def with_dropout(self, arch: np.ndarray, rate: float) -> np.ndarray:
+    """``arch`` with every dropout decision set to ``rate`` (same shape, one dropout rate).
+
+    Raises:
+      ValueError: the space has no dropout decisions (the FT-Transformer's dropout is fixed), or
+        ``rate`` is not one of its rates.
+    """
+    arch = self.check(arch).copy()
+    idx = [i for i, d in enumerate(self.decisions) if d.name.startswith("dropout")]
+    if not idx:
+      raise ValueError(f"the {self.kind} space has no dropout decisions")
+    if rate not in self.dropouts:
+      raise ValueError(f"{rate} is not one of the space's rates {self.dropouts}")
+    arch[idx] = self.dropouts.index(rate)
+    return arch
+
   def flat_index(self, arch: np.ndarray) -> int:
     """Mixed-radix integer of an index vector, in ``[0, prod(n_choices))``."""
     idx = 0

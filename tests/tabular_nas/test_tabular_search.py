@@ -182,11 +182,19 @@ def test_pooled_metrics_over_folds_equal_the_row_weighted_fold_metrics(tmp_path,
     assert pooled["accuracy"] == pytest.approx(want) and 0.0 <= pooled["auc"] <= 1.0
 
 
-def test_retraining_benchmark_sets_every_dropout_decision_and_nothing_else():
-  from benchmarks.retrain_tabular_winners import with_dropout
+def test_with_dropout_sets_every_dropout_decision_and_nothing_else():
   space = make_space("resnet", 5, 2, depths=(1, 2, 3), dropouts=(0.1, 0.5, 0.9))
   arch = space.sample(np.random.default_rng(0))
-  out = with_dropout(space, arch, 0.5)
+  out = space.with_dropout(arch, 0.5)
   for i, d in enumerate(space.decisions):
     assert out[i] == (1 if d.name.startswith("dropout") else arch[i])
   assert all(rate == 0.5 for b in space.decode(out)["blocks"] for rate in (b["dropout1"], b["dropout2"]))
+
+
+def test_with_dropout_refuses_a_foreign_rate_and_a_space_without_dropout_decisions():
+  space = make_space("resnet", 5, 2, depths=(1, 2), dropouts=(0.1, 0.5))
+  with pytest.raises(ValueError, match="not one of the space's rates"):
+    space.with_dropout(space.sample(np.random.default_rng(0)), 0.3)
+  ftt = make_space("ftt", 5, 2, widths=(8,), depths=(1,), heads=(1,), ffn_ratios=(1.0,))
+  with pytest.raises(ValueError, match="no dropout decisions"):
+    ftt.with_dropout(ftt.sample(np.random.default_rng(0)), ftt.dropouts[0])

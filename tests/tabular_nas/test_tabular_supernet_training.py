@@ -46,11 +46,7 @@ def test_spos_learns_on_8_devices_and_scores_match_the_forward(kind):
 def _dropout_pair(space) -> np.ndarray:
   """One architecture twice: every dropout at the lowest rate, then at the highest."""
   arch = space.sample(np.random.default_rng(3))
-  names = [d.name for d in space.decisions]
-  lo, hi = arch.copy(), arch.copy()
-  for i, name in enumerate(names):
-    if name.startswith("dropout"):
-      lo[i], hi[i] = 0, len(space.dropouts) - 1
+  lo, hi = (space.with_dropout(arch, rate) for rate in (space.dropouts[0], space.dropouts[-1]))
   return np.stack([lo, hi, lo])
 
 
