@@ -19,6 +19,8 @@ import sys
 
 import numpy as np
 
+from cenas_jax.cluster.summary import median_of_ratios
+
 TARGET = "0.98"
 ACCOUNTINGS = ("paper", "full")
 
@@ -31,16 +33,15 @@ def _load(path: str) -> dict:
     sys.exit(f"error: {path}: {e}; pass the summary.json of a finished experiments.hwnas_search run")
 
 
-def _to_target(summary: dict, strategy: str, seeds: list[int], accounting: str) -> np.ndarray:
-  """Carbon to the target per seed of ``seeds`` (nan where never reached)."""
+def _to_target(summary: dict, strategy: str, seeds: list[int], accounting: str) -> list:
+  """Carbon to the target per seed of ``seeds`` (None where never reached)."""
   per = summary["strategies"][strategy]["carbon_to_target_g"][accounting][TARGET]
   by_seed = dict(zip(summary["seeds"], per))
-  return np.array([np.nan if by_seed[s] is None else by_seed[s] for s in seeds], float)
+  return [by_seed[s] for s in seeds]
 
 
-def _median_ratio(num: np.ndarray, den: np.ndarray) -> float:
-  ok = np.isfinite(num) & np.isfinite(den) & (den > 0)
-  return float(np.median(num[ok] / den[ok])) if ok.any() else float("nan")
+def _fmt(ratio: float | None) -> str:
+  return "n/a" if ratio is None else f"{ratio:.2f}"
 
 
 def compare(new: dict, ref: dict) -> list[str]:
@@ -55,17 +56,20 @@ def compare(new: dict, ref: dict) -> list[str]:
     parts = [f"{name}: final HV {hv:.4f}, trained {np.median(rec['n_trained']):.0f}"]
     for acc in ACCOUNTINGS:
       own = _to_target(new, name, seeds, acc)
-      cols = [f"{acc}: to {TARGET} {np.nanmedian(own):.0f} g"]
+      reached = [g for g in own if g is not None]
+      cols = [f"{acc}: to {TARGET} {np.median(reached):.0f} g" if reached else
+              f"{acc}: never to {TARGET}"]
       for other, flip in (("vanilla", False), ("heuristic", False), ("oracle", True)):
         if other not in ref["strategies"]:
           continue
         theirs = _to_target(ref, other, seeds, acc)
-        r = _median_ratio(own, theirs) if flip else _median_ratio(theirs, own)
+        r = median_of_ratios(own, theirs) if flip else median_of_ratios(theirs, own)
         label = f"{name}/{other}" if flip else f"{other}/{name}"
         extra = ""
         if other == "heuristic":
-          extra = f" ({int(np.sum(theirs > own))} of {len(seeds)} seeds less)"
-        cols.append(f"{label} {r:.2f}{extra}")
+          less = sum(o is not None and t is not None and t > o for o, t in zip(own, theirs))
+          extra = f" ({less} of {len(seeds)} seeds less)"
+        cols.append(f"{label} {_fmt(r)}{extra}")
       parts.append(", ".join(cols))
     lines.append("; ".join(parts))
   return lines

@@ -28,6 +28,13 @@ def _ratio(num, den) -> float | None:
   return float(num / den)
 
 
+def median_of_ratios(nums, dens) -> float | None:
+  """Median over seeds of ``num / den``, the pairs zipped seed by seed; a seed whose figure is
+  missing (``None``: the target never reached) or whose denominator is not positive has no ratio,
+  and with none left the median is ``None``. The convention of every ratio in ``summary.json``."""
+  return _median([_ratio(n, d) for n, d in zip(nums, dens)])
+
+
 def hv_at_budget(record: dict, curve: np.ndarray, budget_g: float) -> float:
   """HV reached before the cumulative carbon (``curve``, after each hour, plus the hour's
   final-evaluation charge ``record["final_eval_g"]``) exceeds ``budget_g``."""
@@ -76,7 +83,7 @@ def summarize(records: dict[str, list[dict]], config: ExperimentConfig, max_hv: 
       seeds = [s for s in config.seeds if s in van and s in by_seed]
 
       def ratios(get):
-        return _median([_ratio(get(van[s]), get(by_seed[s])) for s in seeds])
+        return median_of_ratios([get(van[s]) for s in seeds], [get(by_seed[s]) for s in seeds])
 
       out["ratios_vs_vanilla"][name] = {
           "total": {a: ratios(lambda r, a=a: r["carbon_g"][a]) for a in accs},
@@ -90,16 +97,17 @@ def summarize(records: dict[str, list[dict]], config: ExperimentConfig, max_hv: 
       by_seed = {r["seed"]: r for r in recs}
       seeds = [s for s in config.seeds if s in ora and s in by_seed]
       out["to_target_vs_oracle"][name] = {
-          a: {t: _median([_ratio(by_seed[s]["carbon_to_target_g"][a][t],
-                                 ora[s]["carbon_to_target_g"][a][t]) for s in seeds])
+          a: {t: median_of_ratios([by_seed[s]["carbon_to_target_g"][a][t] for s in seeds],
+                                  [ora[s]["carbon_to_target_g"][a][t] for s in seeds])
               for t in targets} for a in accs}
   if bounds:
     by_seed = {b["seed"]: b for b in bounds}
     out["bound"] = {"hv_target": TARGET_KEY, "per_seed": bounds,
                     "carbon_g_median": _median([b["carbon_g"] for b in bounds])}
     out["to_target_vs_bound"] = {
-        name: {a: _median([_ratio(r["carbon_to_target_g"][a][TARGET_KEY], by_seed[r["seed"]]["carbon_g"])
-                           for r in recs if r["seed"] in by_seed]) for a in accs}
+        name: {a: median_of_ratios(
+            [r["carbon_to_target_g"][a][TARGET_KEY] for r in recs if r["seed"] in by_seed],
+            [by_seed[r["seed"]]["carbon_g"] for r in recs if r["seed"] in by_seed]) for a in accs}
         for name, recs in records.items()}
   return out
 
