@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from absl import flags
 
 from cenas_jax.errors import CenasError, ConfigError
 from cenas_jax.spaces.tabular import make_space
 from cenas_jax.tabular_nas import experiment
+from experiments import cli
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -198,3 +200,29 @@ def test_with_dropout_refuses_a_foreign_rate_and_a_space_without_dropout_decisio
   ftt = make_space("ftt", 5, 2, widths=(8,), depths=(1,), heads=(1,), ffn_ratios=(1.0,))
   with pytest.raises(ValueError, match="no dropout decisions"):
     ftt.with_dropout(ftt.sample(np.random.default_rng(0)), ftt.dropouts[0])
+
+
+def _from_flagfile(name: str, *extra: str) -> experiment.TabularSearchConfig:
+  values = flags.FlagValues()
+  cli.define_flags(experiment.TabularSearchConfig, flag_values=values)
+  values(["prog", f"--flagfile={_REPO / 'experiments/flags' / name}", *extra, "--workdir=unused"])
+  return cli.config_from_flags(experiment.TabularSearchConfig, flag_values=values)
+
+
+def test_tabular_flagfiles_parse_to_their_stated_settings(monkeypatch):
+  monkeypatch.chdir(_REPO)  # nested --flagfile lines are relative to the repository root
+  adult = _from_flagfile("tabular_adult.flags")
+  assert (adult.dataset, adult.space, adult.seeds, adult.dropouts) == ("adult", "mlp", (0, 1, 2), ())
+  assert (adult.reward, adult.e0_quantile, adult.deploy_batch) == ("tabnas", 0.01, 4096)
+  california = _from_flagfile("tabular_california.flags")
+  assert (california.dataset, california.retrain_epochs, california.judge_fronts) == (
+      "california_housing", 100, False)
+  resnet = _from_flagfile("tabular_resnet.flags", "--dataset=german_credit")
+  assert (resnet.dataset, resnet.space, resnet.dropouts) == ("german_credit", "resnet", (0.1,))
+  assert resnet.widths == tuple(range(16, 257, 16))
+  assert resnet.hidden_widths == tuple(range(32, 513, 32))
+  assert resnet.spos_steps == adult.spos_steps and resnet.search_steps == adult.search_steps
+  space = make_space("resnet", 14, 2, widths=resnet.widths, hidden_widths=resnet.hidden_widths,
+                     dropouts=resnet.dropouts)
+  blocks = space.decode(space.sample(np.random.default_rng(0)))["blocks"]
+  assert {b[k] for b in blocks for k in ("dropout1", "dropout2")} == {0.1}  # none left to search
