@@ -48,7 +48,11 @@ HELP = {
     "agent_beta_scale": "Carbon weight in the repaired agent's reward, beta = beta_scale / CI_max "
                         "(official 2).",
     "agent_action": "Action of the repaired agent: absolute (0..n_gpus training GPUs) or residual "
-                    "(adjust the heuristic's rule by -3..3).",
+                    "(adjust a rule, --agent_residual_base, by -3..3).",
+    "agent_residual_base": "Rule a residual action adjusts: intensity (the heuristic's: 1..n-1 "
+                           "training GPUs falling linearly with the scaled intensity) or quantile "
+                           "(online_threshold's: 4 GPUs at or below the median of the last and "
+                           "next 24 h, else 1).",
     "agent_reward": "Reward of the repaired agent: official, or progress (carbon priced against the "
                     "HV still to gain).",
     "agent_carbon_price": "Progress reward: price of one hour of the whole pool training at the "

@@ -21,7 +21,8 @@ from cenas_jax.cluster.search import SearchConfig
 from cenas_jax.config_tree import flat_config
 from cenas_jax.errors import ConfigError
 
-STRATEGIES = ("vanilla", "oneshot", "heuristic", "cenas", "cenas_faithful", "oracle", "fixed")
+STRATEGIES = ("vanilla", "oneshot", "heuristic", "cenas", "cenas_faithful", "oracle", "fixed",
+              "online_threshold")
 # The HV fraction whose carbon the oracle minimizes and the summary table reports.
 REPORTED_TARGET = 0.98
 TARGET_KEY = f"{REPORTED_TARGET:.2f}"
@@ -97,7 +98,9 @@ class AgentSettings:
     agent_greedy: a pre-trained, frozen agent acts by its most probable action.
     agent_beta_scale: carbon weight of the repaired agent's reward (official: 2 / CI_max).
     agent_action: the repaired agent's action: "absolute" (0..n_gpus training GPUs) or "residual"
-      (an adjustment of the heuristic's rule by -3..3 GPUs; ``controller/allocation_agent.py``).
+      (an adjustment of a rule by -3..3 GPUs; ``controller/allocation_agent.py``).
+    agent_residual_base: the rule a residual action adjusts: "intensity" (the ``heuristic``
+      strategy's) or "quantile" (the ``online_threshold`` strategy's, ``controller.types.QuantileRule``).
     agent_reward: the repaired agent's reward: "official", or "progress" (carbon priced against
       the hypervolume still to gain; ``controller/allocation_agent.py``).
     agent_carbon_price: the "progress" reward's price of one hour of the whole pool training at the
@@ -114,6 +117,7 @@ class AgentSettings:
   agent_greedy: bool = False
   agent_beta_scale: float = 2.0
   agent_action: Literal["absolute", "residual"] = "absolute"
+  agent_residual_base: Literal["intensity", "quantile"] = "intensity"
   agent_reward: Literal["official", "progress"] = "official"
   agent_carbon_price: float = 0.2
   agent_n_step: int = 1

@@ -137,7 +137,7 @@ def _agent_config(config: ExperimentConfig, faithful: bool, frozen: bool = False
                      greedy=frozen and agent.agent_greedy,
                      entropy_weight=agent.agent_entropy_weight, beta_scale=agent.agent_beta_scale,
                      reward_gpu_power_kw=power_kw, reward_mode=agent.agent_reward,
-                     action_mode=agent.agent_action,
+                     action_mode=agent.agent_action, residual_base=agent.agent_residual_base,
                      carbon_price=agent.agent_carbon_price, n_step=agent.agent_n_step)
 
 
@@ -164,6 +164,8 @@ def make_strategy(spec: StrategySpec, config: ExperimentConfig, inputs: Inputs, 
     return strat_lib.Heuristic(max_train=n_gpus - 1)
   if name == "fixed":
     return strat_lib.Fixed(1, n_gpus - 1)
+  if name == "online_threshold":
+    return strat_lib.OnlineThreshold()
   from cenas_jax.cluster.agent_strategy import AgentStrategy
 
   if name == "cenas_faithful":

@@ -20,10 +20,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cenas_jax.controller.types import Allocation, Observation, Outcome, intensity_rule_n_train
+from cenas_jax.controller.types import (Allocation, Observation, Outcome, QuantileRule,
+                                        intensity_rule_n_train)
 
 __all__ = ["Allocation", "Observation", "Outcome", "Strategy", "Vanilla", "OneShot", "Fixed",
-           "Heuristic", "Threshold"]
+           "Heuristic", "Threshold", "OnlineThreshold"]
 
 
 class Strategy(Protocol):
@@ -130,3 +131,18 @@ class Threshold(_Stateless):
     rest = obs.n_gpus - n_train
     n_sample = min(rest, self.n_sample_min) if self.release else rest
     return state, Allocation(n_train, n_sample), {}
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineThreshold(_Stateless):
+  """The oracle's kind of schedule with only what is known online: ``rule`` (a ``QuantileRule``)
+  sets the training GPUs from the trailing and forecast intensity; one GPU keeps sampling while
+  anything is released, the rest is released."""
+
+  rule: QuantileRule = QuantileRule()
+  name: str = "online_threshold"
+
+  def act(self, state, obs, key):
+    del key
+    n_train = self.rule.n_train(obs)
+    return state, Allocation(n_train, min(obs.n_gpus - n_train, 1)), {}

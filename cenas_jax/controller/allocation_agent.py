@@ -29,7 +29,9 @@ learns it well learns to stop training (measured: WORKSPACE.md section 2).
 ``controller.types.intensity_rule_n_train``): residual policy learning (Silver et al. 2018,
 arXiv:1812.06298). The rule supplies the timing that one-step rewards teach poorly (a training hour
 pays its carbon at once and its hypervolume hours later); the agent learns how far to lean from it
-given progress, queue and forecast. Released GPUs as in the absolute mode.
+given progress, queue and forecast. Released GPUs as in the absolute mode. ``residual_base="quantile"``
+adjusts ``controller.types.QuantileRule()`` instead (4 training GPUs in hours at or below the median
+of the last and next 24 h, else 1: the oracle's kind of schedule, known online).
 
 ``reward_mode="progress"`` prices carbon against the hypervolume still to gain instead:
 ``r = ln(G_t / G_{t+1}) - carbon_price C_t / CI_max`` with ``G = max(HV_max - HV, gap_floor HV_max)``,
@@ -54,7 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cenas_jax.controller.types import Allocation, Observation, Outcome, intensity_rule_n_train
+from cenas_jax.controller.types import (Allocation, Observation, Outcome, QuantileRule,
+                                        intensity_rule_n_train)
 
 FAITHFUL, REPAIRED = "faithful", "repaired"
 MODES = (FAITHFUL, REPAIRED)
@@ -94,6 +97,7 @@ class AgentConfig:
   release: bool = True
   action_mode: str = "absolute"  # or "residual" (repaired mode; module docstring)
   residual_max: int = 3
+  residual_base: str = "intensity"  # or "quantile": the online_threshold strategy's QuantileRule()
   use_forecast: bool = True
   frozen: bool = False  # deploy a trained agent without further updates
   greedy: bool = False  # act by the most probable action instead of sampling (deployment)
@@ -106,6 +110,8 @@ class AgentConfig:
     if self.n_step < 1 or (self.n_step > 1 and self.mode == FAITHFUL):
       raise ValueError(f"AgentConfig.n_step must be >= 1 (and 1 in the faithful mode, whose return "
                        f"is the reward itself), got {self.n_step}")
+    if self.residual_base not in ("intensity", "quantile"):
+      raise ValueError(f"AgentConfig.residual_base must be intensity or quantile, got {self.residual_base!r}")
     if self.reward_mode not in REWARDS:
       raise ValueError(f"AgentConfig.reward_mode must be one of {REWARDS}, got {self.reward_mode!r}")
 
@@ -128,7 +134,8 @@ def action_to_allocation(config: AgentConfig, action: int,
   if config.mode == REPAIRED and config.action_mode == "residual":
     if obs is None:
       raise ValueError("a residual action needs the hour's observation")
-    base = intensity_rule_n_train(obs, 1, n - 1)
+    base = (intensity_rule_n_train(obs, 1, n - 1) if config.residual_base == "intensity"
+            else QuantileRule().n_train(obs))
     n_train = int(min(max(base + int(action) - config.residual_max, 0), n))
     return Allocation(n_train, 0 if n_train == n else 1)
   if config.mode == FAITHFUL or not config.release:

@@ -91,3 +91,34 @@ def intensity_rule_n_train(obs: Observation, min_train: int, max_train: int) -> 
   GPUs, clipped to the pool (the ``heuristic`` strategy, and the base a residual agent adjusts)."""
   n = int(round(min_train + (max_train - min_train) * (1.0 - obs.ci_norm)))
   return int(min(max(n, 0), obs.n_gpus))
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantileRule:
+  """Train on ``n_clean`` GPUs when the coming hour's intensity is at or below the ``quantile`` of
+  the intensity over the last ``hours`` and the forecast next ``hours``, else on ``n_dirty``.
+
+  An online stand-in for the oracle's threshold schedules, which take their quantile over the whole
+  window, future included; here only the trailing history and the forecast the observation carries
+  (the history alone when it has none). The ``online_threshold`` strategy, and the other base a
+  residual agent can adjust.
+  """
+
+  quantile: float = 0.5
+  n_clean: int = 4
+  n_dirty: int = 1
+  hours: int = 24
+
+  def __post_init__(self):
+    if not 0 < self.quantile < 1 or self.hours < 1 or min(self.n_clean, self.n_dirty) < 0:
+      raise ValueError(f"QuantileRule needs 0 < quantile < 1, hours >= 1 and GPU counts >= 0: {self}")
+
+  def threshold_g_per_kwh(self, obs: Observation) -> float:
+    window = np.asarray(obs.ci_history, dtype=np.float64)[-self.hours:]
+    if obs.ci_forecast is not None:
+      window = np.concatenate([window, np.asarray(obs.ci_forecast, np.float64)[:self.hours]])
+    return float(np.quantile(window, self.quantile))
+
+  def n_train(self, obs: Observation) -> int:
+    n = self.n_clean if obs.ci_g_per_kwh <= self.threshold_g_per_kwh(obs) else self.n_dirty
+    return int(min(n, obs.n_gpus))

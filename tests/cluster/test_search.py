@@ -318,3 +318,18 @@ def test_an_episode_with_calibrated_screening_runs_and_differs(problem):
   plain = run(problem, config, 0, strategy, _lamoo())
   calibrated = run(problem, dataclasses.replace(config, screen_calibration_k=3), 0, strategy, _lamoo())
   assert len(calibrated.evaluated) > 10 and calibrated.evaluated != plain.evaluated
+
+
+def test_online_threshold_trains_in_the_clean_hours_and_releases_the_rest(problem):
+  from cenas_jax.controller.types import QuantileRule
+
+  config = tiny_config(hours=24, n_gpus=4)
+  strategy = strat_lib.OnlineThreshold(QuantileRule(quantile=0.5, n_clean=3, n_dirty=0))
+  state = run(problem, config, 0, strategy, _lamoo(), forecast=True)
+  n_train = np.array(state.history["n_train"])
+  ci = np.array(state.history["ci_g_per_kwh"])
+  assert set(n_train) == {0.0, 3.0} and set(state.history["n_sample"]) == {1.0}
+  # With the true next 24 h as forecast, a sinusoidal day puts about half the hours below the median.
+  assert 8 <= (n_train == 3).sum() <= 16
+  assert ci[n_train == 3].mean() < ci[n_train == 0].mean() - 100.0  # the rule follows the day
+  assert len(state.evaluated) > config.n_init

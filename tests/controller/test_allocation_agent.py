@@ -9,7 +9,7 @@ import pytest
 
 from cenas_jax.controller import allocation_agent as aa
 from cenas_jax.controller.allocation_agent import AgentConfig
-from cenas_jax.controller.types import Allocation, Observation, Outcome
+from cenas_jax.controller.types import Allocation, Observation, Outcome, QuantileRule
 
 
 def _obs(**kw) -> Observation:
@@ -51,6 +51,35 @@ def test_residual_actions_adjust_the_heuristic_rule():
   assert aa.action_to_allocation(config, 0, clean) == Allocation(0, 1)
   with pytest.raises(ValueError, match="observation"):
     aa.action_to_allocation(config, 3)
+
+
+def test_quantile_rule_thresholds_on_the_last_and_next_day():
+  rule = QuantileRule(quantile=0.5, n_clean=4, n_dirty=1, hours=3)
+  history = np.array([900.0, 100.0, 300.0, 200.0])  # 900 is older than the last 3 hours
+  # Median of the last 3 hours and the next 3 forecast ones: {100, 300, 200, 50, 60, 1000} -> 150.
+  obs = _obs(ci_g_per_kwh=200.0, ci_history=history, ci_forecast=np.array([50.0, 60.0, 1000.0, 5.0]))
+  assert rule.threshold_g_per_kwh(obs) == pytest.approx(150.0)
+  assert rule.n_train(obs) == 1  # 200 > 150: a dirty hour
+  assert rule.n_train(_obs(ci_g_per_kwh=150.0, ci_history=history,
+                           ci_forecast=obs.ci_forecast)) == 4  # at the threshold: clean
+  # Without a forecast, the history alone: median of {100, 300, 200} = 200 -> clean.
+  assert rule.n_train(_obs(ci_g_per_kwh=200.0, ci_history=history)) == 4
+  assert QuantileRule(n_clean=12).n_train(_obs()) <= 8  # clipped to the pool
+  with pytest.raises(ValueError, match="quantile"):
+    QuantileRule(quantile=1.0)
+
+
+def test_residual_actions_can_adjust_the_quantile_rule():
+  config = AgentConfig(mode="repaired", action_mode="residual", residual_base="quantile")
+  history = np.full(24, 300.0)
+  clean, dirty = _obs(ci_g_per_kwh=100.0, ci_history=history), _obs(ci_g_per_kwh=400.0, ci_history=history)
+  rule = QuantileRule()
+  assert (rule.n_train(clean), rule.n_train(dirty)) == (4, 1)
+  assert aa.action_to_allocation(config, 3, clean) == Allocation(4, 1)  # delta 0: the rule itself
+  assert aa.action_to_allocation(config, 6, clean) == Allocation(7, 1)
+  assert aa.action_to_allocation(config, 0, dirty) == Allocation(0, 1)  # 1 - 3 clipped to 0
+  with pytest.raises(ValueError, match="residual_base"):
+    AgentConfig(mode="repaired", action_mode="residual", residual_base="other")
 
 
 def test_faithful_features_reproduce_the_official_quirks():
