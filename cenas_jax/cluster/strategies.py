@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Protocol
 
-import numpy as np
-
 from cenas_jax.controller.types import (Allocation, Observation, Outcome, QuantileRule,
                                         intensity_rule_n_train)
 
