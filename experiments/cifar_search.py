@@ -20,8 +20,14 @@ from absl import app
 from cenas_jax.cifar_nas import config as config_lib
 from cenas_jax.cifar_nas import experiment
 from experiments import cli
+from experiments.hwnas_help import HELP as _HWNAS_HELP
 
+# The agent and its pre-training are the HW-NAS-Bench study's (cluster.config): their flags share its
+# help, and the entries below override where the CIFAR-10 search differs.
 _HELP = {
+    **{k: v for k, v in _HWNAS_HELP.items() if k.startswith(("agent_", "pretrain_", "forecaster_"))},
+    "live_zone": "With --clock=wall, read each hour's intensity live from Electricity Maps for this "
+                 "zone at the hour's start (token in ELECTRICITYMAPS_TOKEN) instead of a trace.",
     "strategy": "Who splits the GPUs hour by hour (cenas: the allocation agent).",
     "seed": "Seed of proposals, supernet and trainings.",
     "cifar_path": "CIFAR-10 archive or folder; empty: download the official archive (sha256-checked); "
@@ -85,16 +91,8 @@ _HELP = {
     "cp": "LaMOO UCB exploration constant.",
     "lamoo_preset": "LaMOO tree rules.",
     "max_tree_samples": "Cap on samples per LaMOO tree (0: none).",
-    "agent_mode": "Agent of the 'cenas' strategy: repaired, or faithful (the official agent).",
-    "agent_ci_input": "Agent state: current intensity only, or next-24 h features (perfect/forecast).",
     "agent_release": "The repaired agent may release GPUs.",
-    "agent_entropy_weight": "Entropy bonus of the repaired agent.",
-    "agent_greedy": "A pre-trained agent takes its most probable action.",
-    "agent_beta_scale": "Carbon weight in the repaired agent's reward.",
-    "forecaster_dir": "Trained forecaster for --agent_ci_input=forecast.",
     "pretrain_episodes": "Pre-train the 'cenas' agent on this many simulated HW-NAS-Bench episodes.",
-    "pretrain_regions": "Regions for pre-training windows.",
-    "pretrain_end": "Pre-training windows end before this UTC time.",
 }
 cli.define_flags(config_lib.CifarSearchConfig, help=_HELP)
 
