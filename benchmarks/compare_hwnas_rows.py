@@ -19,9 +19,9 @@ import sys
 
 import numpy as np
 
+from cenas_jax.cluster.config import TARGET_KEY as TARGET
 from cenas_jax.cluster.summary import median_of_ratios
 
-TARGET = "0.98"
 ACCOUNTINGS = ("paper", "full")
 
 
@@ -33,15 +33,16 @@ def _load(path: str) -> dict:
     sys.exit(f"error: {path}: {e}; pass the summary.json of a finished experiments.hwnas_search run")
 
 
-def _to_target(summary: dict, strategy: str, seeds: list[int], accounting: str) -> list:
+def to_target(summary: dict, strategy: str, seeds: list[int], accounting: str) -> list:
   """Carbon to the target per seed of ``seeds`` (None where never reached)."""
   per = summary["strategies"][strategy]["carbon_to_target_g"][accounting][TARGET]
   by_seed = dict(zip(summary["seeds"], per))
   return [by_seed[s] for s in seeds]
 
 
-def _fmt(ratio: float | None) -> str:
-  return "n/a" if ratio is None else f"{ratio:.2f}"
+def fmt(x: float | None, spec: str = "{:.2f}") -> str:
+  """``x`` formatted by ``spec``, or "n/a" for a missing figure."""
+  return "n/a" if x is None else spec.format(x)
 
 
 def compare(new: dict, ref: dict) -> list[str]:
@@ -55,21 +56,21 @@ def compare(new: dict, ref: dict) -> list[str]:
     hv = np.median(rec["final_hv_frac"])
     parts = [f"{name}: final HV {hv:.4f}, trained {np.median(rec['n_trained']):.0f}"]
     for acc in ACCOUNTINGS:
-      own = _to_target(new, name, seeds, acc)
+      own = to_target(new, name, seeds, acc)
       reached = [g for g in own if g is not None]
       cols = [f"{acc}: to {TARGET} {np.median(reached):.0f} g" if reached else
               f"{acc}: never to {TARGET}"]
       for other, flip in (("vanilla", False), ("heuristic", False), ("oracle", True)):
         if other not in ref["strategies"]:
           continue
-        theirs = _to_target(ref, other, seeds, acc)
+        theirs = to_target(ref, other, seeds, acc)
         r = median_of_ratios(own, theirs) if flip else median_of_ratios(theirs, own)
         label = f"{name}/{other}" if flip else f"{other}/{name}"
         extra = ""
         if other == "heuristic":
           less = sum(o is not None and t is not None and t > o for o, t in zip(own, theirs))
           extra = f" ({less} of {len(seeds)} seeds less)"
-        cols.append(f"{label} {_fmt(r)}{extra}")
+        cols.append(f"{label} {fmt(r)}{extra}")
       parts.append(", ".join(cols))
     lines.append("; ".join(parts))
   return lines

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cenas_jax.cluster.summary import median_of_ratios, oracle_pick
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+from benchmarks.compare_hwnas_rows import ACCOUNTINGS, TARGET, fmt, to_target  # noqa: E402
+from cenas_jax.cluster.summary import median_of_ratios, oracle_pick  # noqa: E402
 
-TARGET = "0.98"
-ACCOUNTINGS = ("paper", "full")
 _EPISODE = re.compile(r"^(oracle_.+)__seed(\d+)\.json$")
 
 
@@ -43,7 +43,8 @@ def load_schedules(workdir: Path) -> tuple[dict[str, dict[int, dict]], str]:
   return out, config["oracle_accounting"]
 
 
-def _to_target(record: dict, accounting: str) -> float | None:
+def _episode_to_target(record: dict, accounting: str) -> float | None:
+  """One episode's carbon to the target (None: never reached)."""
   return record["carbon_to_target_g"][accounting].get(TARGET)
 
 
@@ -53,12 +54,12 @@ def schedule_table(schedules: dict[str, dict[int, dict]], accounting: str
   ``{accounting: (median g, median of schedule / oracle)}`` plus the seeds the oracle chose it."""
   seeds = sorted(set.intersection(*(set(by_seed) for by_seed in schedules.values())))
   picks = [oracle_pick([schedules[n][s] for n in schedules], accounting) for s in seeds]
-  oracle = {acc: [_to_target(p, acc) for p in picks] for acc in ACCOUNTINGS}
+  oracle = {acc: [_episode_to_target(p, acc) for p in picks] for acc in ACCOUNTINGS}
   rows = {}
   for name, by_seed in schedules.items():
     row = {"chosen": sum(p["chosen"] == name for p in picks)}
     for acc in ACCOUNTINGS:
-      own = [_to_target(by_seed[s], acc) for s in seeds]
+      own = [_episode_to_target(by_seed[s], acc) for s in seeds]
       reached = [g for g in own if g is not None]
       row[acc] = (float(np.median(reached)) if reached else None,
                   median_of_ratios(own, oracle[acc]))
@@ -79,20 +80,15 @@ def compare(new: dict, schedule: dict[int, dict], schedule_name: str, seeds: lis
   if missing:
     raise ValueError(f"has no seeds {missing}")
   lines = []
-  for name, rec in new["strategies"].items():
+  for name in new["strategies"]:
     parts = []
     for acc in ACCOUNTINGS:
-      by_seed = dict(zip(new["seeds"], rec["carbon_to_target_g"][acc][TARGET]))
-      own = [by_seed[s] for s in seeds]
-      fixed = [_to_target(schedule[s], acc) for s in seeds]
-      parts.append(f"{acc}: {name}/{schedule_name} {_fmt(median_of_ratios(own, fixed))}, "
-                   f"{name}/oracle {_fmt(median_of_ratios(own, oracle[acc]))}")
+      own = to_target(new, name, seeds, acc)
+      fixed = [_episode_to_target(schedule[s], acc) for s in seeds]
+      parts.append(f"{acc}: {name}/{schedule_name} {fmt(median_of_ratios(own, fixed))}, "
+                   f"{name}/oracle {fmt(median_of_ratios(own, oracle[acc]))}")
     lines.append("; ".join(parts))
   return lines
-
-
-def _fmt(x: float | None, fmt: str = "{:.2f}") -> str:
-  return "n/a" if x is None else fmt.format(x)
 
 
 def main() -> None:
@@ -109,8 +105,8 @@ def main() -> None:
   print("| schedule | to 0.98 paper / full (g) | schedule / oracle, paper / full | oracle's pick (seeds) |")
   print("|---|---|---|---|")
   for name, row in sorted(rows.items(), key=lambda kv: kv[1][accounting][1] or np.inf):
-    print(f"| {name} | {_fmt(row['paper'][0], '{:,.0f}')} / {_fmt(row['full'][0], '{:,.0f}')} | "
-          f"{_fmt(row['paper'][1])} / {_fmt(row['full'][1])} | {row['chosen']} |")
+    print(f"| {name} | {fmt(row['paper'][0], '{:,.0f}')} / {fmt(row['full'][0], '{:,.0f}')} | "
+          f"{fmt(row['paper'][1])} / {fmt(row['full'][1])} | {row['chosen']} |")
   best = best_single(rows, accounting)
   print(f"best single schedule: {best}")
   for path in args.new:
