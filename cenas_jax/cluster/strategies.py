@@ -143,4 +143,4 @@ class OnlineThreshold(_Stateless):
   def act(self, state, obs, key):
     del key
     n_train = self.rule.n_train(obs)
-    return state, Allocation(n_train, min(obs.n_gpus - n_train, 1)), {}
+    return state, Allocation.releasing(n_train, obs.n_gpus), {}

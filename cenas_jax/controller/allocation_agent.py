@@ -137,12 +137,12 @@ def action_to_allocation(config: AgentConfig, action: int,
     base = (intensity_rule_n_train(obs, 1, n - 1) if config.residual_base == "intensity"
             else QuantileRule().n_train(obs))
     n_train = int(min(max(base + int(action) - config.residual_max, 0), n))
-    return Allocation(n_train, 0 if n_train == n else 1)
+    return Allocation.releasing(n_train, n)
   if config.mode == FAITHFUL or not config.release:
     n_train = max(int(n * min(int(action), 9) / 10), 1)
     return Allocation(n_train, n - n_train)
   n_train = int(action)
-  return Allocation(n_train, 0 if n_train == n else 1)
+  return Allocation.releasing(n_train, n)
 
 
 def features(config: AgentConfig, obs: Observation) -> np.ndarray:

@@ -22,6 +22,12 @@ class Allocation:
   n_train: int
   n_sample: int
 
+  @classmethod
+  def releasing(cls, n_train: int, n_gpus: int) -> "Allocation":
+    """``n_train`` GPUs train and, while any GPU is left, one samples (to keep proposals
+    flowing); the rest is released."""
+    return cls(n_train, min(n_gpus - n_train, 1))
+
 
 @dataclasses.dataclass(frozen=True)
 class Observation:
