@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
-from absl import flags
 
 from cenas_jax import results
 from cenas_jax.cifar_nas import experiment, outputs, sampling
@@ -17,16 +15,11 @@ from cenas_jax.cifar_nas.config import CifarSearchConfig
 from cenas_jax.cifar_nas.problem import StepCost
 from cenas_jax.cluster.clock import ReplayClock, WallClock
 from cenas_jax.errors import ConfigError
-from experiments import cli
-
-_REPO = Path(__file__).resolve().parents[2]
+from flagfiles import config_from_flagfile
 
 
 def _from_flagfile(name: str) -> CifarSearchConfig:
-  values = flags.FlagValues()
-  cli.define_flags(CifarSearchConfig, flag_values=values)
-  values(["prog", f"--flagfile={_REPO / 'experiments/flags' / name}", "--workdir=unused"])
-  return cli.config_from_flags(CifarSearchConfig, flag_values=values)
+  return config_from_flagfile(CifarSearchConfig, name)
 
 
 def test_flagfiles_parse_to_the_stated_scales():

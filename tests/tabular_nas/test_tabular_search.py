@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from absl import flags
 
 from cenas_jax.errors import CenasError, ConfigError
 from cenas_jax.spaces.tabular import make_space
 from cenas_jax.tabular_nas import experiment
-from experiments import cli
+from flagfiles import config_from_flagfile
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -202,22 +201,16 @@ def test_with_dropout_refuses_a_foreign_rate_and_a_space_without_dropout_decisio
     ftt.with_dropout(ftt.sample(np.random.default_rng(0)), ftt.dropouts[0])
 
 
-def _from_flagfile(name: str, *extra: str) -> experiment.TabularSearchConfig:
-  values = flags.FlagValues()
-  cli.define_flags(experiment.TabularSearchConfig, flag_values=values)
-  values(["prog", f"--flagfile={_REPO / 'experiments/flags' / name}", *extra, "--workdir=unused"])
-  return cli.config_from_flags(experiment.TabularSearchConfig, flag_values=values)
-
-
 def test_tabular_flagfiles_parse_to_their_stated_settings(monkeypatch):
   monkeypatch.chdir(_REPO)  # nested --flagfile lines are relative to the repository root
-  adult = _from_flagfile("tabular_adult.flags")
+  cfg = experiment.TabularSearchConfig
+  adult = config_from_flagfile(cfg, "tabular_adult.flags")
   assert (adult.dataset, adult.space, adult.seeds, adult.dropouts) == ("adult", "mlp", (0, 1, 2), ())
   assert (adult.reward, adult.e0_quantile, adult.deploy_batch) == ("tabnas", 0.01, 4096)
-  california = _from_flagfile("tabular_california.flags")
+  california = config_from_flagfile(cfg, "tabular_california.flags")
   assert (california.dataset, california.retrain_epochs, california.judge_fronts) == (
       "california_housing", 100, False)
-  resnet = _from_flagfile("tabular_resnet.flags", "--dataset=german_credit")
+  resnet = config_from_flagfile(cfg, "tabular_resnet.flags", "--dataset=german_credit")
   assert (resnet.dataset, resnet.space, resnet.dropouts) == ("german_credit", "resnet", (0.1,))
   assert resnet.widths == tuple(range(16, 257, 16))
   assert resnet.hidden_widths == tuple(range(32, 513, 32))
