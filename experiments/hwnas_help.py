@@ -68,6 +68,8 @@ HELP = {
                           "own).",
     "pretrain_entropy_final": "Entropy weight at the last pre-training episode (linear from "
                               "--agent_entropy_weight); < 0 keeps it constant.",
+    "pretrain_seed": "Seed of pre-training (windows drawn, initial weights); other seeds measure "
+                     "how much a result owes to one draw.",
     "oracle_quantiles": "Intensity quantiles of the oracle's threshold schedules.",
     "oracle_splits": "Oracle schedules' n_train in clean:dirty hours, each N_CLEAN:N_DIRTY (one GPU "
                      "samples, the rest released).",

@@ -148,6 +148,9 @@ class PretrainConfig:
     pretrain_entropy_final: < 0: the entropy weight stays ``agent_entropy_weight``; else it falls
       linearly from it to this value over the episodes (a policy that settles instead of staying
       near uniform or collapsing early).
+    pretrain_seed: seeds the draw of the windows and the agent's initial weights. The deployed
+      agent is one draw of pre-training; rerunning with other seeds measures how much of a
+      result is that draw.
   """
 
   pretrain_episodes: int = 0
@@ -155,6 +158,7 @@ class PretrainConfig:
   pretrain_end: str = "2021-06-25T00:00:00+00:00"
   pretrain_optimizer: Literal["random", "lamoo"] = "random"
   pretrain_entropy_final: float = -1.0
+  pretrain_seed: int = 12345
 
   def __post_init__(self):
     _check_choices(self)

@@ -411,9 +411,9 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
     traces.append((region, tr.values.astype(np.float64), end))
   scfg = config.search
   n_episodes = config.pretrain.pretrain_episodes
-  rng = np.random.default_rng(12345)
-  agent = init_agent(acfg, jax.random.key(12345))
   pcfg = config.pretrain
+  rng = np.random.default_rng(pcfg.pretrain_seed)
+  agent = init_agent(acfg, jax.random.key(pcfg.pretrain_seed))
   optimizer = (config.lamoo.optimizer() if pcfg.pretrain_optimizer == "lamoo"
                else search.RandomOptimizer())
   w0, w1 = acfg.entropy_weight, pcfg.pretrain_entropy_final
