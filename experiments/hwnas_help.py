@@ -70,6 +70,11 @@ HELP = {
                               "--agent_entropy_weight); < 0 keeps it constant.",
     "pretrain_seed": "Seed of pre-training (windows drawn, initial weights); other seeds measure "
                      "how much a result owes to one draw.",
+    "pretrain_draws": "Agents to pre-train (seeds --pretrain_seed on); the one that reaches the HV "
+                      "target for the least carbon on validation windows of the pre-training "
+                      "period is deployed (scores in pretrain_validation.json).",
+    "pretrain_validation_episodes": "Validation episodes per pre-trained agent (random windows "
+                                    "of the pre-training period, the same for every agent).",
     "oracle_quantiles": "Intensity quantiles of the oracle's threshold schedules.",
     "oracle_splits": "Oracle schedules' n_train in clean:dirty hours, each N_CLEAN:N_DIRTY (one GPU "
                      "samples, the rest released).",

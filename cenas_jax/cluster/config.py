@@ -151,6 +151,11 @@ class PretrainConfig:
     pretrain_seed: seeds the draw of the windows and the agent's initial weights. The deployed
       agent is one draw of pre-training; rerunning with other seeds measures how much of a
       result is that draw.
+    pretrain_draws: agents pre-trained, from seeds ``pretrain_seed`` on; with more than one, the
+      one that reaches the HV target for the least carbon on validation windows of the
+      pre-training period is deployed (model selection that never sees the search window).
+    pretrain_validation_episodes: validation episodes per draw (random pre-training windows, the
+      same for every draw).
   """
 
   pretrain_episodes: int = 0
@@ -159,11 +164,16 @@ class PretrainConfig:
   pretrain_optimizer: Literal["random", "lamoo"] = "random"
   pretrain_entropy_final: float = -1.0
   pretrain_seed: int = 12345
+  pretrain_draws: int = 1
+  pretrain_validation_episodes: int = 9
 
   def __post_init__(self):
     _check_choices(self)
     if self.pretrain_episodes < 0:
       raise ConfigError("pretrain_episodes", f"must be >= 0, got {self.pretrain_episodes}")
+    for name in ("pretrain_draws", "pretrain_validation_episodes"):
+      if getattr(self, name) < 1:
+        raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
 
   def check(self, used: bool) -> None:
     """Refuses a ``pretrain_end`` without a UTC offset and, when pre-training will run (``used``

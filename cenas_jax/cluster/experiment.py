@@ -24,6 +24,7 @@ from cenas_jax.cluster import search
 from cenas_jax.cluster import strategies as strat_lib
 from cenas_jax.cluster import summary as summary_lib
 from cenas_jax.cluster.config import STRATEGIES, ExperimentConfig, OracleSchedule  # noqa: F401
+from cenas_jax.cluster.config import REPORTED_TARGET, TARGET_KEY
 from cenas_jax.cluster.problem import SearchProblem, hwnas_problem
 from cenas_jax.errors import CenasError, ConfigError, DataError
 from cenas_jax.fileio import atomic_write_json, atomic_write_text
@@ -381,6 +382,84 @@ def clairvoyant_bounds(records: dict[str, list[dict]], config: ExperimentConfig,
 # Agent pre-training across simulated episodes
 
 
+def _pretrain_traces(config: ExperimentConfig) -> list[tuple[str, np.ndarray, int]]:
+  """Per pre-training region: its trace of the year before ``pretrain_end`` and the index of
+  ``pretrain_end`` in it (windows must end before it)."""
+  import pandas as pd
+
+  end_ts = pd.Timestamp(config.pretrain.pretrain_end)
+  traces = []
+  for region in config.pretrain.pretrain_regions:
+    tr = region_trace(config, region, end_ts - pd.Timedelta(hours=1))  # the year of the hour before
+    traces.append((region, tr.values.astype(np.float64), int((end_ts - tr.start) / pd.Timedelta(hours=1))))
+  return traces
+
+
+def _pretrain_episode(config: ExperimentConfig, inputs: Inputs, strategy, traces, rng, seed: int):
+  """One episode of ``strategy`` on a random pre-training window (region and start from ``rng``);
+  returns the final episode state and the region."""
+  region, ci, end = traces[rng.integers(len(traces))]
+  hour0 = int(rng.integers(config.hours // 2 + 168, end - config.hours))
+  fc = (lambda t: ci[t: t + 24]) if strategy.config.use_forecast else None
+  state = search.init_episode(inputs.problem, config.search, seed, strategy)
+  optimizer = (config.lamoo.optimizer() if config.pretrain.pretrain_optimizer == "lamoo"
+               else search.RandomOptimizer())
+  while state.hour < config.search.hours:
+    state, _ = search.step_episode(state, inputs.problem, ci, hour0, strategy, optimizer,
+                                   config.search, forecast_fn=fc)
+  return state, region
+
+
+def _train_draw(config: ExperimentConfig, inputs: Inputs, traces, seed: int, label: str):
+  """Pre-trains one agent from ``seed`` (its windows and initial weights); returns its state."""
+  import jax
+
+  from cenas_jax.cluster.agent_strategy import AgentStrategy
+  from cenas_jax.controller.allocation_agent import init_agent
+
+  acfg = _agent_config(config, faithful=False)
+  strategy = AgentStrategy(config=acfg, name="cenas")
+  n_episodes = config.pretrain.pretrain_episodes
+  rng = np.random.default_rng(seed)
+  agent = init_agent(acfg, jax.random.key(seed))
+  w0, w1 = acfg.entropy_weight, config.pretrain.pretrain_entropy_final
+  t0 = time.time()
+  for ep in range(n_episodes):
+    ent = None if w1 < 0 else float(w0 + (w1 - w0) * ep / max(n_episodes - 1, 1))
+    strat = dataclasses.replace(strategy, init_params=agent, entropy_weight=ent)
+    state, region = _pretrain_episode(config, inputs, strat, traces, rng, 10_000 + ep)
+    agent = state.strategy_state
+    if (ep + 1) % 5 == 0 or ep + 1 == n_episodes:
+      h = state.history
+      print(f"  pretrain{label} episode {ep + 1}/{n_episodes} ({region}): mean n_train "
+            f"{np.mean(h['n_train']):.2f}, final HV {h['hv'][-1] / inputs.problem.max_hv:.4f}, "
+            f"paper carbon {search.charged_g(state.ledger, 'paper'):.0f} g; "
+            f"{time.time() - t0:.0f}s, ETA {(time.time() - t0) / (ep + 1) * (n_episodes - ep - 1):.0f}s",
+            flush=True)
+  return agent
+
+
+def _validation_score_g(config: ExperimentConfig, inputs: Inputs, traces, agent) -> dict:
+  """The deployed (frozen) agent on ``pretrain_validation_episodes`` pre-training windows, the same
+  windows and episode seeds for every draw: per episode the carbon to the reported HV target under
+  paper and full accounting, and the score, the median over episodes of their geometric mean (g;
+  infinite for an episode that never reaches the target)."""
+  from cenas_jax.cluster.agent_strategy import AgentStrategy
+
+  strategy = AgentStrategy(config=_agent_config(config, False, frozen=True), init_params=agent,
+                           name="cenas")
+  rng = np.random.default_rng([config.pretrain.pretrain_seed, 1])  # apart from every draw's stream
+  per_episode = []
+  for i in range(config.pretrain.pretrain_validation_episodes):
+    state, region = _pretrain_episode(config, inputs, strategy, traces, rng, 20_000 + i)
+    to = search.episode_record(state, inputs.problem, (REPORTED_TARGET,),
+                               config.search.pool)["carbon_to_target_g"]
+    per_episode.append({"region": region, **{acc: to[acc][TARGET_KEY] for acc in to}})
+  gm = [np.inf if e["paper"] is None or e["full"] is None else float(np.sqrt(e["paper"] * e["full"]))
+        for e in per_episode]
+  return {"score_g": float(np.median(gm)), "episodes": per_episode}
+
+
 def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
   """Trains the ``cenas`` agent over random trace windows and regions before the search window;
   returns the directory of the trained parameters (reused on resume).
@@ -388,56 +467,38 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
   Proposals are uniform random (``pretrain_optimizer="random"``: the agent learns the pool's
   dynamics only) or the search's own LaMOO; an agent that reads forecast features is trained on the
   true next 24 h; at deployment ``--agent_ci_input`` decides whether it sees the truth or the trained
-  forecaster's P50.
+  forecaster's P50. With ``pretrain_draws`` = k > 1, k agents are trained (seeds ``pretrain_seed``
+  .. + k - 1) and the one with the lowest validation score (``_validation_score_g``, windows of
+  the pre-training period only, never the search window) is deployed; the scores are written to
+  ``pretrain_validation.json``.
   """
-  import jax
-  import pandas as pd
-
-  from cenas_jax.cluster.agent_strategy import AgentStrategy
-  from cenas_jax.controller.allocation_agent import init_agent
   from cenas_jax.training.checkpoint import Checkpointer
 
   out = workdir / "agent_pretrained"
   with Checkpointer(out, max_to_keep=1) as ckpt:
     if ckpt.latest_step() == config.pretrain.pretrain_episodes:
       return str(out)
-  acfg = _agent_config(config, faithful=False)
-  strategy = AgentStrategy(config=acfg, name="cenas")
-  traces = []
-  for region in config.pretrain.pretrain_regions:
-    # Pre-training windows end before pretrain_end: read the year of the hour before it.
-    tr = region_trace(config, region, pd.Timestamp(config.pretrain.pretrain_end) - pd.Timedelta(hours=1))
-    end = int((pd.Timestamp(config.pretrain.pretrain_end) - tr.start) / pd.Timedelta(hours=1))
-    traces.append((region, tr.values.astype(np.float64), end))
-  scfg = config.search
-  n_episodes = config.pretrain.pretrain_episodes
   pcfg = config.pretrain
-  rng = np.random.default_rng(pcfg.pretrain_seed)
-  agent = init_agent(acfg, jax.random.key(pcfg.pretrain_seed))
-  optimizer = (config.lamoo.optimizer() if pcfg.pretrain_optimizer == "lamoo"
-               else search.RandomOptimizer())
-  w0, w1 = acfg.entropy_weight, pcfg.pretrain_entropy_final
-  t0 = time.time()
-  for ep in range(n_episodes):
-    region, ci, end = traces[rng.integers(len(traces))]
-    hour0 = int(rng.integers(config.hours // 2 + 168, end - config.hours))
-    ent = None if w1 < 0 else float(w0 + (w1 - w0) * ep / max(n_episodes - 1, 1))
-    strat = dataclasses.replace(strategy, init_params=agent, entropy_weight=ent)
-    state = search.init_episode(inputs.problem, scfg, 10_000 + ep, strat)
-    fc = (lambda t, ci=ci: ci[t: t + 24]) if acfg.use_forecast else None
-    while state.hour < scfg.hours:
-      state, _ = search.step_episode(state, inputs.problem, ci, hour0, strat, optimizer, scfg,
-                                     forecast_fn=fc)
-    agent = state.strategy_state
-    if (ep + 1) % 5 == 0 or ep + 1 == n_episodes:
-      h = state.history
-      print(f"  pretrain episode {ep + 1}/{n_episodes} ({region}): mean n_train "
-            f"{np.mean(h['n_train']):.2f}, final HV {h['hv'][-1] / inputs.problem.max_hv:.4f}, "
-            f"paper carbon {search.charged_g(state.ledger, 'paper'):.0f} g; "
-            f"{time.time() - t0:.0f}s, ETA {(time.time() - t0) / (ep + 1) * (n_episodes - ep - 1):.0f}s",
+  traces = _pretrain_traces(config)
+  draws = []
+  for d in range(pcfg.pretrain_draws):
+    seed = pcfg.pretrain_seed + d
+    label = f" (draw {d + 1}/{pcfg.pretrain_draws}, seed {seed})" if pcfg.pretrain_draws > 1 else ""
+    agent = _train_draw(config, inputs, traces, seed, label)
+    val = _validation_score_g(config, inputs, traces, agent) if pcfg.pretrain_draws > 1 else {}
+    if val:
+      print(f"  pretrain{label}: validation {val['score_g']:.0f} g (median over "
+            f"{len(val['episodes'])} episodes of carbon to {TARGET_KEY}, paper x full, sqrt)",
             flush=True)
+    draws.append((seed, agent, val))
+  best = min(range(len(draws)), key=lambda i: draws[i][2].get("score_g", 0.0))  # ties: the first
+  if pcfg.pretrain_draws > 1:
+    atomic_write_json(workdir / "pretrain_validation.json", {
+        "deployed_seed": draws[best][0],
+        "draws": [{"seed": seed, **val, "score_g": val["score_g"] if np.isfinite(val["score_g"])
+                   else None} for seed, _, val in draws]})
   with Checkpointer(out, max_to_keep=1) as ckpt:
-    ckpt.save(n_episodes, agent, {"episodes": n_episodes}, force=True)
+    ckpt.save(pcfg.pretrain_episodes, draws[best][1], {"episodes": pcfg.pretrain_episodes}, force=True)
   return str(out)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cenas_jax.cluster import experiment
-from cenas_jax.cluster.config import ExperimentConfig, OracleConfig
+from cenas_jax.cluster.config import ExperimentConfig, OracleConfig, PretrainConfig
 from cenas_jax.cluster.search import SearchConfig
 from cenas_jax import results
 from cenas_jax.errors import CenasError, WorkdirError
@@ -269,23 +269,57 @@ def test_electricitymaps_trace_is_the_file_of_the_windows_year(shared_data):
     assert trace.start.year == year and len(trace) in (8760, 8784)
 
 
+def _pretrained_leaves(tmp_path, name: str, hours: int = 4, **pretrain) -> list:
+  import jax
+
+  cfg = ExperimentConfig(strategies=("cenas",), seeds=(0,), search=SearchConfig(hours=hours),
+                         pretrain=PretrainConfig(pretrain_episodes=1, **pretrain))
+  out = experiment.pretrain(cfg, experiment.load_inputs(cfg), tmp_path / name)
+  return jax.tree.leaves(experiment._load_pretrained(out, cfg, experiment.load_inputs(cfg)))
+
+
+def _same(a: list, b: list) -> bool:
+  import numpy as np
+
+  return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
 def test_pretrain_seed_draws_another_agent_and_the_default_is_reproducible(tmp_path, shared_data):
   """The deployed agent is one draw of pre-training: the same seed gives the same weights, another
   seed other windows and initial weights (so rerunning with seeds measures that draw)."""
-  import jax
-  import numpy as np
-
-  from cenas_jax.cluster.config import PretrainConfig
-
   del shared_data
   assert PretrainConfig().pretrain_seed == 12345  # the constant the stored studies were run with
+  a = _pretrained_leaves(tmp_path, "a", pretrain_seed=1)
+  assert _same(a, _pretrained_leaves(tmp_path, "a_again", pretrain_seed=1))
+  assert not _same(a, _pretrained_leaves(tmp_path, "b", pretrain_seed=2))
 
-  def weights(seed: int, name: str) -> list:
-    cfg = ExperimentConfig(strategies=("cenas",), seeds=(0,), search=SearchConfig(hours=4),
-                           pretrain=PretrainConfig(pretrain_episodes=1, pretrain_seed=seed))
-    out = experiment.pretrain(cfg, experiment.load_inputs(cfg), tmp_path / name)
-    return jax.tree.leaves(experiment._load_pretrained(out, cfg, experiment.load_inputs(cfg)))
 
-  a, a_again, b = weights(1, "a"), weights(1, "a_again"), weights(2, "b")
-  assert all(np.array_equal(x, y) for x, y in zip(a, a_again))
-  assert not all(np.array_equal(x, y) for x, y in zip(a, b))
+def test_pretrain_draws_deploy_the_best_on_validation_windows(tmp_path, shared_data):
+  """With k draws, each is validated on the same pre-training windows and the lowest score is
+  deployed: that draw's agent, as trained alone from its seed. 24 hours: long enough for some
+  validation episodes to reach the target with LaMOO's proposals."""
+  import math
+
+  import numpy as np
+
+  del shared_data
+  lamoo = dict(hours=24, pretrain_optimizer="lamoo")
+  leaves = _pretrained_leaves(tmp_path, "k", pretrain_seed=3, pretrain_draws=2,
+                              pretrain_validation_episodes=3, **lamoo)
+  val = json.loads((tmp_path / "k" / "pretrain_validation.json").read_text())
+  assert [d["seed"] for d in val["draws"]] == [3, 4]
+  for d in val["draws"]:
+    assert len(d["episodes"]) == 3 and all(set(e) == {"region", "paper", "full"} for e in d["episodes"])
+    median = sorted(math.inf if e["paper"] is None else math.sqrt(e["paper"] * e["full"])
+                    for e in d["episodes"])[1]
+    assert d["score_g"] == (None if math.isinf(median) else pytest.approx(median))
+  # The same windows for every draw.
+  assert [e["region"] for e in val["draws"][0]["episodes"]] == [
+      e["region"] for e in val["draws"][1]["episodes"]]
+  scores = [math.inf if d["score_g"] is None else d["score_g"] for d in val["draws"]]
+  assert any(math.isfinite(x) for x in scores)  # the choice is made on a number, not a tie
+  best = val["draws"][int(np.argmin(scores))]
+  assert val["deployed_seed"] == best["seed"]
+  assert _same(leaves, _pretrained_leaves(tmp_path, "alone", pretrain_seed=best["seed"], **lamoo))
+  with pytest.raises(CenasError, match="pretrain_draws"):
+    PretrainConfig(pretrain_draws=0)
