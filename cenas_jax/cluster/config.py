@@ -174,6 +174,8 @@ class PretrainConfig:
     for name in ("pretrain_draws", "pretrain_validation_episodes"):
       if getattr(self, name) < 1:
         raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+    if self.pretrain_seed < 0:
+      raise ConfigError("pretrain_seed", f"must be >= 0 (a numpy seed), got {self.pretrain_seed}")
 
   def check(self, used: bool) -> None:
     """Refuses a ``pretrain_end`` without a UTC offset and, when pre-training will run (``used``

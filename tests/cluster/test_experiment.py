@@ -323,3 +323,5 @@ def test_pretrain_draws_deploy_the_best_on_validation_windows(tmp_path, shared_d
   assert _same(leaves, _pretrained_leaves(tmp_path, "alone", pretrain_seed=best["seed"], **lamoo))
   with pytest.raises(CenasError, match="pretrain_draws"):
     PretrainConfig(pretrain_draws=0)
+  with pytest.raises(CenasError, match="pretrain_seed"):
+    PretrainConfig(pretrain_seed=-1)
