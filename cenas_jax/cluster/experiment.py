@@ -391,23 +391,28 @@ def _pretrain_traces(config: ExperimentConfig) -> list[tuple[str, np.ndarray, in
   traces = []
   for region in config.pretrain.pretrain_regions:
     tr = region_trace(config, region, end_ts - pd.Timedelta(hours=1))  # the year of the hour before
-    traces.append((region, tr.values.astype(np.float64), int((end_ts - tr.start) / pd.Timedelta(hours=1))))
+    end = int((end_ts - tr.start) / pd.Timedelta(hours=1))
+    traces.append((region, tr.values.astype(np.float64), end))
   return traces
 
 
-def _pretrain_episode(config: ExperimentConfig, inputs: Inputs, strategy, traces, rng, seed: int):
+def _pretrain_episode(config: ExperimentConfig, inputs: Inputs, strategy, optimizer, traces, rng,
+                      seed: int):
   """One episode of ``strategy`` on a random pre-training window (region and start from ``rng``);
   returns the final episode state and the region."""
   region, ci, end = traces[rng.integers(len(traces))]
   hour0 = int(rng.integers(config.hours // 2 + 168, end - config.hours))
   fc = (lambda t: ci[t: t + 24]) if strategy.config.use_forecast else None
   state = search.init_episode(inputs.problem, config.search, seed, strategy)
-  optimizer = (config.lamoo.optimizer() if config.pretrain.pretrain_optimizer == "lamoo"
-               else search.RandomOptimizer())
   while state.hour < config.search.hours:
     state, _ = search.step_episode(state, inputs.problem, ci, hour0, strategy, optimizer,
                                    config.search, forecast_fn=fc)
   return state, region
+
+
+def _pretrain_optimizer(config: ExperimentConfig):
+  return (config.lamoo.optimizer() if config.pretrain.pretrain_optimizer == "lamoo"
+          else search.RandomOptimizer())
 
 
 def _train_draw(config: ExperimentConfig, inputs: Inputs, traces, seed: int, label: str):
@@ -423,11 +428,12 @@ def _train_draw(config: ExperimentConfig, inputs: Inputs, traces, seed: int, lab
   rng = np.random.default_rng(seed)
   agent = init_agent(acfg, jax.random.key(seed))
   w0, w1 = acfg.entropy_weight, config.pretrain.pretrain_entropy_final
+  optimizer = _pretrain_optimizer(config)
   t0 = time.time()
   for ep in range(n_episodes):
     ent = None if w1 < 0 else float(w0 + (w1 - w0) * ep / max(n_episodes - 1, 1))
     strat = dataclasses.replace(strategy, init_params=agent, entropy_weight=ent)
-    state, region = _pretrain_episode(config, inputs, strat, traces, rng, 10_000 + ep)
+    state, region = _pretrain_episode(config, inputs, strat, optimizer, traces, rng, 10_000 + ep)
     agent = state.strategy_state
     if (ep + 1) % 5 == 0 or ep + 1 == n_episodes:
       h = state.history
@@ -449,15 +455,39 @@ def _validation_score_g(config: ExperimentConfig, inputs: Inputs, traces, agent)
   strategy = AgentStrategy(config=_agent_config(config, False, frozen=True), init_params=agent,
                            name="cenas")
   rng = np.random.default_rng([config.pretrain.pretrain_seed, 1])  # apart from every draw's stream
+  optimizer = _pretrain_optimizer(config)
   per_episode = []
   for i in range(config.pretrain.pretrain_validation_episodes):
-    state, region = _pretrain_episode(config, inputs, strategy, traces, rng, 20_000 + i)
+    state, region = _pretrain_episode(config, inputs, strategy, optimizer, traces, rng, 20_000 + i)
     to = search.episode_record(state, inputs.problem, (REPORTED_TARGET,),
                                config.search.pool)["carbon_to_target_g"]
     per_episode.append({"region": region, **{acc: to[acc][TARGET_KEY] for acc in to}})
   gm = [np.inf if e["paper"] is None or e["full"] is None else float(np.sqrt(e["paper"] * e["full"]))
         for e in per_episode]
   return {"score_g": float(np.median(gm)), "episodes": per_episode}
+
+
+def _best_draw(config: ExperimentConfig, inputs: Inputs, traces, workdir: Path):
+  """Pre-trains ``pretrain_draws`` agents (seeds ``pretrain_seed`` on), validates each, writes the
+  scores to ``pretrain_validation.json`` and returns the agent with the lowest score (ties: the
+  first)."""
+  pcfg = config.pretrain
+  agents, report = [], []
+  for d in range(pcfg.pretrain_draws):
+    seed = pcfg.pretrain_seed + d
+    label = f" (draw {d + 1}/{pcfg.pretrain_draws}, seed {seed})"
+    agents.append(_train_draw(config, inputs, traces, seed, label))
+    val = _validation_score_g(config, inputs, traces, agents[-1])
+    print(f"  pretrain{label}: validation {val['score_g']:.0f} g (median over "
+          f"{len(val['episodes'])} episodes of carbon to {TARGET_KEY}, paper x full, sqrt)",
+          flush=True)
+    report.append({"seed": seed, **val})
+  best = int(np.argmin([r["score_g"] for r in report]))
+  for r in report:  # JSON has no infinity: a draw that never reached the target scores null
+    r["score_g"] = r["score_g"] if np.isfinite(r["score_g"]) else None
+  atomic_write_json(workdir / "pretrain_validation.json",
+                    {"deployed_seed": report[best]["seed"], "draws": report})
+  return agents[best]
 
 
 def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
@@ -480,25 +510,10 @@ def pretrain(config: ExperimentConfig, inputs: Inputs, workdir: Path) -> str:
       return str(out)
   pcfg = config.pretrain
   traces = _pretrain_traces(config)
-  draws = []
-  for d in range(pcfg.pretrain_draws):
-    seed = pcfg.pretrain_seed + d
-    label = f" (draw {d + 1}/{pcfg.pretrain_draws}, seed {seed})" if pcfg.pretrain_draws > 1 else ""
-    agent = _train_draw(config, inputs, traces, seed, label)
-    val = _validation_score_g(config, inputs, traces, agent) if pcfg.pretrain_draws > 1 else {}
-    if val:
-      print(f"  pretrain{label}: validation {val['score_g']:.0f} g (median over "
-            f"{len(val['episodes'])} episodes of carbon to {TARGET_KEY}, paper x full, sqrt)",
-            flush=True)
-    draws.append((seed, agent, val))
-  best = min(range(len(draws)), key=lambda i: draws[i][2].get("score_g", 0.0))  # ties: the first
-  if pcfg.pretrain_draws > 1:
-    atomic_write_json(workdir / "pretrain_validation.json", {
-        "deployed_seed": draws[best][0],
-        "draws": [{"seed": seed, **val, "score_g": val["score_g"] if np.isfinite(val["score_g"])
-                   else None} for seed, _, val in draws]})
+  agent = (_train_draw(config, inputs, traces, pcfg.pretrain_seed, "") if pcfg.pretrain_draws == 1
+           else _best_draw(config, inputs, traces, workdir))
   with Checkpointer(out, max_to_keep=1) as ckpt:
-    ckpt.save(pcfg.pretrain_episodes, draws[best][1], {"episodes": pcfg.pretrain_episodes}, force=True)
+    ckpt.save(pcfg.pretrain_episodes, agent, {"episodes": pcfg.pretrain_episodes}, force=True)
   return str(out)
 
 

@@ -274,8 +274,9 @@ def _pretrained_leaves(tmp_path, name: str, hours: int = 4, **pretrain) -> list:
 
   cfg = ExperimentConfig(strategies=("cenas",), seeds=(0,), search=SearchConfig(hours=hours),
                          pretrain=PretrainConfig(pretrain_episodes=1, **pretrain))
-  out = experiment.pretrain(cfg, experiment.load_inputs(cfg), tmp_path / name)
-  return jax.tree.leaves(experiment._load_pretrained(out, cfg, experiment.load_inputs(cfg)))
+  inputs = experiment.load_inputs(cfg)
+  out = experiment.pretrain(cfg, inputs, tmp_path / name)
+  return jax.tree.leaves(experiment._load_pretrained(out, cfg, inputs))
 
 
 def _same(a: list, b: list) -> bool:
