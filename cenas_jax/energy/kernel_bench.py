@@ -316,6 +316,10 @@ def _iqr(xs: Sequence[float]) -> float:
   return q[2] - q[0]
 
 
+# How often a window shorter than half the minimum is measured again with more calls.
+_WINDOW_ATTEMPTS = 3
+
+
 def measure_calls(
     meter: EnergyMeter, call: Callable[[], Any], *, name: str, min_window_s: float, repeats: int,
     cooldown_s: float = 0.0,
@@ -325,11 +329,13 @@ def measure_calls(
 
   The first two calls compile and warm up. Then the number of calls ``n`` that fills ``min_window_s``
   is calibrated (doubling until a batch of calls takes >= 5 % of a window), and ``repeats`` windows of
-  ``n`` calls are measured, each between two synchronized meter readings. Per call:
+  ``n`` calls are measured, each between two synchronized meter readings; a window shorter than half
+  of ``min_window_s`` (a busy host slowed the calibration) is measured again with ``n`` scaled to fill
+  it, up to ``_WINDOW_ATTEMPTS`` times. Per call:
   ``time = window_s / n`` (s), ``energy = E_window / n`` (J, gross: idle power included).
 
   Returns:
-    ``n_calls``, ``repeats``, ``window_s`` (median), ``time_per_call_s`` and ``energy_per_call_j``
+    ``n_calls`` (of the last window), ``repeats``, ``window_s`` (median), ``time_per_call_s`` and ``energy_per_call_j``
     (medians over the windows, with their IQRs ``*_iqr``), ``power_w`` (median) and
     ``min_counter_updates`` (the fewest meter updates of a window).
   """
@@ -354,12 +360,18 @@ def measure_calls(
     if cooldown_s > 0:
       time.sleep(cooldown_s)
     window = f"{name}#{r}"
-    meter.begin_window(window, sync_on=out)
-    for _ in range(n_calls):
-      out = call()
-    m = meter.end_window(window, sync_on=out)
-    if m.duration_s < 0.5 * min_window_s:
-      logging.warning("%s: window lasted %.3f s (< half of the minimum window).", window, m.duration_s)
+    for attempt in range(_WINDOW_ATTEMPTS):
+      meter.begin_window(window, sync_on=out)
+      for _ in range(n_calls):
+        out = call()
+      m = meter.end_window(window, sync_on=out)
+      if m.duration_s >= 0.5 * min_window_s or n_calls >= 1 << 24:
+        break
+      # A busy host slows the calibration batch, so its per-call time can be far too long and the
+      # window far too short to read the counter. Rescale the calls to the window just measured.
+      logging.warning("%s: window lasted %.4f s (< half of the minimum window)%s.", window,
+                      m.duration_s, "" if attempt + 1 == _WINDOW_ATTEMPTS else "; measuring it again")
+      n_calls = min(1 << 24, math.ceil(n_calls * min_window_s / max(m.duration_s, 1e-6)))
     times.append(m.duration_s / n_calls)
     energies.append(m.energy_j / n_calls)
     powers.append(m.power_w)

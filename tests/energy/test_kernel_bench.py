@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -163,3 +164,25 @@ def test_measure_calls_divides_windows_by_calls():
   assert m["time_per_call_s"] == pytest.approx(1e-3)
   assert m["energy_per_call_j"] == pytest.approx(200.0 * 1e-3, rel=0.01)
   assert m["power_w"] == pytest.approx(200.0, rel=0.01)
+
+
+def test_measure_calls_remeasures_windows_that_a_slow_calibration_left_short(caplog):
+  t, calls = [0.0], [0]
+  meter = FakeEnergyMeter(200.0, idle_power_w=50.0, counter_period_s=1e-4, clock=lambda: t[0],
+                          sleep=lambda s: None)
+  out = jax.numpy.zeros(())
+
+  def call():  # 1 ms on the meter's clock; the first calibration call also stalls the host 5 ms
+    calls[0] += 1
+    if calls[0] == 3:
+      time.sleep(5e-3)
+    t[0] += 1e-3
+    return out
+
+  m = kernel_bench.measure_calls(meter, call, name="x", min_window_s=0.01, repeats=2)
+  # Calibration saw 5 ms per call, so 2 calls (2 ms) per window; the short first window is measured
+  # again with 2 * 10 ms / 2 ms = 10 calls, which the second window keeps.
+  assert m["n_calls"] == 10 and m["window_s"] == pytest.approx(0.01)
+  assert m["time_per_call_s"] == pytest.approx(1e-3)
+  assert m["power_w"] == pytest.approx(200.0, rel=0.01)
+  assert "x#0: window lasted 0.0020 s" in caplog.text and "measuring it again" in caplog.text
