@@ -318,6 +318,8 @@ def _iqr(xs: Sequence[float]) -> float:
 
 # How often a window shorter than half the minimum is measured again with more calls.
 _WINDOW_ATTEMPTS = 3
+# Most calls in one window (a kernel too fast to fill the window with fewer is still measured).
+_MAX_CALLS = 1 << 24
 
 
 def measure_calls(
@@ -335,9 +337,9 @@ def measure_calls(
   ``time = window_s / n`` (s), ``energy = E_window / n`` (J, gross: idle power included).
 
   Returns:
-    ``n_calls`` (of the last window), ``repeats``, ``window_s`` (median), ``time_per_call_s`` and ``energy_per_call_j``
-    (medians over the windows, with their IQRs ``*_iqr``), ``power_w`` (median) and
-    ``min_counter_updates`` (the fewest meter updates of a window).
+    ``n_calls`` (of the last window), ``repeats``, ``window_s`` (median), ``time_per_call_s`` and
+    ``energy_per_call_j`` (medians over the windows, with their IQRs ``*_iqr``), ``power_w``
+    (median) and ``min_counter_updates`` (the fewest meter updates of a window).
   """
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -354,7 +356,7 @@ def measure_calls(
       break
     n *= 2
   per_call_s = max(elapsed / n, 1e-9)
-  n_calls = max(1, min(1 << 24, math.ceil(min_window_s / per_call_s)))
+  n_calls = max(1, min(_MAX_CALLS, math.ceil(min_window_s / per_call_s)))
   times, energies, powers, updates, windows = [], [], [], [], []
   for r in range(repeats):
     if cooldown_s > 0:
@@ -365,13 +367,13 @@ def measure_calls(
       for _ in range(n_calls):
         out = call()
       m = meter.end_window(window, sync_on=out)
-      if m.duration_s >= 0.5 * min_window_s or n_calls >= 1 << 24:
+      if m.duration_s >= 0.5 * min_window_s or n_calls >= _MAX_CALLS:
         break
       # A busy host slows the calibration batch, so its per-call time can be far too long and the
       # window far too short to read the counter. Rescale the calls to the window just measured.
       logging.warning("%s: window lasted %.4f s (< half of the minimum window)%s.", window,
                       m.duration_s, "" if attempt + 1 == _WINDOW_ATTEMPTS else "; measuring it again")
-      n_calls = min(1 << 24, math.ceil(n_calls * min_window_s / max(m.duration_s, 1e-6)))
+      n_calls = min(_MAX_CALLS, math.ceil(n_calls * min_window_s / max(m.duration_s, 1e-6)))
     times.append(m.duration_s / n_calls)
     energies.append(m.energy_j / n_calls)
     powers.append(m.power_w)
