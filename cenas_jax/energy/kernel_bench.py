@@ -422,19 +422,20 @@ def measure_kernel(
 # -- the dataset file ----------------------------------------------------------------------------------
 
 
-def read_dataset(path: Path) -> list[dict[str, str]]:
-  """Rows of an existing ``kernels.csv``; raises ProfileError when its header is not ours."""
+def read_dataset(path: Path, fix: str = "use a new --workdir") -> list[dict[str, str]]:
+  """Rows of an existing ``kernels.csv``; raises ProfileError, ending with ``fix`` (what the
+  caller's user should do), when its header is not ours or a line is cut short."""
   with open(path, newline="") as f:
     reader = csv.DictReader(f)
     if tuple(reader.fieldnames or ()) != KERNEL_COLUMNS:
       raise ProfileError(
           f"{path}: header {reader.fieldnames} is not the kernels.csv header {list(KERNEL_COLUMNS)}; "
-          "use a new --workdir."
+          f"{fix}."
       )
     rows = list(reader)
   for i, row in enumerate(rows, start=2):
     if None in row or any(row.get(c) is None for c in KERNEL_COLUMNS):
-      raise ProfileError(f"{path}, line {i}: wrong number of fields (truncated file?); use a new --workdir.")
+      raise ProfileError(f"{path}, line {i}: wrong number of fields (truncated file?); {fix}.")
   return rows
 
 

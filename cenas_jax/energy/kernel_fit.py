@@ -104,7 +104,8 @@ class FitConfig:
 
 def _load_rows(path: Path) -> list[dict[str, Any]]:
   try:
-    rows = kernel_bench.read_dataset(path)
+    rows = kernel_bench.read_dataset(
+        path, fix="point --dataset at the kernels.csv that experiments.profile_kernels wrote")
   except kernel_bench.ProfileError as e:
     raise DataError(str(e)) from e
   if not rows:

@@ -80,6 +80,11 @@ def test_bad_inputs(dataset, tmp_path):
     w.writerows(rows)
   with pytest.raises(DataError, match=r"bad\.csv, line 3: column energy_per_call_j"):
     kernel_fit.run(FitConfig(dataset=str(bad), allow_fake=True), tmp_path / "b")
+  foreign = tmp_path / "foreign.csv"
+  foreign.write_text("x,y\n1,2\n")
+  with pytest.raises(DataError, match="not the kernels.csv header.*point --dataset at the kernels.csv"):
+    kernel_fit.run(FitConfig(dataset=str(foreign), allow_fake=True), tmp_path / "e")
+  assert not (tmp_path / "e").exists()
   with pytest.raises(FileNotFoundError, match="missing.csv"):
     kernel_fit.run(FitConfig(dataset=str(tmp_path / "missing.csv")), tmp_path / "c")
   with pytest.raises(ConfigError, match="required") as e:
